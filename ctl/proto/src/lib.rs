@@ -1,0 +1,254 @@
+//! The control-socket protocol between `sited` and `sitectl`: one JSON object per line each
+//! way, a request then its response. Types and framing only; no I/O policy lives here.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The longest request or response line either side accepts, newline included.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// The default socket path, used when neither `-s` nor `SITED_SOCKET` is given.
+pub const DEFAULT_SOCKET: &str = "/run/sited/control.sock";
+
+/// A request from `sitectl`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// Every device and the daemon itself (observe). Field-less requests are empty struct
+    /// variants so that `deny_unknown_fields` applies to them too.
+    Status {},
+    /// The daemon's version and ABI versions (observe).
+    Version {},
+    /// Drive a simulated input (operate; sim backend only).
+    Sim { device: String, value: String },
+    /// Drive an output (operate).
+    Set { device: String, value: String },
+    /// Re-read the config file (operate), as SIGHUP does.
+    Reload {},
+}
+
+impl Request {
+    /// Does this request change anything? Those need an operator.
+    pub fn operates(&self) -> bool {
+        matches!(self, Request::Sim { .. } | Request::Set { .. } | Request::Reload {})
+    }
+}
+
+/// Why the daemon refused a request. `sitectl` exits 1 for all of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// Malformed, oversized or unknown request.
+    BadRequest,
+    /// The caller may observe but not operate.
+    Denied,
+    /// No such device.
+    NotFound,
+    /// The device exists but does not take that value or that kind of request.
+    Rejected,
+    /// The daemon tried and failed (hardware, plugin fault, bad new config).
+    Failed,
+}
+
+/// The answer to one request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "ok")]
+pub enum Response {
+    #[serde(rename = "true")]
+    Ok {
+        #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+        result: serde_json::Value,
+    },
+    #[serde(rename = "false")]
+    Err { kind: ErrorKind, error: String },
+}
+
+impl Response {
+    pub fn ok(result: impl Serialize) -> Self {
+        Response::Ok { result: serde_json::to_value(result).unwrap_or(serde_json::Value::Null) }
+    }
+
+    pub fn err(kind: ErrorKind, error: impl Into<String>) -> Self {
+        Response::Err { kind, error: error.into() }
+    }
+}
+
+/// `status` result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub daemon: DaemonInfo,
+    pub devices: BTreeMap<String, DeviceStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    pub version: String,
+    pub pid: u32,
+    pub backend: String,
+    pub config: String,
+    pub uptime_secs: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    pub kind: String,
+    pub pin: u32,
+    /// "input" or "output".
+    pub role: String,
+    /// The device's state word (`pressed`, `open`, `on`, ...), or `faulted`.
+    pub state: String,
+    /// Everything else the plugin publishes (angle, pattern, ...).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub detail: serde_json::Map<String, serde_json::Value>,
+    /// Why the device is faulted, if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+}
+
+/// `version` result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: String,
+    pub plugin_abi: Vec<u32>,
+    pub protocol: u32,
+}
+
+/// The protocol's own version, reported by `version`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("line longer than {MAX_LINE_BYTES} bytes")]
+    TooLong,
+    #[error("line is not UTF-8")]
+    NotUtf8,
+}
+
+/// Serialises one message as a JSON line.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut out = serde_json::to_vec(msg).unwrap_or_else(|_| b"{}".to_vec());
+    out.push(b'\n');
+    out
+}
+
+/// Parses one request line (without its newline) into a request or a one-line reason.
+pub fn decode_request(line: &str) -> Result<Request, String> {
+    serde_json::from_str(line).map_err(|e| format!("malformed request: {e}"))
+}
+
+/// Splits a byte stream into lines, refusing any longer than [`MAX_LINE_BYTES`].
+#[derive(Debug, Default)]
+pub struct LineBuffer {
+    buf: Vec<u8>,
+}
+
+impl LineBuffer {
+    pub fn new() -> Self {
+        LineBuffer::default()
+    }
+
+    /// Appends bytes read from the socket.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete line, without its newline; `Ok(None)` if none is complete yet.
+    /// After an error the stream is unusable and the connection should be closed.
+    pub fn next_line(&mut self) -> Result<Option<String>, FrameError> {
+        match self.buf.iter().position(|&b| b == b'\n') {
+            Some(end) => {
+                if end + 1 > MAX_LINE_BYTES {
+                    return Err(FrameError::TooLong);
+                }
+                let line: Vec<u8> = self.buf.drain(..=end).take(end).collect();
+                String::from_utf8(line).map(Some).map_err(|_| FrameError::NotUtf8)
+            }
+            None if self.buf.len() >= MAX_LINE_BYTES => Err(FrameError::TooLong),
+            None => Ok(None),
+        }
+    }
+
+    /// Bytes held that do not yet form a line.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_round_trips_through_a_line() {
+        let all = [
+            Request::Status {},
+            Request::Version {},
+            Request::Sim { device: "entry_button".into(), value: "pressed".into() },
+            Request::Set { device: "office_light".into(), value: "on".into() },
+            Request::Reload {},
+        ];
+        for req in all {
+            let line = encode(&req);
+            assert_eq!(line.last(), Some(&b'\n'));
+            let text = std::str::from_utf8(&line[..line.len() - 1]).expect("utf8");
+            assert_eq!(decode_request(text).expect("decode"), req);
+        }
+    }
+
+    #[test]
+    fn request_wire_form_is_tagged_by_cmd() {
+        let line = encode(&Request::Set { device: "fan".into(), value: "on".into() });
+        assert_eq!(line, b"{\"cmd\":\"set\",\"device\":\"fan\",\"value\":\"on\"}\n");
+    }
+
+    #[test]
+    fn unknown_command_and_unknown_field_are_rejected() {
+        assert!(decode_request(r#"{"cmd":"explode"}"#).is_err());
+        assert!(decode_request(r#"{"cmd":"status","extra":1}"#).is_err());
+        assert!(decode_request("not json").unwrap_err().starts_with("malformed request"));
+    }
+
+    #[test]
+    fn only_changing_requests_operate() {
+        assert!(!Request::Status {}.operates());
+        assert!(Request::Reload {}.operates());
+        assert!(Request::Set { device: "a".into(), value: "on".into() }.operates());
+    }
+
+    #[test]
+    fn responses_round_trip_with_ok_flag() {
+        let ok = Response::ok(VersionInfo { version: "1".into(), plugin_abi: vec![1], protocol: 1 });
+        let text = String::from_utf8(encode(&ok)).expect("utf8");
+        assert!(text.starts_with("{\"ok\":\"true\""), "{text}");
+        assert_eq!(serde_json::from_str::<Response>(&text).expect("parse"), ok);
+        let err = Response::err(ErrorKind::Denied, "operators only");
+        let text = String::from_utf8(encode(&err)).expect("utf8");
+        assert_eq!(serde_json::from_str::<Response>(&text).expect("parse"), err);
+    }
+
+    #[test]
+    fn line_buffer_splits_lines_across_reads() {
+        let mut lb = LineBuffer::new();
+        lb.extend(b"{\"cmd\":");
+        assert_eq!(lb.next_line(), Ok(None));
+        lb.extend(b"\"status\"}\n{\"cmd\":\"version\"}\n");
+        assert_eq!(lb.next_line().expect("line").as_deref(), Some("{\"cmd\":\"status\"}"));
+        assert_eq!(lb.next_line().expect("line").as_deref(), Some("{\"cmd\":\"version\"}"));
+        assert_eq!(lb.next_line(), Ok(None));
+        assert_eq!(lb.pending(), 0);
+    }
+
+    #[test]
+    fn line_buffer_refuses_oversized_line_without_newline() {
+        let mut lb = LineBuffer::new();
+        lb.extend(&vec![b'x'; MAX_LINE_BYTES]);
+        assert_eq!(lb.next_line(), Err(FrameError::TooLong));
+    }
+
+    #[test]
+    fn line_buffer_refuses_invalid_utf8() {
+        let mut lb = LineBuffer::new();
+        lb.extend(b"\xff\xfe\n");
+        assert_eq!(lb.next_line(), Err(FrameError::NotUtf8));
+    }
+}

@@ -1,0 +1,145 @@
+//! Hardware backends: the only code that touches GPIO lines and PWM channels. Each backend
+//! turns kernel edges into [`Edge`]s on the loop thread and carries out pin writes. This module
+//! knows nothing of devices or the site (DESIGN.md §5).
+
+use mio::{Registry, Token, Waker};
+use site_plugin_api::{Bias, Level, PwmSpec};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub mod cdev;
+pub mod pwm_sysfs;
+pub mod rppal;
+pub mod sim;
+
+/// A BCM GPIO number (or a line offset on a cdev chip).
+pub type Pin = u32;
+
+/// One input edge, as the loop thread sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Edge {
+    pub pin: Pin,
+    pub level: Level,
+    /// On the monotonic clock ([`monotonic_now`]).
+    pub at: Duration,
+}
+
+/// Which backend the config asks for.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// `rppal` on a Raspberry Pi, otherwise `sim` with a warning.
+    #[default]
+    Auto,
+    Rppal,
+    Cdev,
+    Sim,
+}
+
+/// Errors a Pi owner can act on: each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("this machine is not a Raspberry Pi ({detail}); set `backend = \"sim\"` in [hardware] to run on simulated pins, or `backend = \"cdev\"` for another Linux board")]
+    NotAPi { detail: String },
+    #[error("permission denied on {path}: run sited as root or as a user in the `gpio` group (the shipped unit uses SupplementaryGroups=gpio)")]
+    PermissionDenied { path: String },
+    #[error("GPIO {pin} is busy: {holder}; stop that program or pick another pin")]
+    PinBusy { pin: Pin, holder: String },
+    #[error("GPIO {pin} does not exist on {chip}")]
+    NoSuchPin { pin: Pin, chip: String },
+    #[error("no GPIO chip labelled \"{label}\" (found: {found}); set [hardware] chip to one of those")]
+    ChipNotFound { label: String, found: String },
+    #[error("GPIO {pin} was not claimed {what}")]
+    NotClaimed { pin: Pin, what: &'static str },
+    #[error("GPIO {pin} is already claimed")]
+    AlreadyClaimed { pin: Pin },
+    #[error("PWM {chip}/{channel} for GPIO {pin}: {detail}")]
+    Pwm { pin: Pin, chip: u32, channel: u32, detail: String },
+    #[error("the {backend} backend has no simulated inputs; `sitectl sim` works only with backend = \"sim\"")]
+    NotSimulated { backend: &'static str },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+}
+
+/// Where a backend delivers edges: it registers its own fds under `token`, or (for edges that
+/// arrive on another thread) queues them and wakes the loop through the one `waker`.
+pub struct EdgeSink {
+    pub registry: Registry,
+    pub token: Token,
+    pub waker: Arc<Waker>,
+}
+
+/// What every backend does. Levels are physical; `active-low` is the device plugin's business.
+pub trait Hardware {
+    /// "sim", "rppal", "cdev": shown in `sitectl status` and the log.
+    fn name(&self) -> &'static str;
+    /// Called once, before any claim, so the backend knows how to wake the loop.
+    fn attach(&mut self, sink: EdgeSink) -> Result<(), Error>;
+    fn claim_input(&mut self, pin: Pin, bias: Bias) -> Result<(), Error>;
+    /// Claims an output and drives it to `initial` at once.
+    fn claim_output(&mut self, pin: Pin, initial: Level) -> Result<(), Error>;
+    /// Claims a PWM output and starts it at `spec.safe_pulse_ns`.
+    fn claim_pwm(&mut self, pin: Pin, spec: PwmSpec) -> Result<(), Error>;
+    /// Gives a pin back (outputs are left at whatever level they were last driven to).
+    fn release(&mut self, pin: Pin);
+    fn read(&mut self, pin: Pin) -> Result<Level, Error>;
+    fn write(&mut self, pin: Pin, level: Level) -> Result<(), Error>;
+    /// 0 stops pulsing.
+    fn set_pwm(&mut self, pin: Pin, pulse_ns: u64) -> Result<(), Error>;
+    /// Moves every edge that has arrived into `out`. Called when the backend's token fires.
+    fn take_edges(&mut self, out: &mut Vec<Edge>) -> Result<(), Error>;
+    /// Sim backend only: the input `pin` now reads `level` (an edge follows if it changed).
+    fn simulate(&mut self, pin: Pin, level: Level) -> Result<(), Error> {
+        let _ = (pin, level);
+        Err(Error::NotSimulated { backend: self.name() })
+    }
+}
+
+/// The monotonic clock edges and timers use (CLOCK_MONOTONIC, as cdev's edge timestamps).
+pub fn monotonic_now() -> Duration {
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: see above.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    debug_assert_eq!(rc, 0);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Is this a Raspberry Pi? Reads the device-tree model, as rppal does.
+pub fn raspberry_pi_model() -> Option<String> {
+    let model = std::fs::read_to_string("/proc/device-tree/model").ok()?;
+    let model = model.trim_end_matches('\0').trim().to_string();
+    model.starts_with("Raspberry Pi").then_some(model)
+}
+
+/// Opens the backend the config names. `auto` picks `rppal` on a Pi and `sim` elsewhere,
+/// with a warning so nobody mistakes a simulation for wired doors.
+pub fn open(kind: &BackendKind, chip: Option<&str>) -> Result<Box<dyn Hardware>, Error> {
+    match kind {
+        BackendKind::Sim => Ok(Box::new(sim::SimBackend::new())),
+        BackendKind::Rppal => Ok(Box::new(rppal::RppalBackend::open()?)),
+        BackendKind::Cdev => Ok(Box::new(cdev::CdevBackend::open(chip)?)),
+        BackendKind::Auto => match raspberry_pi_model() {
+            Some(model) => {
+                log::info!("hardware: {model}, using the rppal backend");
+                Ok(Box::new(rppal::RppalBackend::open()?))
+            }
+            None => {
+                log::warn!(
+                    "hardware: not a Raspberry Pi, so backend = \"auto\" falls back to SIMULATED pins; nothing physical will move (set backend explicitly to silence this)"
+                );
+                Ok(Box::new(sim::SimBackend::new()))
+            }
+        },
+    }
+}

@@ -1,0 +1,165 @@
+//! Simulated pins, in memory. Inputs change only through [`Hardware::simulate`] (from
+//! `sitectl sim`); the resulting edge is queued and the loop is woken through the one waker,
+//! exactly as the rppal backend's interrupt thread does. Outputs and PWM are recorded.
+
+use super::{Edge, EdgeSink, Error, Hardware, Pin, monotonic_now};
+use site_plugin_api::{Bias, Level, PwmSpec};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SimPin {
+    Input { level: Level },
+    Output { level: Level },
+    Pwm { pulse_ns: u64 },
+}
+
+#[derive(Default)]
+pub struct SimBackend {
+    pins: HashMap<Pin, SimPin>,
+    queued: VecDeque<Edge>,
+    waker: Option<Arc<mio::Waker>>,
+}
+
+impl SimBackend {
+    pub fn new() -> Self {
+        SimBackend::default()
+    }
+
+    /// The level last written to an output (for tests and benchmarks).
+    pub fn output_level(&self, pin: Pin) -> Option<Level> {
+        match self.pins.get(&pin) {
+            Some(SimPin::Output { level }) => Some(*level),
+            _ => None,
+        }
+    }
+
+    /// The pulse width last set on a PWM pin.
+    pub fn pwm_pulse(&self, pin: Pin) -> Option<u64> {
+        match self.pins.get(&pin) {
+            Some(SimPin::Pwm { pulse_ns }) => Some(*pulse_ns),
+            _ => None,
+        }
+    }
+
+    fn claim(&mut self, pin: Pin, state: SimPin) -> Result<(), Error> {
+        if self.pins.contains_key(&pin) {
+            return Err(Error::AlreadyClaimed { pin });
+        }
+        self.pins.insert(pin, state);
+        Ok(())
+    }
+}
+
+impl Hardware for SimBackend {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+
+    fn attach(&mut self, sink: EdgeSink) -> Result<(), Error> {
+        self.waker = Some(sink.waker);
+        Ok(())
+    }
+
+    fn claim_input(&mut self, pin: Pin, bias: Bias) -> Result<(), Error> {
+        // An open input floats to its pull; with no pull it reads low.
+        let level = if bias == Bias::PullUp { Level::High } else { Level::Low };
+        self.claim(pin, SimPin::Input { level })
+    }
+
+    fn claim_output(&mut self, pin: Pin, initial: Level) -> Result<(), Error> {
+        self.claim(pin, SimPin::Output { level: initial })
+    }
+
+    fn claim_pwm(&mut self, pin: Pin, spec: PwmSpec) -> Result<(), Error> {
+        self.claim(pin, SimPin::Pwm { pulse_ns: spec.safe_pulse_ns })
+    }
+
+    fn release(&mut self, pin: Pin) {
+        self.pins.remove(&pin);
+        self.queued.retain(|e| e.pin != pin);
+    }
+
+    fn read(&mut self, pin: Pin) -> Result<Level, Error> {
+        match self.pins.get(&pin) {
+            Some(SimPin::Input { level }) | Some(SimPin::Output { level }) => Ok(*level),
+            Some(SimPin::Pwm { .. }) | None => Err(Error::NotClaimed { pin, what: "as an input" }),
+        }
+    }
+
+    fn write(&mut self, pin: Pin, level: Level) -> Result<(), Error> {
+        match self.pins.get_mut(&pin) {
+            Some(SimPin::Output { level: l }) => {
+                *l = level;
+                Ok(())
+            }
+            _ => Err(Error::NotClaimed { pin, what: "as an output" }),
+        }
+    }
+
+    fn set_pwm(&mut self, pin: Pin, pulse_ns: u64) -> Result<(), Error> {
+        match self.pins.get_mut(&pin) {
+            Some(SimPin::Pwm { pulse_ns: p }) => {
+                *p = pulse_ns;
+                Ok(())
+            }
+            _ => Err(Error::NotClaimed { pin, what: "for PWM" }),
+        }
+    }
+
+    fn take_edges(&mut self, out: &mut Vec<Edge>) -> Result<(), Error> {
+        out.extend(self.queued.drain(..));
+        Ok(())
+    }
+
+    fn simulate(&mut self, pin: Pin, level: Level) -> Result<(), Error> {
+        match self.pins.get_mut(&pin) {
+            Some(SimPin::Input { level: current }) => {
+                if *current != level {
+                    *current = level;
+                    self.queued.push_back(Edge { pin, level, at: monotonic_now() });
+                    if let Some(waker) = &self.waker {
+                        waker.wake().map_err(|e| Error::io("waking the event loop", e))?;
+                    }
+                }
+                Ok(())
+            }
+            _ => Err(Error::NotClaimed { pin, what: "as an input" }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulated_change_queues_one_edge_and_same_level_queues_none() {
+        let mut sim = SimBackend::new();
+        sim.claim_input(5, Bias::PullUp).expect("claim");
+        sim.simulate(5, Level::High).expect("same level");
+        sim.simulate(5, Level::Low).expect("change");
+        let mut edges = Vec::new();
+        sim.take_edges(&mut edges).expect("take");
+        assert_eq!(edges.len(), 1);
+        assert_eq!((edges[0].pin, edges[0].level), (5, Level::Low));
+        assert_eq!(sim.read(5).expect("read"), Level::Low);
+    }
+
+    #[test]
+    fn output_starts_at_initial_level_and_records_writes() {
+        let mut sim = SimBackend::new();
+        sim.claim_output(7, Level::High).expect("claim");
+        assert_eq!(sim.output_level(7), Some(Level::High));
+        sim.write(7, Level::Low).expect("write");
+        assert_eq!(sim.output_level(7), Some(Level::Low));
+    }
+
+    #[test]
+    fn a_pin_cannot_be_claimed_twice_or_simulated_as_output() {
+        let mut sim = SimBackend::new();
+        sim.claim_output(7, Level::Low).expect("claim");
+        assert!(matches!(sim.claim_input(7, Bias::Off), Err(Error::AlreadyClaimed { pin: 7 })));
+        assert!(matches!(sim.simulate(7, Level::High), Err(Error::NotClaimed { .. })));
+    }
+}
