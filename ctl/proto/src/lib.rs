@@ -30,7 +30,10 @@ pub enum Request {
 impl Request {
     /// Does this request change anything? Those need an operator.
     pub fn operates(&self) -> bool {
-        matches!(self, Request::Sim { .. } | Request::Set { .. } | Request::Reload {})
+        matches!(
+            self,
+            Request::Sim { .. } | Request::Set { .. } | Request::Reload {}
+        )
     }
 }
 
@@ -65,11 +68,16 @@ pub enum Response {
 
 impl Response {
     pub fn ok(result: impl Serialize) -> Self {
-        Response::Ok { result: serde_json::to_value(result).unwrap_or(serde_json::Value::Null) }
+        Response::Ok {
+            result: serde_json::to_value(result).unwrap_or(serde_json::Value::Null),
+        }
     }
 
     pub fn err(kind: ErrorKind, error: impl Into<String>) -> Self {
-        Response::Err { kind, error: error.into() }
+        Response::Err {
+            kind,
+            error: error.into(),
+        }
     }
 }
 
@@ -161,7 +169,9 @@ impl LineBuffer {
                     return Err(FrameError::TooLong);
                 }
                 let line: Vec<u8> = self.buf.drain(..=end).take(end).collect();
-                String::from_utf8(line).map(Some).map_err(|_| FrameError::NotUtf8)
+                String::from_utf8(line)
+                    .map(Some)
+                    .map_err(|_| FrameError::NotUtf8)
             }
             None if self.buf.len() >= MAX_LINE_BYTES => Err(FrameError::TooLong),
             None => Ok(None),
@@ -183,8 +193,14 @@ mod tests {
         let all = [
             Request::Status {},
             Request::Version {},
-            Request::Sim { device: "entry_button".into(), value: "pressed".into() },
-            Request::Set { device: "office_light".into(), value: "on".into() },
+            Request::Sim {
+                device: "entry_button".into(),
+                value: "pressed".into(),
+            },
+            Request::Set {
+                device: "office_light".into(),
+                value: "on".into(),
+            },
             Request::Reload {},
         ];
         for req in all {
@@ -197,27 +213,47 @@ mod tests {
 
     #[test]
     fn request_wire_form_is_tagged_by_cmd() {
-        let line = encode(&Request::Set { device: "fan".into(), value: "on".into() });
-        assert_eq!(line, b"{\"cmd\":\"set\",\"device\":\"fan\",\"value\":\"on\"}\n");
+        let line = encode(&Request::Set {
+            device: "fan".into(),
+            value: "on".into(),
+        });
+        assert_eq!(
+            line,
+            b"{\"cmd\":\"set\",\"device\":\"fan\",\"value\":\"on\"}\n"
+        );
     }
 
     #[test]
     fn unknown_command_and_unknown_field_are_rejected() {
         assert!(decode_request(r#"{"cmd":"explode"}"#).is_err());
         assert!(decode_request(r#"{"cmd":"status","extra":1}"#).is_err());
-        assert!(decode_request("not json").unwrap_err().starts_with("malformed request"));
+        assert!(
+            decode_request("not json")
+                .unwrap_err()
+                .starts_with("malformed request")
+        );
     }
 
     #[test]
     fn only_changing_requests_operate() {
         assert!(!Request::Status {}.operates());
         assert!(Request::Reload {}.operates());
-        assert!(Request::Set { device: "a".into(), value: "on".into() }.operates());
+        assert!(
+            Request::Set {
+                device: "a".into(),
+                value: "on".into()
+            }
+            .operates()
+        );
     }
 
     #[test]
     fn responses_round_trip_with_ok_flag() {
-        let ok = Response::ok(VersionInfo { version: "1".into(), plugin_abi: vec![1], protocol: 1 });
+        let ok = Response::ok(VersionInfo {
+            version: "1".into(),
+            plugin_abi: vec![1],
+            protocol: 1,
+        });
         let text = String::from_utf8(encode(&ok)).expect("utf8");
         assert!(text.starts_with("{\"ok\":\"true\""), "{text}");
         assert_eq!(serde_json::from_str::<Response>(&text).expect("parse"), ok);
@@ -232,8 +268,14 @@ mod tests {
         lb.extend(b"{\"cmd\":");
         assert_eq!(lb.next_line(), Ok(None));
         lb.extend(b"\"status\"}\n{\"cmd\":\"version\"}\n");
-        assert_eq!(lb.next_line().expect("line").as_deref(), Some("{\"cmd\":\"status\"}"));
-        assert_eq!(lb.next_line().expect("line").as_deref(), Some("{\"cmd\":\"version\"}"));
+        assert_eq!(
+            lb.next_line().expect("line").as_deref(),
+            Some("{\"cmd\":\"status\"}")
+        );
+        assert_eq!(
+            lb.next_line().expect("line").as_deref(),
+            Some("{\"cmd\":\"version\"}")
+        );
         assert_eq!(lb.next_line(), Ok(None));
         assert_eq!(lb.pending(), 0);
     }

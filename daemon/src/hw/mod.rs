@@ -39,23 +39,36 @@ pub enum BackendKind {
 /// Errors a Pi owner can act on: each message says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("this machine is not a Raspberry Pi ({detail}); set `backend = \"sim\"` in [hardware] to run on simulated pins, or `backend = \"cdev\"` for another Linux board")]
+    #[error(
+        "this machine is not a Raspberry Pi ({detail}); set `backend = \"sim\"` in [hardware] to run on simulated pins, or `backend = \"cdev\"` for another Linux board"
+    )]
     NotAPi { detail: String },
-    #[error("permission denied on {path}: run sited as root or as a user in the `gpio` group (the shipped unit uses SupplementaryGroups=gpio)")]
+    #[error(
+        "permission denied on {path}: run sited as root or as a user in the `gpio` group (the shipped unit uses SupplementaryGroups=gpio)"
+    )]
     PermissionDenied { path: String },
     #[error("GPIO {pin} is busy: {holder}; stop that program or pick another pin")]
     PinBusy { pin: Pin, holder: String },
     #[error("GPIO {pin} does not exist on {chip}")]
     NoSuchPin { pin: Pin, chip: String },
-    #[error("no GPIO chip labelled \"{label}\" (found: {found}); set [hardware] chip to one of those")]
+    #[error(
+        "no GPIO chip labelled \"{label}\" (found: {found}); set [hardware] chip to one of those"
+    )]
     ChipNotFound { label: String, found: String },
     #[error("GPIO {pin} was not claimed {what}")]
     NotClaimed { pin: Pin, what: &'static str },
     #[error("GPIO {pin} is already claimed")]
     AlreadyClaimed { pin: Pin },
     #[error("PWM {chip}/{channel} for GPIO {pin}: {detail}")]
-    Pwm { pin: Pin, chip: u32, channel: u32, detail: String },
-    #[error("the {backend} backend has no simulated inputs; `sitectl sim` works only with backend = \"sim\"")]
+    Pwm {
+        pin: Pin,
+        chip: u32,
+        channel: u32,
+        detail: String,
+    },
+    #[error(
+        "the {backend} backend has no simulated inputs; `sitectl sim` works only with backend = \"sim\""
+    )]
     NotSimulated { backend: &'static str },
     #[error("{context}: {source}")]
     Io {
@@ -67,7 +80,10 @@ pub enum Error {
 
 impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 
@@ -101,14 +117,19 @@ pub trait Hardware {
     /// Sim backend only: the input `pin` now reads `level` (an edge follows if it changed).
     fn simulate(&mut self, pin: Pin, level: Level) -> Result<(), Error> {
         let _ = (pin, level);
-        Err(Error::NotSimulated { backend: self.name() })
+        Err(Error::NotSimulated {
+            backend: self.name(),
+        })
     }
 }
 
 /// The monotonic clock edges and timers use (CLOCK_MONOTONIC, as cdev's edge timestamps).
 pub fn monotonic_now() -> Duration {
     // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: see above.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     debug_assert_eq!(rc, 0);

@@ -63,7 +63,11 @@ impl Hardware for SimBackend {
 
     fn claim_input(&mut self, pin: Pin, bias: Bias) -> Result<(), Error> {
         // An open input floats to its pull; with no pull it reads low.
-        let level = if bias == Bias::PullUp { Level::High } else { Level::Low };
+        let level = if bias == Bias::PullUp {
+            Level::High
+        } else {
+            Level::Low
+        };
         self.claim(pin, SimPin::Input { level })
     }
 
@@ -72,7 +76,12 @@ impl Hardware for SimBackend {
     }
 
     fn claim_pwm(&mut self, pin: Pin, spec: PwmSpec) -> Result<(), Error> {
-        self.claim(pin, SimPin::Pwm { pulse_ns: spec.safe_pulse_ns })
+        self.claim(
+            pin,
+            SimPin::Pwm {
+                pulse_ns: spec.safe_pulse_ns,
+            },
+        )
     }
 
     fn release(&mut self, pin: Pin) {
@@ -83,7 +92,10 @@ impl Hardware for SimBackend {
     fn read(&mut self, pin: Pin) -> Result<Level, Error> {
         match self.pins.get(&pin) {
             Some(SimPin::Input { level }) | Some(SimPin::Output { level }) => Ok(*level),
-            Some(SimPin::Pwm { .. }) | None => Err(Error::NotClaimed { pin, what: "as an input" }),
+            Some(SimPin::Pwm { .. }) | None => Err(Error::NotClaimed {
+                pin,
+                what: "as an input",
+            }),
         }
     }
 
@@ -93,7 +105,10 @@ impl Hardware for SimBackend {
                 *l = level;
                 Ok(())
             }
-            _ => Err(Error::NotClaimed { pin, what: "as an output" }),
+            _ => Err(Error::NotClaimed {
+                pin,
+                what: "as an output",
+            }),
         }
     }
 
@@ -103,7 +118,10 @@ impl Hardware for SimBackend {
                 *p = pulse_ns;
                 Ok(())
             }
-            _ => Err(Error::NotClaimed { pin, what: "for PWM" }),
+            _ => Err(Error::NotClaimed {
+                pin,
+                what: "for PWM",
+            }),
         }
     }
 
@@ -117,14 +135,23 @@ impl Hardware for SimBackend {
             Some(SimPin::Input { level: current }) => {
                 if *current != level {
                     *current = level;
-                    self.queued.push_back(Edge { pin, level, at: monotonic_now() });
+                    self.queued.push_back(Edge {
+                        pin,
+                        level,
+                        at: monotonic_now(),
+                    });
                     if let Some(waker) = &self.waker {
-                        waker.wake().map_err(|e| Error::io("waking the event loop", e))?;
+                        waker
+                            .wake()
+                            .map_err(|e| Error::io("waking the event loop", e))?;
                     }
                 }
                 Ok(())
             }
-            _ => Err(Error::NotClaimed { pin, what: "as an input" }),
+            _ => Err(Error::NotClaimed {
+                pin,
+                what: "as an input",
+            }),
         }
     }
 }
@@ -159,7 +186,13 @@ mod tests {
     fn a_pin_cannot_be_claimed_twice_or_simulated_as_output() {
         let mut sim = SimBackend::new();
         sim.claim_output(7, Level::Low).expect("claim");
-        assert!(matches!(sim.claim_input(7, Bias::Off), Err(Error::AlreadyClaimed { pin: 7 })));
-        assert!(matches!(sim.simulate(7, Level::High), Err(Error::NotClaimed { .. })));
+        assert!(matches!(
+            sim.claim_input(7, Bias::Off),
+            Err(Error::AlreadyClaimed { pin: 7 })
+        ));
+        assert!(matches!(
+            sim.simulate(7, Level::High),
+            Err(Error::NotClaimed { .. })
+        ));
     }
 }

@@ -15,7 +15,8 @@ pub const QUERY_SYMBOL: &str = "sited_plugin_query";
 
 /// `sited_plugin_query(host_versions, n)`: the host lists the ABI versions it speaks; the plugin
 /// returns its descriptor for one of them, or null when it speaks none of them.
-pub type QueryFn = unsafe extern "C" fn(host_versions: *const u32, n: usize) -> *const PluginDescriptor;
+pub type QueryFn =
+    unsafe extern "C" fn(host_versions: *const u32, n: usize) -> *const PluginDescriptor;
 
 /// Status codes returned by plugin entry points.
 pub const STATUS_OK: i32 = 0;
@@ -64,7 +65,10 @@ pub struct StrRef {
 
 impl StrRef {
     pub fn new(s: &str) -> Self {
-        StrRef { ptr: s.as_ptr(), len: s.len() }
+        StrRef {
+            ptr: s.as_ptr(),
+            len: s.len(),
+        }
     }
 
     /// Borrows the string back.
@@ -140,7 +144,8 @@ pub struct PluginDescriptor {
         out: *mut *mut c_void,
     ) -> i32,
     pub destroy: unsafe extern "C" fn(instance: *mut c_void),
-    pub on_edge: unsafe extern "C" fn(instance: *mut c_void, pin: u32, level: u32, at_us: u64) -> i32,
+    pub on_edge:
+        unsafe extern "C" fn(instance: *mut c_void, pin: u32, level: u32, at_us: u64) -> i32,
     pub on_timer: unsafe extern "C" fn(instance: *mut c_void, id: u64) -> i32,
     /// A command as JSON, `{"set": "<value>"}`.
     pub command: unsafe extern "C" fn(instance: *mut c_void, command_json: StrRef) -> i32,

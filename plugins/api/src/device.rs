@@ -43,7 +43,13 @@ pub trait Device: Sized + 'static {
     fn create(host: &mut dyn Host, config: Self::Config) -> Result<Self, String>;
 
     /// An edge on one of this device's input pins; `at_us` is on the host's monotonic clock.
-    fn on_edge(&mut self, host: &mut dyn Host, pin: u32, level: Level, at_us: u64) -> Result<(), String> {
+    fn on_edge(
+        &mut self,
+        host: &mut dyn Host,
+        pin: u32,
+        level: Level,
+        at_us: u64,
+    ) -> Result<(), String> {
         let _ = (host, pin, level, at_us);
         Ok(())
     }
@@ -57,13 +63,19 @@ pub trait Device: Sized + 'static {
     /// `sitectl set <device> <value>` and site logic commands. Inputs take none.
     fn command(&mut self, host: &mut dyn Host, value: &str) -> Result<(), String> {
         let _ = (host, value);
-        Err(format!("a {} is an input and takes no commands", Self::KIND))
+        Err(format!(
+            "a {} is an input and takes no commands",
+            Self::KIND
+        ))
     }
 
     /// Input devices: the pin and level that would make this device report `value`.
     fn simulate(&mut self, value: &str) -> Result<(u32, Level), String> {
         let _ = value;
-        Err(format!("a {} is an output; drive it with `sitectl set`", Self::KIND))
+        Err(format!(
+            "a {} is an output; drive it with `sitectl set`",
+            Self::KIND
+        ))
     }
 
     /// Back to the safe state: outputs at their safe level, timers cancelled.

@@ -18,8 +18,14 @@ pub const fn descriptor<D: Device>(version: &'static str) -> PluginDescriptor {
     PluginDescriptor {
         size: std::mem::size_of::<PluginDescriptor>() as u32,
         abi_version: abi::ABI_V1,
-        kind: StrRef { ptr: D::KIND.as_ptr(), len: D::KIND.len() },
-        version: StrRef { ptr: version.as_ptr(), len: version.len() },
+        kind: StrRef {
+            ptr: D::KIND.as_ptr(),
+            len: D::KIND.len(),
+        },
+        version: StrRef {
+            ptr: version.as_ptr(),
+            len: version.len(),
+        },
         role: match D::ROLE {
             crate::device::Role::Input => abi::ROLE_INPUT,
             crate::device::Role::Output => abi::ROLE_OUTPUT,
@@ -106,7 +112,9 @@ unsafe extern "C" fn validate<D: Device>(host: *const HostVtable, config_json: S
         }
         let mut vt = VtableHost::new(host);
         guarded(&mut vt, |_| {
-            let text = config_json.to_str().map_err(|e| format!("config is not UTF-8: {e}"))?;
+            let text = config_json
+                .to_str()
+                .map_err(|e| format!("config is not UTF-8: {e}"))?;
             let config: D::Config = parse_config(text)?;
             D::check(&config)
         })
@@ -127,7 +135,9 @@ unsafe extern "C" fn create<D: Device>(
         let mut vt = VtableHost::new(host);
         let mut made: Option<D> = None;
         let status = guarded(&mut vt, |h| {
-            let text = config_json.to_str().map_err(|e| format!("config is not UTF-8: {e}"))?;
+            let text = config_json
+                .to_str()
+                .map_err(|e| format!("config is not UTF-8: {e}"))?;
             let config: D::Config = parse_config(text)?;
             D::check(&config)?;
             made = Some(D::create(h, config)?);
@@ -135,7 +145,10 @@ unsafe extern "C" fn create<D: Device>(
         });
         match (status, made) {
             (abi::STATUS_OK, Some(device)) => {
-                let instance = Box::new(Instance { host: VtableHost::new(host), device });
+                let instance = Box::new(Instance {
+                    host: VtableHost::new(host),
+                    device,
+                });
                 *out = Box::into_raw(instance).cast();
                 abi::STATUS_OK
             }
@@ -162,11 +175,17 @@ unsafe extern "C" fn destroy<D: Device>(instance: *mut c_void) {
     let _ = catch_unwind(AssertUnwindSafe(move || drop(boxed)));
 }
 
-unsafe extern "C" fn on_edge<D: Device>(inst: *mut c_void, pin: u32, level: u32, at_us: u64) -> i32 {
+unsafe extern "C" fn on_edge<D: Device>(
+    inst: *mut c_void,
+    pin: u32,
+    level: u32,
+    at_us: u64,
+) -> i32 {
     // SAFETY: a live instance from `create::<D>`.
     let Instance { host, device } = unsafe { instance::<D>(inst) };
     guarded(host, |h| {
-        let level = Level::from_raw(level).ok_or_else(|| format!("the host sent an unknown level {level}"))?;
+        let level = Level::from_raw(level)
+            .ok_or_else(|| format!("the host sent an unknown level {level}"))?;
         device.on_edge(h, pin, level, at_us)
     })
 }
@@ -194,7 +213,8 @@ unsafe extern "C" fn command<D: Device>(inst: *mut c_void, command_json: StrRef)
     let (Instance { host, device }, text) = unsafe { (instance::<D>(inst), command_json.to_str()) };
     guarded(host, |h| {
         let text = text.map_err(|e| format!("command is not UTF-8: {e}"))?;
-        let cmd: SetCommand = serde_json::from_str(text).map_err(|e| format!("malformed command: {e}"))?;
+        let cmd: SetCommand =
+            serde_json::from_str(text).map_err(|e| format!("malformed command: {e}"))?;
         device.command(h, &cmd.set)
     })
 }
@@ -212,7 +232,8 @@ unsafe extern "C" fn simulate<D: Device>(
         let mut answer = None;
         let status = guarded(host, |_| {
             let text = text.map_err(|e| format!("request is not UTF-8: {e}"))?;
-            let req: SimRequest = serde_json::from_str(text).map_err(|e| format!("malformed request: {e}"))?;
+            let req: SimRequest =
+                serde_json::from_str(text).map_err(|e| format!("malformed request: {e}"))?;
             answer = Some(device.simulate(&req.sim)?);
             Ok(())
         });

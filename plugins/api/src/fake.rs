@@ -42,7 +42,10 @@ pub struct FakeHost {
 impl FakeHost {
     /// A host that lets the device use exactly `pins`.
     pub fn with_pins(pins: &[u32]) -> Self {
-        FakeHost { allowed: pins.to_vec(), ..FakeHost::default() }
+        FakeHost {
+            allowed: pins.to_vec(),
+            ..FakeHost::default()
+        }
     }
 
     fn check_pin(&self, pin: u32) -> Result<(), HostError> {
@@ -54,7 +57,11 @@ impl FakeHost {
     }
 
     fn hardware(&mut self) -> Result<(), HostError> {
-        if std::mem::take(&mut self.fail_hardware) { Err(HostError::Hardware) } else { Ok(()) }
+        if std::mem::take(&mut self.fail_hardware) {
+            Err(HostError::Hardware)
+        } else {
+            Ok(())
+        }
     }
 
     /// Takes the events emitted so far.
@@ -68,7 +75,12 @@ impl FakeHost {
     }
 
     /// Sets an input's level and delivers the edge to `device` at the current time.
-    pub fn edge<D: Device>(&mut self, device: &mut D, pin: u32, level: Level) -> Result<(), String> {
+    pub fn edge<D: Device>(
+        &mut self,
+        device: &mut D,
+        pin: u32,
+        level: Level,
+    ) -> Result<(), String> {
         self.inputs.insert(pin, level);
         let now = self.now_us;
         device.on_edge(self, pin, level, now)
@@ -77,7 +89,11 @@ impl FakeHost {
     /// Advances the clock to `until_us`, firing due timers in deadline order at their deadlines.
     pub fn advance_to<D: Device>(&mut self, device: &mut D, until_us: u64) -> Result<(), String> {
         loop {
-            let next = self.timers.iter().filter(|(_, at)| **at <= until_us).min_by_key(|(id, at)| (**at, **id));
+            let next = self
+                .timers
+                .iter()
+                .filter(|(_, at)| **at <= until_us)
+                .min_by_key(|(id, at)| (**at, **id));
             let Some((&id, &at)) = next else { break };
             self.timers.remove(&id);
             self.now_us = self.now_us.max(at);
@@ -133,7 +149,9 @@ impl Host for FakeHost {
     fn read(&mut self, pin: u32) -> Result<Level, HostError> {
         match self.claims.get(&pin) {
             Some(Claim::Input(_)) => {}
-            Some(Claim::Output { .. }) => return Ok(self.outputs.get(&pin).copied().unwrap_or(Level::Low)),
+            Some(Claim::Output { .. }) => {
+                return Ok(self.outputs.get(&pin).copied().unwrap_or(Level::Low));
+            }
             _ => return Err(HostError::Denied),
         }
         self.hardware()?;

@@ -238,7 +238,14 @@ impl Host for VtableHost {
         let channel = spec.channel.unwrap_or(abi::PWM_NONE);
         // SAFETY: valid table (see `new`).
         HostError::from_raw(unsafe {
-            (vt.claim_pwm)(vt.ctx, pin, chip, channel, spec.period_ns, spec.safe_pulse_ns)
+            (vt.claim_pwm)(
+                vt.ctx,
+                pin,
+                chip,
+                channel,
+                spec.period_ns,
+                spec.safe_pulse_ns,
+            )
         })
     }
 
