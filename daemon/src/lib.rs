@@ -1,4 +1,14 @@
 //! sited: one mio event loop that reads inputs, drives outputs through device plugins and
-//! serves the control socket (DESIGN.md §3 is the flow this crate implements).
+//! serves the control socket. DESIGN.md §3 is the flow this crate implements: `hw` turns a
+//! kernel edge into an `Edge`, `devices` hands it to the plugin instance that owns the pin
+//! (`plugin_host`), the device's events go to the site logic, and its commands go back out.
+//! `event_loop` is where those steps are wired together.
 
+pub mod config;
+pub mod control;
+pub mod devices;
+pub mod event_loop;
 pub mod hw;
+pub mod notify;
+pub mod plugin_host;
+pub mod timers;

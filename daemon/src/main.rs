@@ -1,1 +1,67 @@
-fn main() {}
+//! `sited`: the site controller daemon. Runs in the foreground (systemd style: no forking, no
+//! pid file). All the work is in the library; this file only reads the command line.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "sited",
+    version,
+    about = "Site controller daemon: doors, access control, hub"
+)]
+struct Args {
+    /// The config file to run with.
+    #[arg(short, long, value_name = "FILE", default_value = site_daemon::config::DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Check a config file (plugins included) and exit: 0 valid, 1 invalid.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    check_config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(path) = args.check_config {
+        return match site_daemon::event_loop::check_config(&path) {
+            Ok(config) => {
+                println!("{}: OK ({} devices)", path.display(), config.devices.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sited: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    temp_logger();
+    match site_daemon::event_loop::Daemon::start(&args.config).and_then(|d| {
+        eprintln!("sited: control socket at {}", d.control_socket().display());
+        d.run()
+    }) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("sited: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// TEMPORARY until the logging module lands.
+struct L;
+impl log::Log for L {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record) {
+        if r.level() <= log::Level::Info {
+            eprintln!("{} {}", r.level(), r.args());
+        }
+    }
+    fn flush(&self) {}
+}
+fn temp_logger() {
+    let _ = log::set_logger(&L);
+    log::set_max_level(log::LevelFilter::Info);
+}

@@ -237,11 +237,12 @@ unsafe extern "C" fn simulate<D: Device>(
             answer = Some(device.simulate(&req.sim)?);
             Ok(())
         });
-        if let (abi::STATUS_OK, Some((p, l))) = (status, answer) {
-            if !pin.is_null() && !level.is_null() {
-                *pin = p;
-                *level = l.to_raw();
-            }
+        if let (abi::STATUS_OK, Some((p, l))) = (status, answer)
+            && !pin.is_null()
+            && !level.is_null()
+        {
+            *pin = p;
+            *level = l.to_raw();
         }
         status
     }

@@ -1,0 +1,484 @@
+//! The one event loop (DESIGN.md §3, §4). Everything happens on this thread: an edge arrives
+//! from the hardware backend, the plugin host hands it to the device that owns the pin, the
+//! device's events go to the site logic, and the resulting commands go back out through the
+//! plugins to the backend. The loop sleeps in `poll` until an fd, a signal or the next timer
+//! deadline needs it; an idle daemon wakes only for the watchdog.
+
+use crate::config::{self, Config};
+use crate::control::{self, ControlServer, Incoming};
+use crate::devices::{self, DeviceEvent, Devices};
+use crate::hw::{self, Edge, EdgeSink, Hardware, monotonic_now};
+use crate::notify::Notifier;
+use crate::plugin_host::Libraries;
+use crate::timers::Timers;
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use site_proto::{DaemonInfo, ErrorKind, Request, Response, Status, VersionInfo};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Every source the loop polls, as a typed token. Fixed sources get small numbers; control
+/// connections live above `CONTROL_CONN_BASE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tok {
+    Signals,
+    /// The one `mio::Waker`: threads (rppal interrupts) and the sim backend wake the loop.
+    Waker,
+    /// Backends whose edge sources are fds (cdev line requests).
+    Hardware,
+    ControlListener,
+    ControlConn(usize),
+}
+
+const CONTROL_CONN_BASE: usize = 1 << 16;
+const CONTROL_CONN_LIMIT: usize = CONTROL_CONN_BASE + control::MAX_CONNECTIONS;
+
+impl From<Tok> for Token {
+    fn from(tok: Tok) -> Token {
+        Token(match tok {
+            Tok::Signals => 0,
+            Tok::Waker => 1,
+            Tok::Hardware => 2,
+            Tok::ControlListener => 3,
+            Tok::ControlConn(i) => CONTROL_CONN_BASE + i,
+        })
+    }
+}
+
+impl Tok {
+    /// The source behind a raw token; `None` for tokens nobody registered.
+    pub fn from_token(token: Token) -> Option<Tok> {
+        match token.0 {
+            0 => Some(Tok::Signals),
+            1 => Some(Tok::Waker),
+            2 => Some(Tok::Hardware),
+            3 => Some(Tok::ControlListener),
+            n if (CONTROL_CONN_BASE..CONTROL_CONN_LIMIT).contains(&n) => {
+                Some(Tok::ControlConn(n - CONTROL_CONN_BASE))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Timers that belong to the loop itself (device timers live in `Devices`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum LoopTimer {
+    Watchdog,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] config::Error),
+    #[error("hardware: {0}")]
+    Hardware(#[from] hw::Error),
+    #[error("{0}")]
+    Control(#[from] control::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> StartError {
+    move |source| StartError::Io { what, source }
+}
+
+/// Checks a config file the way the daemon would load it, plugins included; starts nothing.
+pub fn check_config(path: &Path) -> Result<Config, config::Error> {
+    let config = config::load(path)?;
+    devices::check(&config, &mut Libraries::new())?;
+    Ok(config)
+}
+
+pub struct Daemon {
+    poll: Poll,
+    /// Kept alive for the backends that hold clones.
+    _waker: Arc<Waker>,
+    signals: Signals,
+    config: Config,
+    hw: Box<dyn Hardware>,
+    libs: Libraries,
+    devices: Devices,
+    control: ControlServer,
+    timers: Timers<LoopTimer>,
+    notifier: Notifier,
+    watchdog: Option<Duration>,
+    started: Instant,
+    stopping: bool,
+    edges: Vec<Edge>,
+    events: Vec<DeviceEvent>,
+}
+
+impl Daemon {
+    /// Loads the config, opens the hardware, creates every device (outputs at their safe level
+    /// first) and binds the control socket. Nothing is half-started on error.
+    pub fn start(config_path: &Path) -> Result<Daemon, StartError> {
+        let mut libs = Libraries::new();
+        let config = config::load(config_path)?;
+        devices::check(&config, &mut libs)?;
+        let operator_gid = control::operator_gid(config.daemon.operator_group.as_deref())?;
+
+        let poll = Poll::new().map_err(io_err("creating the event loop"))?;
+        let waker = Arc::new(
+            Waker::new(poll.registry(), Tok::Waker.into()).map_err(io_err("creating the waker"))?,
+        );
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
+            .map_err(io_err("installing signal handlers"))?;
+        poll.registry()
+            .register(&mut signals, Tok::Signals.into(), Interest::READABLE)
+            .map_err(io_err("registering signals"))?;
+
+        let mut hw = hw::open(&config.hardware.backend, config.hardware.chip.as_deref())?;
+        let registry = poll
+            .registry()
+            .try_clone()
+            .map_err(io_err("cloning the registry"))?;
+        hw.attach(EdgeSink {
+            registry,
+            token: Tok::Hardware.into(),
+            waker: waker.clone(),
+        })?;
+        log::info!("hardware backend: {}", hw.name());
+
+        let devices = Devices::create_all(&config, &mut libs, hw.as_mut());
+        let control =
+            match ControlServer::bind(&config.daemon.control_socket, operator_gid, poll.registry())
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    let mut devices = devices;
+                    devices.shutdown(hw.as_mut());
+                    return Err(e.into());
+                }
+            };
+
+        let notifier = Notifier::from_env();
+        let watchdog = crate::notify::watchdog_interval();
+        let mut timers = Timers::new();
+        if let Some(every) = watchdog {
+            timers.arm(LoopTimer::Watchdog, monotonic_now() + every);
+        }
+        Ok(Daemon {
+            poll,
+            _waker: waker,
+            signals,
+            config,
+            hw,
+            libs,
+            devices,
+            control,
+            timers,
+            notifier,
+            watchdog,
+            started: Instant::now(),
+            stopping: false,
+            edges: Vec::new(),
+            events: Vec::new(),
+        })
+    }
+
+    /// The control socket's path (printed at start so a demo user knows where to point sitectl).
+    pub fn control_socket(&self) -> &Path {
+        self.control.path()
+    }
+
+    /// Runs until SIGTERM or SIGINT, then puts every output in its safe state.
+    pub fn run(mut self) -> Result<(), StartError> {
+        let faulted = self
+            .devices
+            .status()
+            .values()
+            .filter(|d| d.fault.is_some())
+            .count();
+        self.notifier.ready(&self.status_line(faulted));
+        log::info!(
+            "sited {} ready: {} devices ({} faulted), control socket {}",
+            env!("CARGO_PKG_VERSION"),
+            self.devices.names().len(),
+            faulted,
+            self.control.path().display()
+        );
+        let mut events = Events::with_capacity(256);
+        while !self.stopping {
+            let now = monotonic_now();
+            let timeout = [
+                self.timers.timeout(now),
+                self.devices.next_deadline().map(|d| d.saturating_sub(now)),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                self.shutdown();
+                return Err(StartError::Io {
+                    what: "polling",
+                    source: e,
+                });
+            }
+            for event in events.iter() {
+                match Tok::from_token(event.token()) {
+                    Some(Tok::Signals) => self.on_signals(),
+                    Some(Tok::Waker) | Some(Tok::Hardware) => self.on_hardware(),
+                    Some(Tok::ControlListener) => self.control.accept(self.poll.registry()),
+                    Some(Tok::ControlConn(i)) => self.on_control(i, event.is_writable()),
+                    None => log::debug!("event for unknown token {:?} ignored", event.token()),
+                }
+            }
+            self.on_timers();
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    fn on_signals(&mut self) {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for signal in pending {
+            match signal {
+                SIGTERM | SIGINT => {
+                    log::info!(
+                        "received {}, stopping",
+                        if signal == SIGTERM {
+                            "SIGTERM"
+                        } else {
+                            "SIGINT"
+                        }
+                    );
+                    self.stopping = true;
+                }
+                SIGHUP => {
+                    log::info!("received SIGHUP, reloading {}", self.config.file.display());
+                    let _ = self.reload();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Step 1-2 of the flow: edges from the backend go to the devices that own the pins.
+    fn on_hardware(&mut self) {
+        let mut edges = std::mem::take(&mut self.edges);
+        if let Err(e) = self.hw.take_edges(&mut edges) {
+            log::error!("hardware: reading edges failed: {e}");
+        }
+        for edge in edges.drain(..) {
+            log::debug!("edge: GPIO {} {:?}", edge.pin, edge.level);
+            self.devices
+                .on_edge(edge, self.hw.as_mut(), &mut self.events);
+        }
+        self.edges = edges;
+        self.on_device_events();
+    }
+
+    /// Step 3: device events go to the site logic, whose commands go back to the devices.
+    fn on_device_events(&mut self) {
+        for event in self.events.drain(..) {
+            log::info!("{}: {}", event.device, event.event);
+        }
+    }
+
+    fn on_timers(&mut self) {
+        let now = monotonic_now();
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                LoopTimer::Watchdog => {
+                    self.notifier.watchdog();
+                    if let Some(every) = self.watchdog {
+                        self.timers.arm(LoopTimer::Watchdog, now + every);
+                    }
+                }
+            }
+        }
+        self.devices
+            .fire_due(now, self.hw.as_mut(), &mut self.events);
+        self.on_device_events();
+    }
+
+    fn on_control(&mut self, conn: usize, writable: bool) {
+        if writable {
+            self.control.flush(conn, self.poll.registry());
+        }
+        let requests = self.control.readable(conn, self.poll.registry());
+        for incoming in requests {
+            let response = self.handle(&incoming);
+            self.control
+                .respond(incoming.conn, &response, self.poll.registry());
+        }
+    }
+
+    /// Carries out one control request (permission was checked by the control server).
+    fn handle(&mut self, incoming: &Incoming) -> Response {
+        match &incoming.request {
+            Request::Status {} => Response::ok(self.status()),
+            Request::Version {} => Response::ok(VersionInfo {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                plugin_abi: site_plugin_api::abi::SUPPORTED_ABI_VERSIONS.to_vec(),
+                protocol: site_proto::PROTOCOL_VERSION,
+            }),
+            Request::Set { device, value } => {
+                log::info!("control: uid {} sets {device} {value}", incoming.peer.uid);
+                let result =
+                    self.devices
+                        .command(device, value, self.hw.as_mut(), &mut self.events);
+                self.on_device_events();
+                match result {
+                    Ok(()) => Response::ok(self.device_result(device)),
+                    Err(e) => Response::err(e.kind, e.message),
+                }
+            }
+            Request::Sim { device, value } => {
+                log::info!(
+                    "control: uid {} simulates {device} {value}",
+                    incoming.peer.uid
+                );
+                match self.devices.simulate(device, value, self.hw.as_mut()) {
+                    Ok(()) => {
+                        // Deliver the edge now, so the reply (and the next status) shows its effect.
+                        self.on_hardware();
+                        Response::ok(self.device_result(device))
+                    }
+                    Err(e) => Response::err(e.kind, e.message),
+                }
+            }
+            Request::Reload {} => {
+                log::info!("control: uid {} asked for a reload", incoming.peer.uid);
+                match self.reload() {
+                    Ok(()) => Response::ok(serde_json::json!({ "reloaded": self.config.file })),
+                    Err(message) => Response::err(ErrorKind::Failed, message),
+                }
+            }
+        }
+    }
+
+    fn device_result(&self, device: &str) -> serde_json::Value {
+        match self.devices.status().remove(device) {
+            Some(status) => {
+                serde_json::json!({ "device": device, "state": status.state, "detail": status.detail })
+            }
+            None => serde_json::Value::Null,
+        }
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            daemon: DaemonInfo {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                pid: std::process::id(),
+                backend: self.hw.name().to_string(),
+                config: self.config.file.display().to_string(),
+                uptime_secs: self.started.elapsed().as_secs(),
+            },
+            devices: self.devices.status(),
+        }
+    }
+
+    fn status_line(&self, faulted: usize) -> String {
+        if faulted == 0 {
+            format!(
+                "{} devices on {}",
+                self.devices.names().len(),
+                self.hw.name()
+            )
+        } else {
+            format!(
+                "{} devices on {}, {faulted} FAULTED",
+                self.devices.names().len(),
+                self.hw.name()
+            )
+        }
+    }
+
+    /// Re-reads the config. Anything wrong with the new one keeps the old one running, and the
+    /// reason is logged and returned.
+    fn reload(&mut self) -> Result<(), String> {
+        self.notifier.reloading();
+        let result = self.try_reload();
+        match &result {
+            Ok(()) => log::info!("reloaded {}", self.config.file.display()),
+            Err(e) => log::error!("reload failed, keeping the running config: {e}"),
+        }
+        let faulted = self
+            .devices
+            .status()
+            .values()
+            .filter(|d| d.fault.is_some())
+            .count();
+        self.notifier.ready(&self.status_line(faulted));
+        result
+    }
+
+    fn try_reload(&mut self) -> Result<(), String> {
+        let path: PathBuf = self.config.file.clone();
+        let new = config::load(&path).map_err(|e| e.to_string())?;
+        devices::check(&new, &mut self.libs).map_err(|e| e.to_string())?;
+        let needs_restart = [
+            (new.hardware != self.config.hardware, "[hardware]"),
+            (
+                new.daemon.control_socket != self.config.daemon.control_socket,
+                "daemon.control-socket",
+            ),
+            (
+                new.daemon.state_dir != self.config.daemon.state_dir,
+                "daemon.state-dir",
+            ),
+        ];
+        if let Some((_, what)) = needs_restart.iter().find(|(changed, _)| *changed) {
+            return Err(format!(
+                "{what} changed; that needs a restart (systemctl restart sited)"
+            ));
+        }
+        let gid = control::operator_gid(new.daemon.operator_group.as_deref())
+            .map_err(|e| e.to_string())?;
+        let old_dir = self.config.daemon.plugin_dir.clone();
+        self.devices
+            .reload(&old_dir, &new, &mut self.libs, self.hw.as_mut())?;
+        self.control.set_operator_gid(gid);
+        self.config = new;
+        Ok(())
+    }
+
+    /// Orderly stop: STOPPING=1, every output to its safe state, socket removed.
+    fn shutdown(&mut self) {
+        self.notifier.stopping();
+        self.devices.shutdown(self.hw.as_mut());
+        self.control.remove_socket();
+        log::info!("stopped; every output is in its safe state");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_token_round_trips() {
+        let all = [
+            Tok::Signals,
+            Tok::Waker,
+            Tok::Hardware,
+            Tok::ControlListener,
+            Tok::ControlConn(0),
+            Tok::ControlConn(control::MAX_CONNECTIONS - 1),
+        ];
+        for tok in all {
+            assert_eq!(Tok::from_token(tok.into()), Some(tok), "{tok:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_tokens_map_to_none() {
+        assert_eq!(Tok::from_token(Token(4)), None);
+        assert_eq!(Tok::from_token(Token(CONTROL_CONN_LIMIT)), None);
+        assert_eq!(Tok::from_token(Token(usize::MAX)), None);
+    }
+}

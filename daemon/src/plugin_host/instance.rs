@@ -1,0 +1,585 @@
+//! One device instance inside a plugin, and the host callbacks it reaches the hardware through.
+//! The callbacks enforce that a device touches only the pin its config names, and only in the
+//! way it claimed it. Events and timer requests are collected during a call and handed to the
+//! caller afterwards, so a plugin never re-enters the loop.
+
+use super::Error;
+use super::loader::PluginLibrary;
+use crate::hw::{Hardware, Pin, monotonic_now};
+use site_plugin_api::abi::{self, HostVtable, StrRef};
+use site_plugin_api::{Bias, Level, LogLevel, PwmSpec, Role};
+use std::collections::BTreeMap;
+use std::ffi::c_void;
+use std::sync::Arc;
+
+/// How the device claimed a pin, and the level the host restores on fault or stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    Input,
+    Output { safe: Level },
+    Pwm { safe_pulse_ns: u64 },
+}
+
+/// A timer request from the plugin, applied to the loop's heap after the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerOp {
+    Arm { id: u64, after_us: u64 },
+    Cancel { id: u64 },
+}
+
+/// What a call into the plugin ended with, when it did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The plugin refused (a bad command value, say). The device carries on.
+    Refused(String),
+    /// The plugin panicked or reported a broken state: the device must be faulted.
+    Panicked(String),
+    /// The device is already faulted and is not called any more.
+    Faulted(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Refused(m) | CallError::Panicked(m) => f.write_str(m),
+            CallError::Faulted(m) => write!(f, "device is faulted: {m}"),
+        }
+    }
+}
+
+/// The per-instance context behind `HostVtable::ctx`.
+struct Ctx {
+    device: String,
+    /// The one pin this device's config names; anything else is refused.
+    pin: Pin,
+    claims: BTreeMap<Pin, Claim>,
+    /// The hardware, set only for the duration of a call into the plugin.
+    hw: Option<*mut (dyn Hardware + 'static)>,
+    events: Vec<String>,
+    timer_ops: Vec<TimerOp>,
+    state: serde_json::Map<String, serde_json::Value>,
+    error: Option<String>,
+}
+
+impl Ctx {
+    fn new(device: &str, pin: Pin) -> Self {
+        Ctx {
+            device: device.to_string(),
+            pin,
+            claims: BTreeMap::new(),
+            hw: None,
+            events: Vec::new(),
+            timer_ops: Vec::new(),
+            state: serde_json::Map::new(),
+            error: None,
+        }
+    }
+
+    fn hw(&mut self) -> Option<&mut dyn Hardware> {
+        // SAFETY: `hw` is set from a live `&mut dyn Hardware` only while a call into the plugin
+        // is in progress on this thread (see `Instance::call`), and cleared right after.
+        self.hw.map(|p| unsafe { &mut *p })
+    }
+
+    fn hw_result<T>(&mut self, what: &str, r: Result<T, crate::hw::Error>) -> Result<T, i32> {
+        r.map_err(|e| {
+            log::error!("{}: {what}: {e}", self.device);
+            abi::HOST_HW_ERROR
+        })
+    }
+
+    /// May this device claim `pin`? Only its configured pin, and only once.
+    fn may_claim(&self, pin: Pin) -> bool {
+        if pin != self.pin || self.claims.contains_key(&pin) {
+            log::warn!(
+                "{}: refused to let it claim GPIO {pin}; its config names GPIO {}",
+                self.device,
+                self.pin
+            );
+            return false;
+        }
+        true
+    }
+}
+
+/// # Safety
+/// `ctx` must be the `Ctx` pointer this host put in the vtable, used on the loop thread.
+unsafe fn ctx<'a>(ctx: *mut c_void) -> &'a mut Ctx {
+    // SAFETY: the caller's contract; the Ctx outlives every call into the plugin.
+    unsafe { &mut *ctx.cast::<Ctx>() }
+}
+
+/// # Safety
+/// As for [`StrRef::to_str`]: the plugin passes a string valid for the call.
+unsafe fn text(s: StrRef) -> String {
+    // SAFETY: the caller's contract.
+    match unsafe { s.to_str() } {
+        Ok(t) => t.to_string(),
+        Err(_) => String::from_utf8_lossy(
+            // SAFETY: as above; ptr/len describe the plugin's buffer for this call.
+            unsafe { std::slice::from_raw_parts(s.ptr, s.len) },
+        )
+        .into_owned(),
+    }
+}
+
+unsafe extern "C" fn cb_log(c: *mut c_void, level: u32, msg: StrRef) {
+    // SAFETY: called by the plugin with our ctx and a borrowed string.
+    let (c, msg) = unsafe { (ctx(c), text(msg)) };
+    match LogLevel::from_raw(level).unwrap_or(LogLevel::Info) {
+        LogLevel::Error => log::error!("{}: {msg}", c.device),
+        LogLevel::Warn => log::warn!("{}: {msg}", c.device),
+        LogLevel::Info => log::info!("{}: {msg}", c.device),
+        LogLevel::Debug => log::debug!("{}: {msg}", c.device),
+    }
+}
+
+unsafe extern "C" fn cb_set_error(c: *mut c_void, msg: StrRef) {
+    // SAFETY: called by the plugin with our ctx and a borrowed string.
+    let (c, msg) = unsafe { (ctx(c), text(msg)) };
+    c.error = Some(msg);
+}
+
+unsafe extern "C" fn cb_now_us(_c: *mut c_void) -> u64 {
+    monotonic_now().as_micros() as u64
+}
+
+unsafe extern "C" fn cb_claim_input(c: *mut c_void, pin: u32, bias: u32) -> i32 {
+    // SAFETY: called by the plugin with our ctx.
+    let c = unsafe { ctx(c) };
+    let Some(bias) = Bias::from_raw(bias) else {
+        return abi::HOST_BAD_ARGUMENT;
+    };
+    if !c.may_claim(pin) {
+        return abi::HOST_DENIED;
+    }
+    let Some(hw) = c.hw() else {
+        return abi::HOST_DENIED;
+    };
+    let r = hw.claim_input(pin, bias);
+    match c.hw_result("claiming an input", r) {
+        Ok(()) => {
+            c.claims.insert(pin, Claim::Input);
+            abi::HOST_OK
+        }
+        Err(code) => code,
+    }
+}
+
+unsafe extern "C" fn cb_claim_output(c: *mut c_void, pin: u32, safe: u32) -> i32 {
+    // SAFETY: called by the plugin with our ctx.
+    let c = unsafe { ctx(c) };
+    let Some(safe) = Level::from_raw(safe) else {
+        return abi::HOST_BAD_ARGUMENT;
+    };
+    if !c.may_claim(pin) {
+        return abi::HOST_DENIED;
+    }
+    let Some(hw) = c.hw() else {
+        return abi::HOST_DENIED;
+    };
+    let r = hw.claim_output(pin, safe);
+    match c.hw_result("claiming an output", r) {
+        Ok(()) => {
+            c.claims.insert(pin, Claim::Output { safe });
+            abi::HOST_OK
+        }
+        Err(code) => code,
+    }
+}
+
+unsafe extern "C" fn cb_claim_pwm(
+    c: *mut c_void,
+    pin: u32,
+    chip: u32,
+    channel: u32,
+    period_ns: u64,
+    safe_pulse_ns: u64,
+) -> i32 {
+    // SAFETY: called by the plugin with our ctx.
+    let c = unsafe { ctx(c) };
+    if !c.may_claim(pin) {
+        return abi::HOST_DENIED;
+    }
+    if period_ns == 0 || safe_pulse_ns > period_ns {
+        return abi::HOST_BAD_ARGUMENT;
+    }
+    let spec = PwmSpec {
+        chip: (chip != abi::PWM_NONE).then_some(chip),
+        channel: (channel != abi::PWM_NONE).then_some(channel),
+        period_ns,
+        safe_pulse_ns,
+    };
+    let Some(hw) = c.hw() else {
+        return abi::HOST_DENIED;
+    };
+    let r = hw.claim_pwm(pin, spec);
+    match c.hw_result("claiming PWM", r) {
+        Ok(()) => {
+            c.claims.insert(pin, Claim::Pwm { safe_pulse_ns });
+            abi::HOST_OK
+        }
+        Err(code) => code,
+    }
+}
+
+unsafe extern "C" fn cb_read_pin(c: *mut c_void, pin: u32, out: *mut u32) -> i32 {
+    // SAFETY: called by the plugin with our ctx and a writable out-pointer.
+    let c = unsafe { ctx(c) };
+    if out.is_null() {
+        return abi::HOST_BAD_ARGUMENT;
+    }
+    if !matches!(
+        c.claims.get(&pin),
+        Some(Claim::Input | Claim::Output { .. })
+    ) {
+        return abi::HOST_DENIED;
+    }
+    let Some(hw) = c.hw() else {
+        return abi::HOST_DENIED;
+    };
+    let r = hw.read(pin);
+    match c.hw_result("reading", r) {
+        Ok(level) => {
+            // SAFETY: checked non-null; the plugin owns the u32 for the call.
+            unsafe { *out = level.to_raw() };
+            abi::HOST_OK
+        }
+        Err(code) => code,
+    }
+}
+
+unsafe extern "C" fn cb_write_pin(c: *mut c_void, pin: u32, level: u32) -> i32 {
+    // SAFETY: called by the plugin with our ctx.
+    let c = unsafe { ctx(c) };
+    let Some(level) = Level::from_raw(level) else {
+        return abi::HOST_BAD_ARGUMENT;
+    };
+    if !matches!(c.claims.get(&pin), Some(Claim::Output { .. })) {
+        return abi::HOST_DENIED;
+    }
+    let Some(hw) = c.hw() else {
+        return abi::HOST_DENIED;
+    };
+    let r = hw.write(pin, level);
+    match c.hw_result("writing", r) {
+        Ok(()) => abi::HOST_OK,
+        Err(code) => code,
+    }
+}
+
+unsafe extern "C" fn cb_set_pwm(c: *mut c_void, pin: u32, pulse_ns: u64) -> i32 {
+    // SAFETY: called by the plugin with our ctx.
+    let c = unsafe { ctx(c) };
+    if !matches!(c.claims.get(&pin), Some(Claim::Pwm { .. })) {
+        return abi::HOST_DENIED;
+    }
+    let Some(hw) = c.hw() else {
+        return abi::HOST_DENIED;
+    };
+    let r = hw.set_pwm(pin, pulse_ns);
+    match c.hw_result("setting PWM", r) {
+        Ok(()) => abi::HOST_OK,
+        Err(code) => code,
+    }
+}
+
+unsafe extern "C" fn cb_arm_timer(c: *mut c_void, id: u64, after_us: u64) -> i32 {
+    // SAFETY: called by the plugin with our ctx.
+    let c = unsafe { ctx(c) };
+    if c.hw.is_none() {
+        return abi::HOST_DENIED;
+    }
+    c.timer_ops.push(TimerOp::Arm { id, after_us });
+    abi::HOST_OK
+}
+
+unsafe extern "C" fn cb_cancel_timer(c: *mut c_void, id: u64) -> i32 {
+    // SAFETY: called by the plugin with our ctx.
+    let c = unsafe { ctx(c) };
+    c.timer_ops.push(TimerOp::Cancel { id });
+    abi::HOST_OK
+}
+
+unsafe extern "C" fn cb_emit(c: *mut c_void, event: StrRef) {
+    // SAFETY: called by the plugin with our ctx and a borrowed string.
+    let (c, event) = unsafe { (ctx(c), text(event)) };
+    c.events.push(event);
+}
+
+unsafe extern "C" fn cb_set_state(c: *mut c_void, json: StrRef) {
+    // SAFETY: called by the plugin with our ctx and a borrowed string.
+    let (c, json) = unsafe { (ctx(c), text(json)) };
+    match serde_json::from_str::<serde_json::Value>(&json) {
+        Ok(serde_json::Value::Object(map)) => c.state = map,
+        _ => log::warn!(
+            "{}: ignored a state that is not a JSON object: {json}",
+            c.device
+        ),
+    }
+}
+
+fn vtable(ctx: *mut Ctx) -> HostVtable {
+    HostVtable {
+        size: std::mem::size_of::<HostVtable>() as u32,
+        abi_version: abi::ABI_V1,
+        ctx: ctx.cast(),
+        log: cb_log,
+        set_error: cb_set_error,
+        now_us: cb_now_us,
+        claim_input: cb_claim_input,
+        claim_output: cb_claim_output,
+        claim_pwm: cb_claim_pwm,
+        read_pin: cb_read_pin,
+        write_pin: cb_write_pin,
+        set_pwm: cb_set_pwm,
+        arm_timer: cb_arm_timer,
+        cancel_timer: cb_cancel_timer,
+        emit: cb_emit,
+        set_state: cb_set_state,
+    }
+}
+
+/// Runs a plugin's `validate` on a device config without creating anything.
+pub fn validate(
+    lib: &PluginLibrary,
+    device: &str,
+    pin: Pin,
+    config_json: &str,
+) -> Result<(), String> {
+    let ctx = Box::into_raw(Box::new(Ctx::new(device, pin)));
+    let vt = vtable(ctx);
+    // SAFETY: `vt` and `ctx` live across the call; the config string is borrowed for it.
+    let status = unsafe { (lib.descriptor.validate)(&vt, StrRef::new(config_json)) };
+    // SAFETY: `ctx` came from Box::into_raw above and nothing else holds it after the call.
+    let ctx = unsafe { Box::from_raw(ctx) };
+    match status {
+        abi::STATUS_OK => Ok(()),
+        _ => Err(ctx
+            .error
+            .unwrap_or_else(|| format!("the {} plugin rejected it", lib.kind))),
+    }
+}
+
+/// A live device instance.
+pub struct Instance {
+    lib: Arc<PluginLibrary>,
+    raw: *mut c_void,
+    /// Owned via Box::into_raw so the plugin's callbacks are the only other users.
+    ctx: *mut Ctx,
+    vtable: *mut HostVtable,
+}
+
+impl Instance {
+    /// Creates the device: the plugin claims its pin and drives outputs to their safe level.
+    /// On failure every pin it claimed is set safe and released, so nothing is left half-done.
+    pub fn create(
+        lib: Arc<PluginLibrary>,
+        device: &str,
+        pin: Pin,
+        config_json: &str,
+        hw: &mut (dyn Hardware + 'static),
+    ) -> Result<Instance, Error> {
+        let ctx = Box::into_raw(Box::new(Ctx::new(device, pin)));
+        let vtable = Box::into_raw(Box::new(vtable(ctx)));
+        let mut raw: *mut c_void = std::ptr::null_mut();
+        // SAFETY: ctx is ours; set the hardware for the duration of the call only.
+        unsafe { (*ctx).hw = Some(hw as *mut (dyn Hardware + 'static)) };
+        // SAFETY: vtable and ctx stay alive for the instance's life; `raw` is writable.
+        let status = unsafe { (lib.descriptor.create)(vtable, StrRef::new(config_json), &mut raw) };
+        // SAFETY: as above.
+        unsafe { (*ctx).hw = None };
+        let mut instance = Instance {
+            lib,
+            raw,
+            ctx,
+            vtable,
+        };
+        match status {
+            abi::STATUS_OK if !raw.is_null() => Ok(instance),
+            _ => {
+                let message = instance
+                    .ctx()
+                    .error
+                    .take()
+                    .unwrap_or_else(|| "create failed".into());
+                instance.force_safe(hw);
+                instance.release(hw);
+                instance.raw = std::ptr::null_mut();
+                if status == abi::STATUS_PANIC {
+                    Err(Error::Panicked {
+                        device: device.to_string(),
+                        message,
+                    })
+                } else {
+                    Err(Error::Refused {
+                        device: device.to_string(),
+                        message,
+                    })
+                }
+            }
+        }
+    }
+
+    fn ctx(&mut self) -> &mut Ctx {
+        // SAFETY: `ctx` is live until Drop and no plugin call is in progress while we hold it.
+        unsafe { &mut *self.ctx }
+    }
+
+    pub fn library(&self) -> &PluginLibrary {
+        &self.lib
+    }
+
+    pub fn role(&self) -> Role {
+        self.lib.role
+    }
+
+    /// The state the plugin last published.
+    pub fn state(&self) -> &serde_json::Map<String, serde_json::Value> {
+        // SAFETY: as `ctx()`, read-only.
+        unsafe { &(*self.ctx).state }
+    }
+
+    /// The pins claimed and how.
+    pub fn claims(&self) -> Vec<(Pin, Claim)> {
+        // SAFETY: as `ctx()`, read-only.
+        unsafe { (*self.ctx).claims.iter().map(|(p, c)| (*p, *c)).collect() }
+    }
+
+    /// Takes the events emitted since the last call.
+    pub fn take_events(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.ctx().events)
+    }
+
+    /// Takes the timer requests made since the last call.
+    pub fn take_timer_ops(&mut self) -> Vec<TimerOp> {
+        std::mem::take(&mut self.ctx().timer_ops)
+    }
+
+    fn call(
+        &mut self,
+        hw: Option<&mut (dyn Hardware + 'static)>,
+        f: impl FnOnce(&site_plugin_api::abi::PluginDescriptor, *mut c_void) -> i32,
+    ) -> Result<(), CallError> {
+        if self.raw.is_null() {
+            return Err(CallError::Faulted("the instance is gone".into()));
+        }
+        let c = self.ctx();
+        c.error = None;
+        c.hw = hw.map(|h| h as *mut (dyn Hardware + 'static));
+        let status = f(self.lib.descriptor, self.raw);
+        let c = self.ctx();
+        c.hw = None;
+        let message = c.error.take();
+        match status {
+            abi::STATUS_OK => Ok(()),
+            abi::STATUS_ERROR => Err(CallError::Refused(
+                message.unwrap_or_else(|| "refused".into()),
+            )),
+            abi::STATUS_PANIC => Err(CallError::Panicked(
+                message.unwrap_or_else(|| "plugin panicked".into()),
+            )),
+            other => Err(CallError::Panicked(format!(
+                "plugin returned an unknown status {other}"
+            ))),
+        }
+    }
+
+    pub fn on_edge(
+        &mut self,
+        hw: &mut (dyn Hardware + 'static),
+        pin: Pin,
+        level: Level,
+        at_us: u64,
+    ) -> Result<(), CallError> {
+        // SAFETY: a live instance of this library; plain integers.
+        self.call(Some(hw), |d, raw| unsafe {
+            (d.on_edge)(raw, pin, level.to_raw(), at_us)
+        })
+    }
+
+    pub fn on_timer(
+        &mut self,
+        hw: &mut (dyn Hardware + 'static),
+        id: u64,
+    ) -> Result<(), CallError> {
+        // SAFETY: a live instance of this library.
+        self.call(Some(hw), |d, raw| unsafe { (d.on_timer)(raw, id) })
+    }
+
+    /// `{"set": value}`: an output command.
+    pub fn command(
+        &mut self,
+        hw: &mut (dyn Hardware + 'static),
+        value: &str,
+    ) -> Result<(), CallError> {
+        let json = serde_json::json!({ "set": value }).to_string();
+        // SAFETY: a live instance; the JSON string is borrowed for the call.
+        self.call(Some(hw), |d, raw| unsafe {
+            (d.command)(raw, StrRef::new(&json))
+        })
+    }
+
+    /// Which pin level would make this input report `value`. Checked to be its own input pin.
+    pub fn simulate(&mut self, value: &str) -> Result<(Pin, Level), CallError> {
+        let json = serde_json::json!({ "sim": value }).to_string();
+        let (mut pin, mut level) = (u32::MAX, u32::MAX);
+        // SAFETY: a live instance; the JSON is borrowed and the out-pointers are ours.
+        self.call(None, |d, raw| unsafe {
+            (d.simulate)(raw, StrRef::new(&json), &mut pin, &mut level)
+        })?;
+        let level = Level::from_raw(level)
+            .ok_or_else(|| CallError::Panicked("simulate returned no level".into()))?;
+        if self.ctx().claims.get(&pin) != Some(&Claim::Input) {
+            return Err(CallError::Panicked(format!(
+                "simulate named GPIO {pin}, which is not this device's input"
+            )));
+        }
+        Ok((pin, level))
+    }
+
+    /// Asks the plugin to go to its safe state.
+    pub fn safe_state(&mut self, hw: &mut (dyn Hardware + 'static)) -> Result<(), CallError> {
+        // SAFETY: a live instance of this library.
+        self.call(Some(hw), |d, raw| unsafe { (d.safe_state)(raw) })
+    }
+
+    /// The host's own safe state, not trusting the plugin: every output at the level it was
+    /// claimed with, every PWM at its safe pulse.
+    pub fn force_safe(&mut self, hw: &mut dyn Hardware) {
+        let device = self.ctx().device.clone();
+        for (pin, claim) in self.claims() {
+            let result = match claim {
+                Claim::Input => Ok(()),
+                Claim::Output { safe } => hw.write(pin, safe),
+                Claim::Pwm { safe_pulse_ns } => hw.set_pwm(pin, safe_pulse_ns),
+            };
+            if let Err(e) = result {
+                log::error!("{device}: could not put GPIO {pin} in its safe state: {e}");
+            }
+        }
+    }
+
+    /// Gives every claimed pin back to the backend.
+    pub fn release(&mut self, hw: &mut dyn Hardware) {
+        let pins: Vec<Pin> = self.ctx().claims.keys().copied().collect();
+        for pin in pins {
+            hw.release(pin);
+        }
+        self.ctx().claims.clear();
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if !self.raw.is_null() {
+            // SAFETY: a live instance, destroyed exactly once; destroy contains its own panics.
+            unsafe { (self.lib.descriptor.destroy)(self.raw) };
+        }
+        // SAFETY: both came from Box::into_raw in `create` and the plugin no longer uses them.
+        unsafe {
+            drop(Box::from_raw(self.vtable));
+            drop(Box::from_raw(self.ctx));
+        }
+    }
+}
