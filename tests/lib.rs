@@ -1,1 +1,384 @@
-//! Helpers for end-to-end tests.
+//! Helpers for the end-to-end tests: each test gets its own temp directory with a config, runs
+//! the real `sited` binary (with the real plugin `.so` files from the build) on the sim
+//! backend, and talks to it with the real `sitectl`. Every process a test starts is killed when
+//! its handle drops. Waiting is always for a condition with a deadline, never a bare sleep.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long any single condition may take before a test gives up.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// The directory holding the build's binaries and plugins (target/<triple>/debug).
+pub fn build_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/e2e-<hash> -> target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+pub fn sited_bin() -> PathBuf {
+    build_dir().join("sited")
+}
+
+pub fn sitectl_bin() -> PathBuf {
+    build_dir().join("sitectl")
+}
+
+/// The workspace root (for shipped configs).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after [`DEADLINE`].
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// The devices of the seed-000 site, as the demo wires them.
+pub const SITE_DEVICES: &str = r#"
+[[device]]
+name = "entry_button"
+kind = "button"
+pin = 5
+
+[[device]]
+name = "exit_button"
+kind = "button"
+pin = 6
+
+[[device]]
+name = "entry_door"
+kind = "servo"
+pin = 12
+
+[[device]]
+name = "exit_door"
+kind = "servo"
+pin = 13
+
+[[device]]
+name = "entry_led"
+kind = "led"
+pin = 17
+
+[[device]]
+name = "exit_led"
+kind = "led"
+pin = 27
+
+[[device]]
+name = "emergency_door"
+kind = "reed"
+pin = 16
+
+[[device]]
+name = "siren"
+kind = "siren"
+pin = 22
+
+[[device]]
+name = "office_door"
+kind = "reed"
+pin = 20
+
+[[device]]
+name = "lock_switch"
+kind = "switch"
+pin = 21
+
+[[device]]
+name = "office_lock"
+kind = "relay"
+pin = 23
+
+[[device]]
+name = "office_light"
+kind = "relay"
+pin = 24
+
+[[device]]
+name = "office_fan"
+kind = "relay"
+pin = 25
+"#;
+
+/// A scratch directory with a config for one daemon.
+pub struct SiteDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl SiteDir {
+    pub fn new() -> Self {
+        SiteDir {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("sited.toml")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("control.sock")
+    }
+
+    pub fn pins_file(&self) -> PathBuf {
+        self.path().join("pins.json")
+    }
+
+    /// The daemon/hardware header every test config starts with, plugins from the build.
+    pub fn header(&self) -> String {
+        self.header_with_plugins(&build_dir())
+    }
+
+    pub fn header_with_plugins(&self, plugins: &Path) -> String {
+        format!(
+            "[daemon]\ncontrol-socket = \"{}\"\nstate-dir = \"{}\"\nplugin-dir = \"{}\"\n\n[hardware]\nbackend = \"sim\"\nsim-pins = \"{}\"\n",
+            self.socket().display(),
+            self.path().join("state").display(),
+            plugins.display(),
+            self.pins_file().display()
+        )
+    }
+
+    /// Writes `sited.toml` = header + `devices`.
+    pub fn write_config(&self, devices: &str) -> PathBuf {
+        let path = self.config_path();
+        std::fs::write(&path, format!("{}{devices}", self.header())).expect("write config");
+        path
+    }
+
+    /// The simulated pins as the sim backend last mirrored them.
+    pub fn pins(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.pins_file()).expect("pins file");
+        serde_json::from_str(&text).expect("pins json")
+    }
+}
+
+impl Default for SiteDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A running `sited`. Killed on drop if still running.
+pub struct Daemon {
+    pub child: Child,
+    pub socket: PathBuf,
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Starts `sited --config <config>` and waits until it answers `status`.
+    pub fn start(site: &SiteDir) -> Daemon {
+        let daemon = Daemon::spawn(&site.config_path(), &site.socket());
+        wait_for("sited to answer status", || {
+            if let Some(status) = daemon.try_exit_status() {
+                panic!("sited exited early with {status}; log:\n{}", daemon.log());
+            }
+            ctl_as_root(&daemon.socket, &["status", "--json"])
+                .status
+                .success()
+                .then_some(())
+        });
+        daemon
+    }
+
+    /// Starts sited without waiting for it.
+    pub fn spawn(config: &Path, socket: &Path) -> Daemon {
+        let mut child = Command::new(sited_bin())
+            .arg("--config")
+            .arg(config)
+            .env("SITED_LOG", "stderr")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sited (run `cargo build --workspace` first)");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            let mut lines = BufReader::new(stderr);
+            let mut line = String::new();
+            while lines.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                sink.lock().expect("log lock").push_str(&line);
+                line.clear();
+            }
+        });
+        Daemon {
+            child,
+            socket: socket.to_path_buf(),
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    /// Everything sited has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// Waits until the log contains `needle`; returns the log.
+    pub fn wait_log(&self, needle: &str) -> String {
+        wait_for(&format!("log line containing {needle:?}"), || {
+            let log = self.log();
+            log.contains(needle).then_some(log)
+        })
+    }
+
+    pub fn try_exit_status(&self) -> Option<ExitStatus> {
+        // std's try_wait needs &mut self; a WNOHANG waitpid answers the same question.
+        let mut status = 0;
+        // SAFETY: waitpid on our own child with WNOHANG does not block or touch memory we
+        // do not own; if it reaps the child, std's later wait returns ECHILD (handled).
+        let pid = unsafe { libc::waitpid(self.child.id() as i32, &mut status, libc::WNOHANG) };
+        if pid == self.child.id() as i32 {
+            use std::os::unix::process::ExitStatusExt;
+            Some(ExitStatus::from_raw(status))
+        } else {
+            None
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill sends a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for the daemon to exit (after a signal) and returns its status and full log.
+    pub fn wait_exit(mut self) -> (ExitStatus, String) {
+        let status = wait_for("sited to exit", || self.child.try_wait().expect("try_wait"));
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let log = self.log();
+        (status, log)
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        ctl_as_root(&self.socket, args)
+    }
+
+    /// `sitectl status --json`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.ctl(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status json")
+    }
+
+    /// A device's state word from `status --json`.
+    pub fn state(&self, device: &str) -> String {
+        self.status()["devices"][device]["state"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string()
+    }
+
+    /// Waits until a device shows `state`.
+    pub fn wait_state(&self, device: &str, state: &str) {
+        wait_for(&format!("{device} to be {state}"), || {
+            (self.state(device) == state).then_some(())
+        });
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// Runs `sitectl -s <socket> args...` and returns its output.
+pub fn ctl_as_root(socket: &Path, args: &[&str]) -> Output {
+    Command::new(sitectl_bin())
+        .arg("-s")
+        .arg(socket)
+        .args(args)
+        .env_remove("SITED_SOCKET")
+        .output()
+        .expect("run sitectl")
+}
+
+/// Runs sitectl as another uid (tests run as root in CI; skip where they do not).
+pub fn ctl_as_uid(socket: &Path, uid: u32, args: &[&str]) -> Output {
+    Command::new(sitectl_bin())
+        .arg("-s")
+        .arg(socket)
+        .args(args)
+        .env_remove("SITED_SOCKET")
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .expect("run sitectl as another user")
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// stdout and stderr as text, for assertion messages.
+pub fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Sends raw bytes on a fresh control connection and returns what came back until EOF or a
+/// newline, whichever is first.
+pub fn raw_request(socket: &Path, bytes: &[u8]) -> String {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    // The daemon may close early (oversized request): a write error then is expected.
+    let _ = stream.write_all(bytes);
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while let Ok(1) = stream.read(&mut byte) {
+        reply.push(byte[0]);
+        if byte[0] == b'\n' {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}

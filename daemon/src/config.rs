@@ -94,6 +94,9 @@ pub struct HardwareSection {
     /// cdev only: the GPIO chip's label (e.g. `pinctrl-bcm2711`) or a `/dev/gpiochipN` path.
     #[serde(default)]
     pub chip: Option<String>,
+    /// sim only: a file the simulated pins are mirrored into (for tests and demos).
+    #[serde(default)]
+    pub sim_pins: Option<PathBuf>,
 }
 
 /// One `[[device]]` table. `name`, `kind` and `pin` are the host's; every other key belongs

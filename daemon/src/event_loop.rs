@@ -92,8 +92,12 @@ fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> StartError {
 }
 
 /// Checks a config file the way the daemon would load it, plugins included; starts nothing.
-pub fn check_config(path: &Path) -> Result<Config, config::Error> {
-    let config = config::load(path)?;
+/// `plugin_dir` overrides the file's own, to check a config meant for another machine.
+pub fn check_config(path: &Path, plugin_dir: Option<&Path>) -> Result<Config, config::Error> {
+    let mut config = config::load(path)?;
+    if let Some(dir) = plugin_dir {
+        config.daemon.plugin_dir = dir.to_path_buf();
+    }
     devices::check(&config, &mut Libraries::new())?;
     Ok(config)
 }
@@ -136,7 +140,11 @@ impl Daemon {
             .register(&mut signals, Tok::Signals.into(), Interest::READABLE)
             .map_err(io_err("registering signals"))?;
 
-        let mut hw = hw::open(&config.hardware.backend, config.hardware.chip.as_deref())?;
+        let mut hw = hw::open(
+            &config.hardware.backend,
+            config.hardware.chip.as_deref(),
+            config.hardware.sim_pins.as_deref(),
+        )?;
         let registry = poll
             .registry()
             .try_clone()

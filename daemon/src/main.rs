@@ -18,12 +18,16 @@ struct Args {
     /// Check a config file (plugins included) and exit: 0 valid, 1 invalid.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
+    /// With --check-config: load plugins from DIR instead of the file's plugin-dir (to check a
+    /// config meant for another machine against a build's plugins).
+    #[arg(long, value_name = "DIR", requires = "check_config")]
+    plugin_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(path) = args.check_config {
-        return match site_daemon::event_loop::check_config(&path) {
+        return match site_daemon::event_loop::check_config(&path, args.plugin_dir.as_deref()) {
             Ok(config) => {
                 println!("{}: OK ({} devices)", path.display(), config.devices.len());
                 ExitCode::SUCCESS

@@ -1,1 +1,8 @@
-//! End-to-end tests.
+//! End-to-end tests: the real `sited` and `sitectl` binaries with the real plugin `.so` files,
+//! on the sim backend. Run `cargo build --workspace` first (cargo test does not build the
+//! plugin cdylibs). One test binary built from modules keeps link times down.
+
+mod bad_input;
+mod devices;
+mod faults;
+mod lifecycle;

@@ -4,6 +4,7 @@
 
 use mio::{Registry, Token, Waker};
 use site_plugin_api::{Bias, Level, PwmSpec};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,9 +146,16 @@ pub fn raspberry_pi_model() -> Option<String> {
 
 /// Opens the backend the config names. `auto` picks `rppal` on a Pi and `sim` elsewhere,
 /// with a warning so nobody mistakes a simulation for wired doors.
-pub fn open(kind: &BackendKind, chip: Option<&str>) -> Result<Box<dyn Hardware>, Error> {
+/// `sim_pins`: for the sim backend, a file to mirror every pin's level into.
+pub fn open(
+    kind: &BackendKind,
+    chip: Option<&str>,
+    sim_pins: Option<&Path>,
+) -> Result<Box<dyn Hardware>, Error> {
     match kind {
-        BackendKind::Sim => Ok(Box::new(sim::SimBackend::new())),
+        BackendKind::Sim => Ok(Box::new(sim::SimBackend::with_pins_file(
+            sim_pins.map(Path::to_path_buf),
+        ))),
         BackendKind::Rppal => Ok(Box::new(rppal::RppalBackend::open()?)),
         BackendKind::Cdev => Ok(Box::new(cdev::CdevBackend::open(chip)?)),
         BackendKind::Auto => match raspberry_pi_model() {
@@ -159,7 +167,9 @@ pub fn open(kind: &BackendKind, chip: Option<&str>) -> Result<Box<dyn Hardware>,
                 log::warn!(
                     "hardware: not a Raspberry Pi, so backend = \"auto\" falls back to SIMULATED pins; nothing physical will move (set backend explicitly to silence this)"
                 );
-                Ok(Box::new(sim::SimBackend::new()))
+                Ok(Box::new(sim::SimBackend::with_pins_file(
+                    sim_pins.map(Path::to_path_buf),
+                )))
             }
         },
     }

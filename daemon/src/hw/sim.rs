@@ -1,11 +1,18 @@
 //! Simulated pins, in memory. Inputs change only through [`Hardware::simulate`] (from
 //! `sitectl sim`); the resulting edge is queued and the loop is woken through the one waker,
-//! exactly as the rppal backend's interrupt thread does. Outputs and PWM are recorded.
+//! exactly as the rppal backend's interrupt thread does. Outputs and PWM are recorded, and, if
+//! `[hardware] sim-pins` names a file, every pin's level is written there on each change, so
+//! tests and demos can see the "wires" even after the daemon has exited.
 
 use super::{Edge, EdgeSink, Error, Hardware, Pin, monotonic_now};
 use site_plugin_api::{Bias, Level, PwmSpec};
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
+
+fn level_word(level: Level) -> &'static str {
+    if level.is_high() { "high" } else { "low" }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SimPin {
@@ -17,13 +24,62 @@ enum SimPin {
 #[derive(Default)]
 pub struct SimBackend {
     pins: HashMap<Pin, SimPin>,
+    /// Pins given back, with the level they were left at (shown in the pins file).
+    released: HashMap<Pin, SimPin>,
     queued: VecDeque<Edge>,
     waker: Option<Arc<mio::Waker>>,
+    pins_file: Option<PathBuf>,
 }
 
 impl SimBackend {
     pub fn new() -> Self {
         SimBackend::default()
+    }
+
+    /// A sim backend that mirrors every pin into `path` (JSON, replaced atomically).
+    pub fn with_pins_file(path: Option<PathBuf>) -> Self {
+        let sim = SimBackend {
+            pins_file: path,
+            ..SimBackend::default()
+        };
+        sim.write_pins_file();
+        sim
+    }
+
+    /// The pins as JSON: `{"17": {"mode": "output", "level": "high"}, ...}`.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let describe = |p: &SimPin, claimed: bool| {
+            let mut v = match p {
+                SimPin::Input { level } => {
+                    serde_json::json!({ "mode": "input", "level": level_word(*level) })
+                }
+                SimPin::Output { level } => {
+                    serde_json::json!({ "mode": "output", "level": level_word(*level) })
+                }
+                SimPin::Pwm { pulse_ns } => {
+                    serde_json::json!({ "mode": "pwm", "pulse_ns": pulse_ns })
+                }
+            };
+            v["claimed"] = serde_json::Value::Bool(claimed);
+            v
+        };
+        let mut map = serde_json::Map::new();
+        for (pin, p) in &self.released {
+            map.insert(pin.to_string(), describe(p, false));
+        }
+        for (pin, p) in &self.pins {
+            map.insert(pin.to_string(), describe(p, true));
+        }
+        serde_json::Value::Object(map)
+    }
+
+    fn write_pins_file(&self) {
+        let Some(path) = &self.pins_file else { return };
+        let tmp = path.with_extension("tmp");
+        let text = self.snapshot().to_string();
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
+            log::warn!("sim: could not write {}: {e}", path.display());
+        }
     }
 
     /// The level last written to an output (for tests and benchmarks).
@@ -47,6 +103,8 @@ impl SimBackend {
             return Err(Error::AlreadyClaimed { pin });
         }
         self.pins.insert(pin, state);
+        self.released.remove(&pin);
+        self.write_pins_file();
         Ok(())
     }
 }
@@ -85,8 +143,11 @@ impl Hardware for SimBackend {
     }
 
     fn release(&mut self, pin: Pin) {
-        self.pins.remove(&pin);
+        if let Some(last) = self.pins.remove(&pin) {
+            self.released.insert(pin, last);
+        }
         self.queued.retain(|e| e.pin != pin);
+        self.write_pins_file();
     }
 
     fn read(&mut self, pin: Pin) -> Result<Level, Error> {
@@ -103,6 +164,7 @@ impl Hardware for SimBackend {
         match self.pins.get_mut(&pin) {
             Some(SimPin::Output { level: l }) => {
                 *l = level;
+                self.write_pins_file();
                 Ok(())
             }
             _ => Err(Error::NotClaimed {
@@ -116,6 +178,7 @@ impl Hardware for SimBackend {
         match self.pins.get_mut(&pin) {
             Some(SimPin::Pwm { pulse_ns: p }) => {
                 *p = pulse_ns;
+                self.write_pins_file();
                 Ok(())
             }
             _ => Err(Error::NotClaimed {
@@ -180,6 +243,24 @@ mod tests {
         assert_eq!(sim.output_level(7), Some(Level::High));
         sim.write(7, Level::Low).expect("write");
         assert_eq!(sim.output_level(7), Some(Level::Low));
+    }
+
+    #[test]
+    fn pins_file_mirrors_levels_and_keeps_released_pins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pins.json");
+        let mut sim = SimBackend::with_pins_file(Some(path.clone()));
+        sim.claim_output(7, Level::Low).expect("claim");
+        sim.write(7, Level::High).expect("write");
+        let read = || -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("file")).expect("json")
+        };
+        assert_eq!(read()["7"]["level"], "high");
+        sim.write(7, Level::Low).expect("write");
+        sim.release(7);
+        let pins = read();
+        assert_eq!(pins["7"]["level"], "low");
+        assert_eq!(pins["7"]["claimed"], false);
     }
 
     #[test]

@@ -1,0 +1,100 @@
+//! status, sim and set against every device kind of the seed-000 site.
+
+use site_tests::*;
+
+fn site() -> (SiteDir, Daemon) {
+    let site = SiteDir::new();
+    site.write_config(SITE_DEVICES);
+    let daemon = Daemon::start(&site);
+    (site, daemon)
+}
+
+#[test]
+fn status_lists_every_device_with_kind_pin_and_state() {
+    let (_site, daemon) = site();
+    let status = daemon.status();
+    let devices = status["devices"].as_object().expect("devices object");
+    assert_eq!(devices.len(), 13);
+    assert_eq!(devices["entry_button"]["kind"], "button");
+    assert_eq!(devices["entry_button"]["pin"], 5);
+    assert_eq!(devices["entry_button"]["state"], "released");
+    assert_eq!(devices["entry_door"]["state"], "closed");
+    assert_eq!(devices["emergency_door"]["state"], "closed");
+    assert_eq!(devices["siren"]["state"], "off");
+    assert_eq!(devices["lock_switch"]["state"], "off");
+    assert_eq!(status["daemon"]["backend"], "sim");
+}
+
+#[test]
+fn human_status_is_a_table_naming_each_device() {
+    let (_site, daemon) = site();
+    let out = daemon.ctl(&["status"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    for name in ["entry_button", "office_fan", "siren"] {
+        assert!(stdout.contains(name), "{name} missing from:\n{stdout}");
+    }
+}
+
+#[test]
+fn sim_press_and_release_shows_in_status() {
+    let (_site, daemon) = site();
+    let out = daemon.ctl(&["sim", "entry_button", "pressed"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(daemon.state("entry_button"), "pressed");
+    daemon.wait_log("entry_button: pressed");
+    let out = daemon.ctl(&["sim", "entry_button", "released"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    // A release inside the debounce lockout is picked up when the lockout ends.
+    daemon.wait_state("entry_button", "released");
+}
+
+#[test]
+fn sim_reed_and_switch_change_state() {
+    let (_site, daemon) = site();
+    assert!(
+        daemon
+            .ctl(&["sim", "emergency_door", "open"])
+            .status
+            .success()
+    );
+    assert_eq!(daemon.state("emergency_door"), "open");
+    assert!(daemon.ctl(&["sim", "lock_switch", "on"]).status.success());
+    assert_eq!(daemon.state("lock_switch"), "on");
+}
+
+#[test]
+fn set_drives_outputs_and_the_pins() {
+    let (site, daemon) = site();
+    let out = daemon.ctl(&["set", "office_light", "on"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(daemon.state("office_light"), "on");
+    assert_eq!(site.pins()["24"]["level"], "high");
+    assert!(daemon.ctl(&["set", "office_light", "off"]).status.success());
+    assert_eq!(site.pins()["24"]["level"], "low");
+}
+
+#[test]
+fn set_servo_open_moves_it_to_the_open_pulse() {
+    let (site, daemon) = site();
+    let closed_pulse = site.pins()["12"]["pulse_ns"]
+        .as_u64()
+        .expect("closed pulse");
+    assert!(daemon.ctl(&["set", "entry_door", "open"]).status.success());
+    assert_eq!(daemon.state("entry_door"), "open");
+    let status = daemon.status();
+    assert_eq!(status["devices"]["entry_door"]["detail"]["angle"], 90.0);
+    let open_pulse = site.pins()["12"]["pulse_ns"].as_u64().expect("open pulse");
+    assert!(
+        open_pulse > closed_pulse,
+        "open {open_pulse} vs closed {closed_pulse}"
+    );
+}
+
+#[test]
+fn set_siren_on_sounds_it() {
+    let (site, daemon) = site();
+    assert!(daemon.ctl(&["set", "siren", "on"]).status.success());
+    assert_eq!(daemon.state("siren"), "on");
+    assert_eq!(site.pins()["22"]["level"], "high");
+}

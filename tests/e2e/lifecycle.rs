@@ -1,0 +1,174 @@
+//! Start, reload (SIGHUP and `sitectl reload`) and stop (SIGTERM, SIGINT).
+
+use site_tests::*;
+
+const LED_AND_BUTTON: &str = r#"
+[[device]]
+name = "entry_led"
+kind = "led"
+pin = 17
+
+[[device]]
+name = "entry_button"
+kind = "button"
+pin = 5
+"#;
+
+#[test]
+fn sighup_with_a_good_config_applies_it() {
+    let site = SiteDir::new();
+    site.write_config(LED_AND_BUTTON);
+    let daemon = Daemon::start(&site);
+    assert!(daemon.ctl(&["set", "entry_led", "on"]).status.success());
+    site.write_config(&format!(
+        "{LED_AND_BUTTON}\n[[device]]\nname = \"office_fan\"\nkind = \"relay\"\npin = 25\n"
+    ));
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log("reloaded");
+    let status = daemon.status();
+    assert_eq!(status["devices"]["office_fan"]["state"], "off");
+    // An unchanged device keeps its instance and its state across the reload.
+    assert_eq!(status["devices"]["entry_led"]["state"], "on");
+}
+
+#[test]
+fn sighup_with_a_bad_config_keeps_the_old_one_and_says_why() {
+    let site = SiteDir::new();
+    site.write_config(LED_AND_BUTTON);
+    let daemon = Daemon::start(&site);
+    std::fs::write(
+        site.config_path(),
+        format!("{}{LED_AND_BUTTON}\ncolour = \"red\"\n", site.header()),
+    )
+    .expect("write bad config");
+    daemon.signal(libc::SIGHUP);
+    let log = daemon.wait_log("reload failed, keeping the running config");
+    assert!(
+        log.contains("colour"),
+        "the reason should name the key:\n{log}"
+    );
+    assert_eq!(
+        daemon.status()["devices"]
+            .as_object()
+            .expect("devices")
+            .len(),
+        2
+    );
+    assert!(
+        daemon.ctl(&["set", "entry_led", "on"]).status.success(),
+        "still operating"
+    );
+}
+
+#[test]
+fn reload_that_fails_creating_a_device_rolls_back() {
+    let site = SiteDir::new();
+    site.write_config(LED_AND_BUTTON);
+    let daemon = Daemon::start(&site);
+    let bad = format!(
+        "{LED_AND_BUTTON}\n[[device]]\nname = \"trap\"\nkind = \"faulty\"\npin = 9\npanic-in = \"create\"\n"
+    );
+    site.write_config(&bad);
+    let out = daemon.ctl(&["reload"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("trap"), "{stderr}");
+    let status = daemon.status();
+    assert!(status["devices"].get("trap").is_none(), "{status}");
+    assert_eq!(status["devices"]["entry_led"]["state"], "off");
+}
+
+#[test]
+fn sitectl_reload_applies_a_changed_device() {
+    let site = SiteDir::new();
+    site.write_config(LED_AND_BUTTON);
+    let daemon = Daemon::start(&site);
+    site.write_config(&LED_AND_BUTTON.replace("pin = 17", "pin = 18"));
+    let out = daemon.ctl(&["reload"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(daemon.status()["devices"]["entry_led"]["pin"], 18);
+}
+
+#[test]
+fn sigterm_leaves_every_output_at_its_safe_level() {
+    let site = SiteDir::new();
+    site.write_config(SITE_DEVICES);
+    let daemon = Daemon::start(&site);
+    let closed = site.pins()["12"]["pulse_ns"].clone();
+    for (device, value) in [
+        ("entry_led", "on"),
+        ("exit_led", "on"),
+        ("siren", "on"),
+        ("office_light", "on"),
+        ("office_fan", "on"),
+        ("office_lock", "on"),
+        ("entry_door", "open"),
+        ("exit_door", "open"),
+    ] {
+        let out = daemon.ctl(&["set", device, value]);
+        assert!(out.status.success(), "{device} {value}: {:?}", text(&out));
+    }
+    assert_eq!(site.pins()["22"]["level"], "high");
+    daemon.signal(libc::SIGTERM);
+    let (status, log) = daemon.wait_exit();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    let pins = site.pins();
+    for pin in ["17", "27", "22", "24", "25", "23"] {
+        assert_eq!(
+            pins[pin]["level"], "low",
+            "GPIO {pin} after SIGTERM: {pins}"
+        );
+    }
+    assert_eq!(
+        pins["12"]["pulse_ns"], closed,
+        "entry door must be closed: {pins}"
+    );
+    assert_eq!(
+        pins["13"]["pulse_ns"], closed,
+        "exit door must be closed: {pins}"
+    );
+    assert!(!site.socket().exists(), "control socket should be removed");
+}
+
+#[test]
+fn sigint_stops_cleanly_too() {
+    let site = SiteDir::new();
+    site.write_config(LED_AND_BUTTON);
+    let daemon = Daemon::start(&site);
+    daemon.signal(libc::SIGINT);
+    let (status, log) = daemon.wait_exit();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_socket_refuses_to_start() {
+    let site = SiteDir::new();
+    site.write_config(LED_AND_BUTTON);
+    let _first = Daemon::start(&site);
+    let other = SiteDir::new();
+    // Same socket, different pins file and state.
+    let config = format!(
+        "[daemon]\ncontrol-socket = \"{}\"\nplugin-dir = \"{}\"\nstate-dir = \"{}\"\n[hardware]\nbackend = \"sim\"\n",
+        site.socket().display(),
+        build_dir().display(),
+        other.path().join("state").display()
+    );
+    std::fs::write(other.config_path(), config).expect("write");
+    let second = Daemon::spawn(&other.config_path(), &site.socket());
+    let (status, log) = second.wait_exit();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("another sited is running"), "{log}");
+}
+
+#[test]
+fn outputs_are_at_their_safe_level_right_after_start() {
+    let site = SiteDir::new();
+    site.write_config(SITE_DEVICES);
+    let _daemon = Daemon::start(&site);
+    let pins = site.pins();
+    for pin in ["17", "27", "22", "23", "24", "25"] {
+        assert_eq!(pins[pin]["level"], "low", "GPIO {pin}: {pins}");
+        assert_eq!(pins[pin]["mode"], "output");
+    }
+}
