@@ -142,6 +142,8 @@ struct RawDevice {
 
 /// Reads and checks a config file.
 pub fn load(path: &Path) -> Result<Config, Error> {
+    // Absolute, so `status` and reloads name the same file whatever the working directory.
+    let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let text = std::fs::read_to_string(path).map_err(|e| Error {
         file: path.to_path_buf(),
         line: None,

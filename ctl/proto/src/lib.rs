@@ -53,17 +53,47 @@ pub enum ErrorKind {
     Failed,
 }
 
-/// The answer to one request.
+/// The answer to one request. On the wire: `{"ok": true, "result": ...}` or
+/// `{"ok": false, "kind": "denied", "error": "..."}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "ok")]
+#[serde(into = "WireResponse", try_from = "WireResponse")]
 pub enum Response {
-    #[serde(rename = "true")]
-    Ok {
-        #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-        result: serde_json::Value,
-    },
-    #[serde(rename = "false")]
+    Ok { result: serde_json::Value },
     Err { kind: ErrorKind, error: String },
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireResponse {
+    ok: bool,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    result: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<ErrorKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl From<Response> for WireResponse {
+    fn from(r: Response) -> Self {
+        match r {
+            Response::Ok { result } => WireResponse { ok: true, result, kind: None, error: None },
+            Response::Err { kind, error } => {
+                WireResponse { ok: false, result: serde_json::Value::Null, kind: Some(kind), error: Some(error) }
+            }
+        }
+    }
+}
+
+impl TryFrom<WireResponse> for Response {
+    type Error = String;
+    fn try_from(w: WireResponse) -> Result<Self, String> {
+        match (w.ok, w.kind, w.error) {
+            (true, None, None) => Ok(Response::Ok { result: w.result }),
+            (false, Some(kind), Some(error)) => Ok(Response::Err { kind, error }),
+            _ => Err("a response needs either ok: true, or ok: false with kind and error".into()),
+        }
+    }
 }
 
 impl Response {
@@ -255,7 +285,7 @@ mod tests {
             protocol: 1,
         });
         let text = String::from_utf8(encode(&ok)).expect("utf8");
-        assert!(text.starts_with("{\"ok\":\"true\""), "{text}");
+        assert!(text.starts_with("{\"ok\":true"), "{text}");
         assert_eq!(serde_json::from_str::<Response>(&text).expect("parse"), ok);
         let err = Response::err(ErrorKind::Denied, "operators only");
         let text = String::from_utf8(encode(&err)).expect("utf8");

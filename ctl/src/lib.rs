@@ -1,0 +1,234 @@
+//! sitectl, the command-line client of sited: parses the command line, asks the daemon over its
+//! control socket (or, for `validate`, runs the daemon binary), prints the answer, and decides
+//! the exit status. [`run`] is the whole program, callable from tests with in-memory output.
+
+pub mod cli;
+pub mod client;
+pub mod render;
+pub mod validate;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use client::Client;
+use serde_json::{Value, json};
+use site_proto::{PROTOCOL_VERSION, Request, Response, VersionInfo};
+use std::ffi::OsString;
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+/// The request was carried out (or `validate`: the file is valid).
+pub const EXIT_OK: u8 = 0;
+/// sited refused or failed the request (or `validate`: the file is invalid).
+pub const EXIT_REFUSED: u8 = 1;
+/// Usage error, or no valid answer from sited, or sited could not be run for `validate`.
+pub const EXIT_TROUBLE: u8 = 2;
+
+/// What sitectl reads from its process environment; a test makes one up instead.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    /// `$SITED_SOCKET`: the socket when `-s` is not given.
+    pub sited_socket: Option<OsString>,
+    /// `$SITED_BIN`: the sited that `validate` runs.
+    pub sited_bin: Option<OsString>,
+    /// The running sitectl executable; `validate` looks for sited beside it.
+    pub current_exe: Option<PathBuf>,
+    /// `$PATH`, where `validate` looks for sited last.
+    pub path: Option<OsString>,
+}
+
+impl Environment {
+    pub fn from_process() -> Self {
+        Environment {
+            sited_socket: std::env::var_os("SITED_SOCKET"),
+            sited_bin: std::env::var_os("SITED_BIN"),
+            current_exe: std::env::current_exe().ok(),
+            path: std::env::var_os("PATH"),
+        }
+    }
+}
+
+/// Why a command did not end in success, and so what to print and how to exit.
+#[derive(Debug)]
+enum Failure {
+    /// sited answered with an error: exit 1.
+    Refused(String),
+    /// sitectl could not get a valid answer: exit 2.
+    Trouble(String),
+    /// Writing to stdout failed; a closed pipe is not an error.
+    Output(io::Error),
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure::Output(e)
+    }
+}
+
+/// Runs sitectl with `args` (program name first) and returns its exit status.
+pub fn run<I, T>(args: I, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    run_with(&Environment::from_process(), args, stdout, stderr)
+}
+
+/// As [`run`], with the environment given rather than read from the process.
+pub fn run_with<I, T>(
+    env: &Environment,
+    args: I,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version come here too, with exit status 0 and stdout.
+            let out: &mut dyn Write = if e.use_stderr() { stderr } else { stdout };
+            let _ = out
+                .write_all(e.render().to_string().as_bytes())
+                .and_then(|()| out.flush());
+            return u8::try_from(e.exit_code()).unwrap_or(EXIT_TROUBLE);
+        }
+    };
+    let outcome = execute(&cli, env, stdout, stderr)
+        .and_then(|code| stdout.flush().map(|()| code).map_err(Failure::Output));
+    match outcome {
+        Ok(code) => code,
+        Err(Failure::Refused(reason)) => {
+            say(stderr, &reason);
+            EXIT_REFUSED
+        }
+        Err(Failure::Trouble(reason)) => {
+            say(stderr, &reason);
+            EXIT_TROUBLE
+        }
+        // `sitectl status | head -1`: the reader has all it wanted.
+        Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_OK,
+        Err(Failure::Output(e)) => {
+            say(
+                stderr,
+                &format!("cannot write output: {}", client::describe(&e)),
+            );
+            EXIT_TROUBLE
+        }
+    }
+}
+
+fn say(stderr: &mut dyn Write, reason: &str) {
+    let _ = writeln!(stderr, "sitectl: {}", render::one_line(reason));
+    let _ = stderr.flush();
+}
+
+fn execute(
+    cli: &Cli,
+    env: &Environment,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Result<u8, Failure> {
+    let socket = cli.socket_path(env.sited_socket.clone());
+    let client = Client::new(socket, cli.timeout);
+    match &cli.command {
+        Command::Status { json } => {
+            let result = ask(&client, &Request::Status {})?;
+            if *json {
+                serde_json::to_writer(&mut *stdout, &result).map_err(io::Error::from)?;
+                writeln!(stdout)?;
+            } else {
+                let text = render::status(&result).map_err(|e| {
+                    Failure::Trouble(format!(
+                        "cannot understand sited's status: {e} (try --json)"
+                    ))
+                })?;
+                stdout.write_all(text.as_bytes())?;
+            }
+        }
+        Command::Sim { device, value } => {
+            let request = Request::Sim {
+                device: device.clone(),
+                value: value.clone(),
+            };
+            let result = ask(&client, &request)?;
+            confirm(stdout, device, value, &result)?;
+        }
+        Command::Set { device, value } => {
+            let request = Request::Set {
+                device: device.clone(),
+                value: value.clone(),
+            };
+            let result = ask(&client, &request)?;
+            confirm(stdout, device, value, &result)?;
+        }
+        Command::Reload => {
+            ask(&client, &Request::Reload {})?;
+        }
+        Command::Version { json } => return version(&client, *json, stdout),
+        Command::Validate { config, plugin_dir } => {
+            let sited = validate::find_sited(env).map_err(Failure::Trouble)?;
+            let outcome =
+                validate::check(&sited, config, plugin_dir.as_deref()).map_err(Failure::Trouble)?;
+            stdout.write_all(&outcome.stdout)?;
+            stdout.flush()?;
+            let _ = stderr.write_all(&outcome.stderr);
+            return Ok(outcome.code);
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// One request, its result or the reason there is none.
+fn ask(client: &Client, request: &Request) -> Result<Value, Failure> {
+    match client.call(request) {
+        Ok(Response::Ok { result }) => Ok(result),
+        Ok(Response::Err { error, .. }) => Err(Failure::Refused(error)),
+        Err(e) => Err(Failure::Trouble(e.to_string())),
+    }
+}
+
+/// `entry_button: pressed`, with the state sited reports if it reports one.
+fn confirm(
+    stdout: &mut dyn Write,
+    device: &str,
+    requested: &str,
+    result: &Value,
+) -> io::Result<()> {
+    let state = match result {
+        Value::String(s) => s.as_str(),
+        Value::Object(o) => o.get("state").and_then(Value::as_str).unwrap_or(requested),
+        _ => requested,
+    };
+    writeln!(
+        stdout,
+        "{}: {}",
+        render::one_line(device),
+        render::one_line(state)
+    )
+}
+
+/// sitectl's version always; then sited's, or why it could not be had (exit 2).
+fn version(client: &Client, json: bool, stdout: &mut dyn Write) -> Result<u8, Failure> {
+    let daemon = ask(client, &Request::Version {}).and_then(|result| {
+        serde_json::from_value::<VersionInfo>(result)
+            .map_err(|e| Failure::Trouble(format!("cannot understand sited's version: {e}")))
+    });
+    if json {
+        let doc = json!({
+            "sitectl": {"version": env!("CARGO_PKG_VERSION"), "protocol": PROTOCOL_VERSION},
+            "sited": daemon.as_ref().ok(),
+        });
+        serde_json::to_writer(&mut *stdout, &doc).map_err(io::Error::from)?;
+        writeln!(stdout)?;
+    } else {
+        writeln!(stdout, "{}", render::client_version())?;
+        if let Ok(info) = &daemon {
+            stdout.write_all(render::daemon_version(info).as_bytes())?;
+        }
+    }
+    // Print what we have before the reason we lack the rest, so the two read in order.
+    stdout.flush()?;
+    daemon.map(|_| EXIT_OK)
+}

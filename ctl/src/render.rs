@@ -1,0 +1,350 @@
+//! Turns sited's answers into text for a person: the status header and device table, the
+//! version lines. Pure functions of the JSON result, so they are tested without a socket.
+
+use serde_json::Value;
+use site_proto::{DeviceStatus, PROTOCOL_VERSION, Status, VersionInfo};
+use std::fmt::Write as _;
+
+/// The parts of a status result this sitectl knows how to show; newer daemons add more.
+const KNOWN_STATUS_KEYS: [&str; 2] = ["daemon", "devices"];
+
+/// The human form of a `status` result: header, blank line, table. Fields this version does not
+/// know are ignored; top-level sections it does not know are named in a closing note so the
+/// user knows `--json` has more.
+pub fn status(result: &Value) -> Result<String, String> {
+    let status: Status = serde_json::from_value(result.clone()).map_err(|e| e.to_string())?;
+    let daemon = &status.daemon;
+    let mut out = String::new();
+    let backend = if daemon.backend == "sim" {
+        "sim (simulated pins)".to_string()
+    } else {
+        one_line(&daemon.backend)
+    };
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        out,
+        "sited {} (pid {})",
+        one_line(&daemon.version),
+        daemon.pid
+    );
+    let _ = writeln!(out, "backend: {backend}");
+    let _ = writeln!(out, "config:  {}", one_line(&daemon.config));
+    let _ = writeln!(out, "uptime:  {}", uptime(daemon.uptime_secs));
+    out.push('\n');
+
+    if status.devices.is_empty() {
+        out.push_str("no devices configured\n");
+    } else {
+        let mut rows = vec![["NAME", "KIND", "PIN", "ROLE", "STATE", "DETAIL"].map(String::from)];
+        // `devices` is a BTreeMap, so the rows come out sorted by name.
+        rows.extend(
+            status
+                .devices
+                .iter()
+                .map(|(name, dev)| device_row(name, dev)),
+        );
+        table(&mut out, &rows);
+    }
+
+    let unknown: Vec<&str> = result
+        .as_object()
+        .map(|o| {
+            o.keys()
+                .map(String::as_str)
+                .filter(|k| !KNOWN_STATUS_KEYS.contains(k))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !unknown.is_empty() {
+        let names: Vec<String> = unknown.iter().map(|k| one_line(k)).collect();
+        let _ = writeln!(
+            out,
+            "\nnot shown by this sitectl: {} (see sitectl status --json)",
+            names.join(", ")
+        );
+    }
+    Ok(out)
+}
+
+fn device_row(name: &str, dev: &DeviceStatus) -> [String; 6] {
+    let faulted = dev.fault.is_some() || dev.state == "faulted";
+    let pairs = dev
+        .detail
+        .iter()
+        .map(|(k, v)| format!("{}={}", one_line(k), detail_value(v)));
+    let detail: Vec<String> = if faulted {
+        let reason = dev.fault.as_deref().unwrap_or("no reason given");
+        std::iter::once(format!("fault: {}", one_line(reason)))
+            .chain(pairs)
+            .collect()
+    } else {
+        pairs.collect()
+    };
+    [
+        one_line(name),
+        one_line(&dev.kind),
+        dev.pin.to_string(),
+        one_line(&dev.role),
+        if faulted {
+            "FAULTED".to_string()
+        } else {
+            one_line(&dev.state)
+        },
+        detail.join(" "),
+    ]
+}
+
+/// A detail value as a person reads it: bare words and numbers, quotes only where a bare form
+/// would be ambiguous, JSON for anything nested.
+fn detail_value(v: &Value) -> String {
+    match v {
+        Value::String(s)
+            if !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c == '"' || c == '=') =>
+        {
+            one_line(s)
+        }
+        other => one_line(&other.to_string()),
+    }
+}
+
+/// Left-aligned columns two spaces apart; the last column is not padded.
+fn table(out: &mut String, rows: &[[String; 6]]) {
+    let mut widths = [0usize; 6];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let pad = widths[i] - cell.chars().count();
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', pad + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+}
+
+/// Device names, states and fault reasons come from config and plugins: escape control
+/// characters so one cannot break the table or drive the terminal.
+pub fn one_line(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// `3d 04h 05m`, `2h 03m 04s`, `5m 06s`, `42s`.
+pub fn uptime(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d {h:02}h {m:02}m")
+    } else if h > 0 {
+        format!("{h}h {m:02}m {s:02}s")
+    } else if m > 0 {
+        format!("{m}m {s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// sitectl's own version line.
+pub fn client_version() -> String {
+    format!(
+        "sitectl {} (protocol {PROTOCOL_VERSION})",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// The daemon's version line, and a warning if the two speak different protocols.
+pub fn daemon_version(info: &VersionInfo) -> String {
+    let abi: Vec<String> = info.plugin_abi.iter().map(u32::to_string).collect();
+    let abi = if abi.is_empty() {
+        "none".to_string()
+    } else {
+        abi.join(", ")
+    };
+    let mut out = format!(
+        "sited {} (protocol {}, plugin ABI {abi})\n",
+        one_line(&info.version),
+        info.protocol
+    );
+    if info.protocol != PROTOCOL_VERSION {
+        let _ = writeln!(
+            out,
+            "warning: sited speaks control protocol {}, this sitectl {PROTOCOL_VERSION}; \
+             use the sitectl that came with sited",
+            info.protocol
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> Value {
+        json!({
+            "daemon": {
+                "version": "0.1.0",
+                "pid": 4242,
+                "backend": "sim",
+                "config": "/etc/sited/sited.toml",
+                "uptime_secs": 3723
+            },
+            "devices": {
+                "office_fan": {
+                    "kind": "relay", "pin": 22, "role": "output", "state": "faulted",
+                    "fault": "plugin panicked: index out of bounds"
+                },
+                "entry_door": {
+                    "kind": "servo", "pin": 18, "role": "output", "state": "open",
+                    "detail": {"pulsing": false, "angle": 90}
+                },
+                "entry_button": {
+                    "kind": "button", "pin": 17, "role": "input", "state": "pressed"
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn status_renders_header_and_table_sorted_by_name() {
+        let text = status(&sample()).expect("renders");
+        let expected = "\
+sited 0.1.0 (pid 4242)
+backend: sim (simulated pins)
+config:  /etc/sited/sited.toml
+uptime:  1h 02m 03s
+
+NAME          KIND    PIN  ROLE    STATE    DETAIL
+entry_button  button  17   input   pressed
+entry_door    servo   18   output  open     angle=90 pulsing=false
+office_fan    relay   22   output  FAULTED  fault: plugin panicked: index out of bounds
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn a_real_backend_is_named_without_the_sim_warning() {
+        let mut v = sample();
+        v["daemon"]["backend"] = json!("cdev");
+        let text = status(&v).expect("renders");
+        assert!(text.contains("backend: cdev\n"), "{text}");
+        assert!(!text.contains("simulated"), "{text}");
+    }
+
+    #[test]
+    fn fault_without_state_word_still_shows_faulted() {
+        let mut v = sample();
+        v["devices"]["entry_button"]["fault"] = json!("read failed");
+        let text = status(&v).expect("renders");
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("entry_button"))
+            .expect("row");
+        assert!(row.contains("FAULTED"), "{row}");
+        assert!(row.ends_with("fault: read failed"), "{row}");
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_unknown_sections_named() {
+        let mut v = sample();
+        v["staff"] = json!({"count": 3});
+        v["sensors"] = json!([]);
+        v["daemon"]["hostname"] = json!("pi-entry");
+        v["devices"]["entry_door"]["since"] = json!(12);
+        let text = status(&v).expect("renders");
+        assert!(
+            text.ends_with(
+                "\nnot shown by this sitectl: sensors, staff (see sitectl status --json)\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("pi-entry"), "{text}");
+        assert!(text.contains("angle=90 pulsing=false\n"), "{text}");
+    }
+
+    #[test]
+    fn status_missing_required_part_is_an_error() {
+        let v = json!({"devices": {}});
+        let err = status(&v).expect_err("no daemon section");
+        assert!(err.contains("daemon"), "{err}");
+    }
+
+    #[test]
+    fn no_devices_says_so() {
+        let mut v = sample();
+        v["devices"] = json!({});
+        let text = status(&v).expect("renders");
+        assert!(text.ends_with("\nno devices configured\n"), "{text}");
+        assert!(!text.contains("NAME"), "{text}");
+    }
+
+    #[test]
+    fn detail_values_are_quoted_only_when_needed() {
+        assert_eq!(detail_value(&json!("blink")), "blink");
+        assert_eq!(detail_value(&json!("slow blink")), "\"slow blink\"");
+        assert_eq!(detail_value(&json!("")), "\"\"");
+        assert_eq!(detail_value(&json!(1.5)), "1.5");
+        assert_eq!(detail_value(&json!(null)), "null");
+        assert_eq!(detail_value(&json!({"a": [1, 2]})), "{\"a\":[1,2]}");
+    }
+
+    #[test]
+    fn control_characters_cannot_break_a_row() {
+        let mut v = sample();
+        v["devices"]["office_fan"]["fault"] = json!("line one\nline two\x1b[31m");
+        let text = status(&v).expect("renders");
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("office_fan"))
+            .expect("row");
+        assert!(
+            row.ends_with("fault: line one\\nline two\\u{1b}[31m"),
+            "{row}"
+        );
+    }
+
+    #[test]
+    fn uptime_picks_the_two_or_three_largest_units() {
+        assert_eq!(uptime(42), "42s");
+        assert_eq!(uptime(306), "5m 06s");
+        assert_eq!(uptime(7384), "2h 03m 04s");
+        assert_eq!(uptime(3 * 86_400 + 4 * 3600 + 5 * 60 + 6), "3d 04h 05m");
+    }
+
+    #[test]
+    fn daemon_version_lists_abis_and_warns_on_protocol_mismatch() {
+        let same = VersionInfo {
+            version: "0.1.0".into(),
+            plugin_abi: vec![1, 2],
+            protocol: PROTOCOL_VERSION,
+        };
+        assert_eq!(
+            daemon_version(&same),
+            format!("sited 0.1.0 (protocol {PROTOCOL_VERSION}, plugin ABI 1, 2)\n")
+        );
+        let newer = VersionInfo {
+            protocol: PROTOCOL_VERSION + 1,
+            ..same
+        };
+        assert!(daemon_version(&newer).contains("warning: sited speaks control protocol"));
+    }
+}
