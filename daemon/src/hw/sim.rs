@@ -29,6 +29,8 @@ pub struct SimBackend {
     queued: VecDeque<Edge>,
     waker: Option<Arc<mio::Waker>>,
     pins_file: Option<PathBuf>,
+    /// When each output was last written (monotonic), for the latency benchmark.
+    written_at: HashMap<Pin, std::time::Duration>,
 }
 
 impl SimBackend {
@@ -88,6 +90,11 @@ impl SimBackend {
             Some(SimPin::Output { level }) => Some(*level),
             _ => None,
         }
+    }
+
+    /// When the output was last written, on the monotonic clock.
+    pub fn written_at(&self, pin: Pin) -> Option<std::time::Duration> {
+        self.written_at.get(&pin).copied()
     }
 
     /// The pulse width last set on a PWM pin.
@@ -164,6 +171,7 @@ impl Hardware for SimBackend {
         match self.pins.get_mut(&pin) {
             Some(SimPin::Output { level: l }) => {
                 *l = level;
+                self.written_at.insert(pin, monotonic_now());
                 self.write_pins_file();
                 Ok(())
             }
