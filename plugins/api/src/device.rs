@@ -84,17 +84,62 @@ pub trait Device: Sized + 'static {
 
 /// Parses a device config the way the export macro does, for unit tests and `check`.
 pub fn parse_config<T: DeserializeOwned>(json: &str) -> Result<T, String> {
-    serde_json::from_str(json).map_err(|e| config_error_text(&e))
+    serde_json::from_str(json).map_err(|e| config_error_text(json, &e))
 }
 
 /// serde_json appends "at line 1 column 57" to messages; the JSON is ours, not the user's
 /// file, so that position would only mislead. The host maps the key back to the TOML line.
-fn config_error_text(e: &serde_json::Error) -> String {
+fn config_error_text(json: &str, e: &serde_json::Error) -> String {
     let text = e.to_string();
-    match text.rfind(" at line ") {
+    let text = match text.rfind(" at line ") {
         Some(cut) => text[..cut].to_string(),
         None => text,
+    };
+    // serde names the key for unknown and missing fields, but not for a value of the wrong
+    // type or an unknown variant; without it the host could only point at the whole table.
+    if e.is_data()
+        && !text.contains("field `")
+        && let Some(key) = key_at(json, e.line(), e.column())
+    {
+        return format!("`{key}`: {text}");
     }
+    text
+}
+
+/// The top-level key whose value the (1-based) `line`/`column` falls in.
+fn key_at(json: &str, line: usize, column: usize) -> Option<String> {
+    let line_start: usize = json
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    let prefix = json.get(..(line_start + column).min(json.len()))?;
+    let mut depth = 0usize;
+    let mut in_string: Option<usize> = None;
+    let mut escaped = false;
+    let mut last_string = None;
+    let mut key = None;
+    for (i, c) in prefix.char_indices() {
+        if let Some(start) = in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = None;
+                last_string = Some(&prefix[start..i]);
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = Some(i + 1),
+            '{' | '[' => depth += 1,
+            '}' | ']' => depth = depth.saturating_sub(1),
+            ':' if depth == 1 => key = last_string,
+            _ => {}
+        }
+    }
+    key.map(str::to_string)
 }
 
 /// Parses a value the way `sitectl` users write them for on/off outputs and inputs:
@@ -124,6 +169,36 @@ mod tests {
     #[allow(dead_code)]
     struct Cfg {
         pin: u32,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Typed {
+        pin: u32,
+        debounce_ms: u64,
+        #[serde(default)]
+        mode: Option<Mode>,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(rename_all = "lowercase")]
+    enum Mode {
+        Steady,
+    }
+
+    #[test]
+    fn parse_config_type_error_names_the_key() {
+        let err = parse_config::<Typed>(r#"{"pin":5,"debounce-ms":"soon"}"#).unwrap_err();
+        assert!(err.starts_with("`debounce-ms`: invalid type"), "{err}");
+        assert!(!err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn parse_config_unknown_variant_names_the_key_first() {
+        let json = "{\n  \"pin\": 5,\n  \"mode\": \"wail\",\n  \"debounce-ms\": 1\n}";
+        let err = parse_config::<Typed>(json).unwrap_err();
+        assert!(err.starts_with("`mode`: unknown variant `wail`"), "{err}");
     }
 
     #[test]
