@@ -12,8 +12,8 @@
 
 use site_daemon::config;
 use site_daemon::devices::{DeviceEvent, Devices};
-use site_daemon::hw::sim::SimBackend;
 use site_daemon::hw::Hardware;
+use site_daemon::hw::sim::SimBackend;
 use site_daemon::plugin_host::Libraries;
 use site_plugin_api::Level;
 use site_tests::{SITE_DEVICES, SiteDir, build_dir, wait_for};
@@ -48,15 +48,23 @@ fn edge_to_output() {
     let mut samples = Vec::with_capacity(EDGES);
     for i in 0..EDGES {
         // Pressed pulls the pin low (pull-up, active-low); released lets it go high.
-        let (level, command) = if i % 2 == 0 { (Level::Low, "on") } else { (Level::High, "off") };
+        let (level, command) = if i % 2 == 0 {
+            (Level::Low, "on")
+        } else {
+            (Level::High, "off")
+        };
         sim.simulate(5, level).expect("simulate");
         sim.take_edges(&mut edges).expect("edges");
         for edge in edges.drain(..) {
             let at = edge.at;
             devices.on_edge(edge, &mut sim, &mut events);
             for event in events.drain(..) {
-                if event.device == "entry_button" && (event.event == "pressed" || event.event == "released") {
-                    devices.command("entry_led", command, &mut sim, &mut Vec::new()).expect("command");
+                if event.device == "entry_button"
+                    && (event.event == "pressed" || event.event == "released")
+                {
+                    devices
+                        .command("entry_led", command, &mut sim, &mut Vec::new())
+                        .expect("command");
                 }
             }
             let written = sim.written_at(17).expect("led written");
@@ -90,7 +98,11 @@ fn site_header(site: &SiteDir) -> String {
 
 fn idle(secs: u64) {
     let site = SiteDir::new();
-    std::fs::write(site.config_path(), format!("{}{SITE_DEVICES}", site_header(&site))).expect("config");
+    std::fs::write(
+        site.config_path(),
+        format!("{}{SITE_DEVICES}", site_header(&site)),
+    )
+    .expect("config");
     let daemon = site_tests::Daemon::start(&site);
     let pid = daemon.child.id();
     let read = || proc_status(pid);
@@ -107,7 +119,11 @@ fn idle(secs: u64) {
     let elapsed = t0.elapsed().as_secs_f64();
     let loaded = std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .map(|m| {
-            let mut libs: Vec<&str> = m.lines().filter_map(|l| l.split_whitespace().nth(5)).filter(|p| p.contains("libsited_plugin_")).collect();
+            let mut libs: Vec<&str> = m
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(5))
+                .filter(|p| p.contains("libsited_plugin_"))
+                .collect();
             libs.sort();
             libs.dedup();
             libs.len()
@@ -127,8 +143,14 @@ fn proc_status(pid: u32) -> (u64, u64) {
         for task in tasks.flatten() {
             let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
             for line in status.lines() {
-                if line.starts_with("voluntary_ctxt_switches") || line.starts_with("nonvoluntary_ctxt_switches") {
-                    switches += line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                if line.starts_with("voluntary_ctxt_switches")
+                    || line.starts_with("nonvoluntary_ctxt_switches")
+                {
+                    switches += line
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0);
                 }
             }
         }

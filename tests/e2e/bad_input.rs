@@ -44,7 +44,7 @@ fn bad_toml_is_reported_with_file_and_line() {
     assert_eq!(code, 1, "{err}");
     one_line(&err);
     assert!(
-        err.contains(&format!("{}:8", site.config_path().display())),
+        err.contains(&format!("{}:9", site.config_path().display())),
         "{err}"
     );
 }
@@ -56,7 +56,7 @@ fn unknown_key_is_reported_with_line_and_key() {
     let (code, err) = check_config(&site.config_path());
     assert_eq!(code, 1, "{err}");
     one_line(&err);
-    assert!(err.contains(":12: device[0].colour: "), "{err}");
+    assert!(err.contains(":13: device[0].colour: "), "{err}");
     assert!(err.contains("unknown field `colour`"), "{err}");
 }
 
@@ -81,7 +81,7 @@ fn servo_range_out_of_bounds_is_reported_with_its_key() {
     let (code, err) = check_config(&site.config_path());
     assert_eq!(code, 1, "{err}");
     one_line(&err);
-    assert!(err.contains(":12: device[0].open-angle"), "{err}");
+    assert!(err.contains(":13: device[0].open-angle"), "{err}");
 }
 
 #[test]

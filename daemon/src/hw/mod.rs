@@ -115,6 +115,11 @@ pub trait Hardware {
     fn set_pwm(&mut self, pin: Pin, pulse_ns: u64) -> Result<(), Error>;
     /// Moves every edge that has arrived into `out`. Called when the backend's token fires.
     fn take_edges(&mut self, out: &mut Vec<Edge>) -> Result<(), Error>;
+    /// Where a just-claimed input rests when nothing acts on it (button released, door shut).
+    /// Real pins read what the wiring says, so only the sim backend uses this.
+    fn set_rest_level(&mut self, pin: Pin, level: Level) {
+        let _ = (pin, level);
+    }
     /// Sim backend only: the input `pin` now reads `level` (an edge follows if it changed).
     fn simulate(&mut self, pin: Pin, level: Level) -> Result<(), Error> {
         let _ = (pin, level);

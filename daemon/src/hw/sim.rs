@@ -196,6 +196,13 @@ impl Hardware for SimBackend {
         }
     }
 
+    fn set_rest_level(&mut self, pin: Pin, level: Level) {
+        if let Some(SimPin::Input { level: current }) = self.pins.get_mut(&pin) {
+            *current = level;
+            self.write_pins_file();
+        }
+    }
+
     fn take_edges(&mut self, out: &mut Vec<Edge>) -> Result<(), Error> {
         out.extend(self.queued.drain(..));
         Ok(())

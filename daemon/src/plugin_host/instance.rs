@@ -144,10 +144,10 @@ unsafe extern "C" fn cb_now_us(_c: *mut c_void) -> u64 {
     monotonic_now().as_micros() as u64
 }
 
-unsafe extern "C" fn cb_claim_input(c: *mut c_void, pin: u32, bias: u32) -> i32 {
+unsafe extern "C" fn cb_claim_input(c: *mut c_void, pin: u32, bias: u32, rest: u32) -> i32 {
     // SAFETY: called by the plugin with our ctx.
     let c = unsafe { ctx(c) };
-    let Some(bias) = Bias::from_raw(bias) else {
+    let (Some(bias), Some(rest)) = (Bias::from_raw(bias), Level::from_raw(rest)) else {
         return abi::HOST_BAD_ARGUMENT;
     };
     if !c.may_claim(pin) {
@@ -156,7 +156,9 @@ unsafe extern "C" fn cb_claim_input(c: *mut c_void, pin: u32, bias: u32) -> i32 
     let Some(hw) = c.hw() else {
         return abi::HOST_DENIED;
     };
-    let r = hw.claim_input(pin, bias);
+    let r = hw
+        .claim_input(pin, bias)
+        .map(|()| hw.set_rest_level(pin, rest));
     match c.hw_result("claiming an input", r) {
         Ok(()) => {
             c.claims.insert(pin, Claim::Input);

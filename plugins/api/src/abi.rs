@@ -97,7 +97,10 @@ pub struct HostVtable {
     pub set_error: unsafe extern "C" fn(ctx: *mut c_void, msg: StrRef),
     /// Monotonic microseconds since the daemon started.
     pub now_us: unsafe extern "C" fn(ctx: *mut c_void) -> u64,
-    pub claim_input: unsafe extern "C" fn(ctx: *mut c_void, pin: u32, bias: u32) -> i32,
+    /// Claims an input. `rest_level` is the level it shows when nothing acts on it (button
+    /// released, door shut, switch off); real pins ignore it, simulated pins start there.
+    pub claim_input:
+        unsafe extern "C" fn(ctx: *mut c_void, pin: u32, bias: u32, rest_level: u32) -> i32,
     /// Claims an output and drives it to `safe_level`, the level the host restores whenever
     /// the device faults or the daemon stops.
     pub claim_output: unsafe extern "C" fn(ctx: *mut c_void, pin: u32, safe_level: u32) -> i32,

@@ -105,7 +105,7 @@ mod tests {
         type Config = u64;
 
         fn create(host: &mut dyn Host, lockout_ms: u64) -> Result<Self, String> {
-            host.claim_input(PIN, Bias::PullUp)
+            host.claim_input(PIN, Bias::PullUp, Level::High)
                 .map_err(|e| e.to_string())?;
             let initial = host.read(PIN).map_err(|e| e.to_string())?;
             Ok(Probe {

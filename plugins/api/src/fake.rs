@@ -119,14 +119,12 @@ impl Host for FakeHost {
         self.now_us
     }
 
-    fn claim_input(&mut self, pin: u32, bias: Bias) -> Result<(), HostError> {
+    fn claim_input(&mut self, pin: u32, bias: Bias, rest: Level) -> Result<(), HostError> {
         self.check_pin(pin)?;
         self.hardware()?;
         self.claims.insert(pin, Claim::Input(bias));
-        self.inputs.entry(pin).or_insert(match bias {
-            Bias::PullUp => Level::High,
-            Bias::PullDown | Bias::Off => Level::Low,
-        });
+        // A test may set the level first (a button held down at start); otherwise it rests.
+        self.inputs.entry(pin).or_insert(rest);
         Ok(())
     }
 

@@ -169,7 +169,9 @@ pub trait Host {
     fn log(&mut self, level: LogLevel, msg: &str);
     /// Monotonic microseconds since the daemon started.
     fn now_us(&mut self) -> u64;
-    fn claim_input(&mut self, pin: u32, bias: Bias) -> Result<(), HostError>;
+    /// `rest`: the level the input shows when nothing acts on it (button released, door shut,
+    /// switch off). Real pins read what they read; simulated pins start at `rest`.
+    fn claim_input(&mut self, pin: u32, bias: Bias, rest: Level) -> Result<(), HostError>;
     fn claim_output(&mut self, pin: u32, safe_level: Level) -> Result<(), HostError>;
     fn claim_pwm(&mut self, pin: u32, spec: PwmSpec) -> Result<(), HostError>;
     fn read(&mut self, pin: u32) -> Result<Level, HostError>;
@@ -220,10 +222,10 @@ impl Host for VtableHost {
         unsafe { (vt.now_us)(vt.ctx) }
     }
 
-    fn claim_input(&mut self, pin: u32, bias: Bias) -> Result<(), HostError> {
+    fn claim_input(&mut self, pin: u32, bias: Bias, rest: Level) -> Result<(), HostError> {
         let vt = self.vt();
         // SAFETY: valid table (see `new`).
-        HostError::from_raw(unsafe { (vt.claim_input)(vt.ctx, pin, bias.to_raw()) })
+        HostError::from_raw(unsafe { (vt.claim_input)(vt.ctx, pin, bias.to_raw(), rest.to_raw()) })
     }
 
     fn claim_output(&mut self, pin: u32, safe_level: Level) -> Result<(), HostError> {

@@ -132,7 +132,7 @@ impl Device for Button {
     }
 
     fn create(host: &mut dyn Host, config: Config) -> Result<Self, String> {
-        host.claim_input(config.pin, config.pull.into())
+        host.claim_input(config.pin, config.pull.into(), Level::active(false, config.active_low))
             .map_err(|e| format!("claiming GPIO {} as an input: {e}", config.pin))?;
         let level = host
             .read(config.pin)

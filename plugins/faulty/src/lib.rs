@@ -95,7 +95,7 @@ impl Device for Faulty {
 
     fn create(host: &mut dyn Host, config: Config) -> Result<Self, String> {
         // Pulled down so the pin idles low and `sitectl sim <name> high` makes an edge.
-        host.claim_input(config.pin, Bias::PullDown)
+        host.claim_input(config.pin, Bias::PullDown, Level::Low)
             .map_err(|e| format!("claiming GPIO {} as an input: {e}", config.pin))?;
         let stole = match config.steal_pin {
             Some(pin) => host.claim_output(pin, Level::Low).is_ok(),

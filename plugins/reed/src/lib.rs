@@ -93,8 +93,12 @@ impl Device for Reed {
     }
 
     fn create(host: &mut dyn Host, config: Config) -> Result<Self, String> {
-        host.claim_input(config.pin, config.pull.into())
-            .map_err(|e| format!("claiming GPIO {} as an input: {e}", config.pin))?;
+        host.claim_input(
+            config.pin,
+            config.pull.into(),
+            Level::active(false, config.active_low),
+        )
+        .map_err(|e| format!("claiming GPIO {} as an input: {e}", config.pin))?;
         let level = host
             .read(config.pin)
             .map_err(|e| format!("reading GPIO {}: {e}", config.pin))?;
@@ -218,8 +222,9 @@ mod tests {
     }
 
     #[test]
-    fn floating_high_pin_is_open_at_create() {
+    fn pin_reading_high_at_create_is_open() {
         let mut host = FakeHost::with_pins(&[PIN]);
+        host.inputs.insert(PIN, Level::High);
 
         let _reed = Reed::create(&mut host, config("")).unwrap();
 
