@@ -15,12 +15,15 @@ pub const DEADLINE: Duration = Duration::from_secs(15);
 
 /// The directory holding the build's binaries and plugins (target/<triple>/debug).
 pub fn build_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/debug/deps/e2e-<hash> -> target/debug
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    let exe = std::env::current_exe().expect("executable path");
+    // Tests live in target/debug/deps/e2e-<hash>; binaries (the bench) in target/release.
+    let dir = exe.parent().expect("executable directory");
+    let dir = if dir.ends_with("deps") {
+        dir.parent().expect("target dir")
+    } else {
+        dir
+    };
+    dir.to_path_buf()
 }
 
 pub fn sited_bin() -> PathBuf {
