@@ -4,6 +4,7 @@
 //! Bad requests get a one-line error; oversized or undecodable ones also close the connection.
 
 use crate::event_loop::Tok;
+use crate::rate_limit::RateLimit;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry};
 use site_proto::{ErrorKind, FrameError, LineBuffer, Request, Response};
@@ -45,6 +46,8 @@ pub struct ControlServer {
     path: PathBuf,
     conns: Vec<Option<Conn>>,
     operator_gid: Option<u32>,
+    /// Bad requests are logged, but a local user must not be able to flood the journal.
+    log_limit: RateLimit,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +141,7 @@ impl ControlServer {
             path: path.to_path_buf(),
             conns: Vec::new(),
             operator_gid,
+            log_limit: RateLimit::new(10, std::time::Duration::from_secs(60)),
         })
     }
 
@@ -207,6 +211,7 @@ impl ControlServer {
     pub fn readable(&mut self, index: usize, registry: &Registry) -> Vec<Incoming> {
         let mut out = Vec::new();
         let operator_gid = self.operator_gid;
+        let log_limit = &mut self.log_limit;
         let Some(Some(conn)) = self.conns.get_mut(index) else {
             return out;
         };
@@ -237,7 +242,8 @@ impl ControlServer {
                 Ok(Some(line)) => match site_proto::decode_request(&line) {
                     Ok(request) => {
                         if request.operates() && !may_operate(conn.peer, operator_gid) {
-                            log::warn!(
+                            crate::warn_limited!(
+                                log_limit,
                                 "control: uid {} (pid {}) may not operate; refused {:?}",
                                 conn.peer.uid,
                                 conn.peer.pid,
@@ -256,7 +262,11 @@ impl ControlServer {
                         }
                     }
                     Err(reason) => {
-                        log::info!("control: bad request from uid {}: {reason}", conn.peer.uid);
+                        crate::warn_limited!(
+                            log_limit,
+                            "control: bad request from uid {}: {reason}",
+                            conn.peer.uid
+                        );
                         queue(conn, &Response::err(ErrorKind::BadRequest, reason));
                     }
                 },
@@ -268,7 +278,8 @@ impl ControlServer {
                         }
                         FrameError::NotUtf8 => "request is not UTF-8".to_string(),
                     };
-                    log::info!(
+                    crate::warn_limited!(
+                        log_limit,
                         "control: closing a connection from uid {}: {reason}",
                         conn.peer.uid
                     );

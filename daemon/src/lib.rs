@@ -11,4 +11,5 @@ pub mod event_loop;
 pub mod hw;
 pub mod notify;
 pub mod plugin_host;
+pub mod rate_limit;
 pub mod timers;
