@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod cdev;
+mod gpiochip;
 pub mod pwm_sysfs;
 pub mod rppal;
 pub mod sim;
