@@ -1,5 +1,6 @@
-//! Finding a GPIO character device by its label, and what its errors mean. The cdev backend
-//! opens its chip through this. Labels, not numbers, because chip numbers move between kernels.
+//! Finding a GPIO character device by its label, and what its errors mean. Both the cdev and
+//! the rppal backend use this: cdev to open its chip, rppal to ask the kernel who holds a line.
+//! Labels, not numbers, because chip numbers move between kernels.
 
 use super::Error;
 use gpiocdev::Chip;
@@ -151,6 +152,14 @@ pub(super) fn to_io(e: gpiocdev::Error) -> io::Error {
         Some(errno) => io::Error::from_raw_os_error(errno),
         None => io::Error::other(e),
     }
+}
+
+/// Opens the Raspberry Pi's GPIO chip for reading line info only; the rppal backend uses it to
+/// say who holds a busy pin. `None` if there is no such chip or we may not open it.
+pub(super) fn open_pi_chip_for_line_info() -> Option<Chip> {
+    let probe = probe_chips().ok()?;
+    let path = select_chip(&probe.found, &[], DEFAULT_CHIP_LABELS).ok()?;
+    Chip::from_path(path).ok()
 }
 
 #[cfg(test)]
