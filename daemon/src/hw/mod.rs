@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod cdev;
+mod gpiochip;
 pub mod pwm_sysfs;
 pub mod rppal;
 pub mod sim;
@@ -53,9 +54,13 @@ pub enum Error {
     #[error("GPIO {pin} does not exist on {chip}")]
     NoSuchPin { pin: Pin, chip: String },
     #[error(
-        "no GPIO chip labelled \"{label}\" (found: {found}); set [hardware] chip to one of those"
+        "no GPIO chip \"{label}\" (found: {found}); set [hardware] chip to one of those labels, or to a /dev/gpiochipN path"
     )]
     ChipNotFound { label: String, found: String },
+    #[error(
+        "no GPIO character devices (/dev/gpiochip*) on this machine; the cdev backend needs a kernel GPIO driver, or set `backend = \"sim\"` in [hardware] to run on simulated pins"
+    )]
+    NoChips,
     #[error("GPIO {pin} was not claimed {what}")]
     NotClaimed { pin: Pin, what: &'static str },
     #[error("GPIO {pin} is already claimed")]
@@ -67,6 +72,18 @@ pub enum Error {
         channel: u32,
         detail: String,
     },
+    #[error(
+        "GPIO {pin}: a pulse of {pulse_ns} ns does not fit in the PWM period of {period_ns} ns; check the device's pulse settings"
+    )]
+    PulseTooLong {
+        pin: Pin,
+        pulse_ns: u64,
+        period_ns: u64,
+    },
+    #[error(
+        "GPIO {pin}: {why}; set both pwm-chip and pwm-channel for this device (the chips are listed in /sys/class/pwm)"
+    )]
+    PwmNotConfigured { pin: Pin, why: &'static str },
     #[error(
         "the {backend} backend has no simulated inputs; `sitectl sim` works only with backend = \"sim\""
     )]
