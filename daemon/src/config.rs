@@ -159,14 +159,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| locator.toml_error(&e))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut daemon = raw.daemon;
+    let mut hardware = raw.hardware;
     for p in [
         &mut daemon.control_socket,
         &mut daemon.state_dir,
         &mut daemon.plugin_dir,
-    ] {
-        if p.is_relative() {
-            *p = base.join(&*p);
-        }
+    ]
+    .into_iter()
+    .chain(hardware.sim_pins.as_mut())
+    {
+        *p = resolve(base, p);
     }
     let mut devices = Vec::with_capacity(raw.device.len());
     let mut names: HashMap<String, usize> = HashMap::new();
@@ -231,10 +233,25 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
     Ok(Config {
         file: path.to_path_buf(),
         daemon,
-        hardware: raw.hardware,
+        hardware,
         devices,
         source: text.to_string(),
     })
+}
+
+/// `p` relative to `base`, with `.` and `..` folded away so logs show plain paths.
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in base.join(p).components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn devices_name(devices: &[DeviceSection], i: usize) -> &str {
@@ -432,6 +449,17 @@ pin = 18
             PathBuf::from("/etc/sited/run/control.sock")
         );
         assert_eq!(cfg.daemon.state_dir, PathBuf::from("/var/lib/sited"));
+    }
+
+    #[test]
+    fn parent_relative_paths_are_folded() {
+        let text = "[daemon]\nplugin-dir = \"../target/debug\"\n[hardware]\nsim-pins = \"../target/demo/pins.json\"\n";
+        let cfg = parse(Path::new("/repo/etc/demo.toml"), text).expect("valid");
+        assert_eq!(cfg.daemon.plugin_dir, PathBuf::from("/repo/target/debug"));
+        assert_eq!(
+            cfg.hardware.sim_pins,
+            Some(PathBuf::from("/repo/target/demo/pins.json"))
+        );
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct SimBackend {
     queued: VecDeque<Edge>,
     waker: Option<Arc<mio::Waker>>,
     pins_file: Option<PathBuf>,
+    /// Said once, not on every write.
+    pins_file_failing: bool,
     /// When each output was last written (monotonic), for the latency benchmark.
     written_at: HashMap<Pin, std::time::Duration>,
 }
@@ -40,7 +42,7 @@ impl SimBackend {
 
     /// A sim backend that mirrors every pin into `path` (JSON, replaced atomically).
     pub fn with_pins_file(path: Option<PathBuf>) -> Self {
-        let sim = SimBackend {
+        let mut sim = SimBackend {
             pins_file: path,
             ..SimBackend::default()
         };
@@ -75,12 +77,20 @@ impl SimBackend {
         serde_json::Value::Object(map)
     }
 
-    fn write_pins_file(&self) {
+    fn write_pins_file(&mut self) {
         let Some(path) = &self.pins_file else { return };
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
         let tmp = path.with_extension("tmp");
         let text = self.snapshot().to_string();
-        if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
-            log::warn!("sim: could not write {}: {e}", path.display());
+        match std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
+            Ok(()) => self.pins_file_failing = false,
+            Err(e) if !self.pins_file_failing => {
+                log::warn!("sim: could not write {}: {e}", path.display());
+                self.pins_file_failing = true;
+            }
+            Err(_) => {}
         }
     }
 
