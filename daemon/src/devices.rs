@@ -277,6 +277,28 @@ impl Devices {
         })
     }
 
+    /// The device called `name`, if it has the role the request needs.
+    fn index_for(&self, name: &str, role: Role) -> Result<usize, CommandError> {
+        let index = self.index(name)?;
+        let kind = &self.slots[index].section.kind;
+        match (self.slots[index].role, role) {
+            (Some(Role::Input), Role::Output) => Err(CommandError::new(
+                ErrorKind::Rejected,
+                format!("\"{name}\" is an input ({kind}); use `sitectl sim` on the sim backend"),
+            )),
+            (Some(Role::Output), Role::Input) => Err(CommandError::new(
+                ErrorKind::Rejected,
+                format!("\"{name}\" is an output ({kind}); drive it with `sitectl set`"),
+            )),
+            _ => Ok(index),
+        }
+    }
+
+    /// How many devices are faulted.
+    pub fn faulted(&self) -> usize {
+        self.slots.iter().filter(|s| s.fault.is_some()).count()
+    }
+
     /// Device names in config order.
     pub fn names(&self) -> Vec<String> {
         self.slots.iter().map(|s| s.section.name.clone()).collect()
@@ -290,16 +312,7 @@ impl Devices {
         hw: &mut (dyn Hardware + 'static),
         out: &mut Vec<DeviceEvent>,
     ) -> Result<(), CommandError> {
-        let index = self.index(name)?;
-        if self.slots[index].role == Some(Role::Input) {
-            return Err(CommandError::new(
-                ErrorKind::Rejected,
-                format!(
-                    "\"{name}\" is an input ({}); use `sitectl sim` on the sim backend",
-                    self.slots[index].section.kind
-                ),
-            ));
-        }
+        let index = self.index_for(name, Role::Output)?;
         let instance = self
             .live(index)
             .map_err(|e| CommandError::new(ErrorKind::Failed, format!("{name}: {e}")))?;
@@ -316,16 +329,7 @@ impl Devices {
         value: &str,
         hw: &mut (dyn Hardware + 'static),
     ) -> Result<(), CommandError> {
-        let index = self.index(name)?;
-        if self.slots[index].role == Some(Role::Output) {
-            return Err(CommandError::new(
-                ErrorKind::Rejected,
-                format!(
-                    "\"{name}\" is an output ({}); drive it with `sitectl set`",
-                    self.slots[index].section.kind
-                ),
-            ));
-        }
+        let index = self.index_for(name, Role::Input)?;
         if hw.name() != "sim" {
             return Err(CommandError::new(
                 ErrorKind::Rejected,

@@ -200,13 +200,8 @@ impl Daemon {
 
     /// Runs until SIGTERM or SIGINT, then puts every output in its safe state.
     pub fn run(mut self) -> Result<(), StartError> {
-        let faulted = self
-            .devices
-            .status()
-            .values()
-            .filter(|d| d.fault.is_some())
-            .count();
-        self.notifier.ready(&self.status_line(faulted));
+        let faulted = self.devices.faulted();
+        self.notifier.ready(&self.status_line());
         log::info!(
             "sited {} ready: {} devices ({} faulted), control socket {}",
             env!("CARGO_PKG_VERSION"),
@@ -390,7 +385,8 @@ impl Daemon {
         }
     }
 
-    fn status_line(&self, faulted: usize) -> String {
+    fn status_line(&self) -> String {
+        let faulted = self.devices.faulted();
         if faulted == 0 {
             format!(
                 "{} devices on {}",
@@ -415,13 +411,7 @@ impl Daemon {
             Ok(()) => log::info!("reloaded {}", self.config.file.display()),
             Err(e) => log::error!("reload failed, keeping the running config: {e}"),
         }
-        let faulted = self
-            .devices
-            .status()
-            .values()
-            .filter(|d| d.fault.is_some())
-            .count();
-        self.notifier.ready(&self.status_line(faulted));
+        self.notifier.ready(&self.status_line());
         result
     }
 
