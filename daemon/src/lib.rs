@@ -12,4 +12,5 @@ pub mod hw;
 pub mod notify;
 pub mod plugin_host;
 pub mod rate_limit;
+pub mod site;
 pub mod timers;
