@@ -13,4 +13,5 @@ pub mod notify;
 pub mod plugin_host;
 pub mod rate_limit;
 pub mod site;
+pub mod store;
 pub mod timers;
