@@ -234,11 +234,9 @@ impl Store {
                             Job::ReopenLog => reopen = true,
                         }
                     }
-                    if reopen {
-                        if let Err(e) = log.reopen() {
-                            let _ = done_tx
-                                .send(Done::Stalled(format!("reopening the event log: {e}")));
-                        }
+                    if reopen && let Err(e) = log.reopen() {
+                        let _ =
+                            done_tx.send(Done::Stalled(format!("reopening the event log: {e}")));
                     }
                     let Some((id, mut state)) = latest else {
                         continue;
