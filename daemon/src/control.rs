@@ -39,6 +39,8 @@ struct Conn {
     /// Close once the output is flushed (after a framing error).
     closing: bool,
     writable_registered: bool,
+    /// `sitectl log -f`: new event-log lines are pushed to it.
+    following: bool,
 }
 
 pub struct ControlServer {
@@ -189,6 +191,7 @@ impl ControlServer {
                         output: Vec::new(),
                         closing: false,
                         writable_registered: false,
+                        following: false,
                     };
                     if index == self.conns.len() {
                         self.conns.push(Some(conn));
@@ -352,6 +355,23 @@ impl ControlServer {
             && let Some(mut conn) = slot.take()
         {
             let _ = registry.deregister(&mut conn.stream);
+        }
+    }
+
+    /// Marks a connection as following the event log.
+    pub fn follow(&mut self, index: usize) {
+        if let Some(Some(conn)) = self.conns.get_mut(index) {
+            conn.following = true;
+        }
+    }
+
+    /// Sends `response` to every connection following the event log.
+    pub fn broadcast(&mut self, response: &Response, registry: &Registry) {
+        for index in 0..self.conns.len() {
+            let following = matches!(&self.conns[index], Some(c) if c.following);
+            if following {
+                self.respond(index, response, registry);
+            }
         }
     }
 

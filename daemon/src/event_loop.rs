@@ -8,6 +8,7 @@ use crate::config::{self, Config};
 use crate::control::{self, ControlServer, Incoming};
 use crate::devices::{self, DeviceEvent, Devices};
 use crate::hw::{self, Edge, EdgeSink, Hardware, monotonic_now};
+use crate::node::Node;
 use crate::notify::Notifier;
 use crate::plugin_host::Libraries;
 use crate::timers::Timers;
@@ -20,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Every source the loop polls, as a typed token. Fixed sources get small numbers; control
-/// connections live above `CONTROL_CONN_BASE`.
+/// Every source the loop polls, as a typed token. Fixed sources get small numbers; hub links
+/// a few above them; control and hub connections live in their own ranges above.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tok {
     Signals,
@@ -31,10 +32,19 @@ pub enum Tok {
     Hardware,
     ControlListener,
     ControlConn(usize),
+    HubListener,
+    /// A client connection to the hub.
+    HubConn(usize),
+    /// A site module's own connection to its hub.
+    LinkConn(usize),
 }
 
+const LINK_BASE: usize = 8;
+const LINK_LIMIT: usize = LINK_BASE + 8;
 const CONTROL_CONN_BASE: usize = 1 << 16;
 const CONTROL_CONN_LIMIT: usize = CONTROL_CONN_BASE + control::MAX_CONNECTIONS;
+const HUB_CONN_BASE: usize = 1 << 20;
+const HUB_CONN_LIMIT: usize = HUB_CONN_BASE + (1 << 24);
 
 impl From<Tok> for Token {
     fn from(tok: Tok) -> Token {
@@ -44,6 +54,9 @@ impl From<Tok> for Token {
             Tok::Hardware => 2,
             Tok::ControlListener => 3,
             Tok::ControlConn(i) => CONTROL_CONN_BASE + i,
+            Tok::HubListener => 4,
+            Tok::HubConn(i) => HUB_CONN_BASE + i,
+            Tok::LinkConn(i) => LINK_BASE + i,
         })
     }
 }
@@ -56,6 +69,11 @@ impl Tok {
             1 => Some(Tok::Waker),
             2 => Some(Tok::Hardware),
             3 => Some(Tok::ControlListener),
+            4 => Some(Tok::HubListener),
+            n if (LINK_BASE..LINK_LIMIT).contains(&n) => Some(Tok::LinkConn(n - LINK_BASE)),
+            n if (HUB_CONN_BASE..HUB_CONN_LIMIT).contains(&n) => {
+                Some(Tok::HubConn(n - HUB_CONN_BASE))
+            }
             n if (CONTROL_CONN_BASE..CONTROL_CONN_LIMIT).contains(&n) => {
                 Some(Tok::ControlConn(n - CONTROL_CONN_BASE))
             }
@@ -79,6 +97,8 @@ pub enum StartError {
     Hardware(#[from] hw::Error),
     #[error("{0}")]
     Control(#[from] control::Error),
+    #[error("{0}")]
+    Node(#[from] crate::node::Error),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -111,6 +131,8 @@ pub struct Daemon {
     hw: Box<dyn Hardware>,
     libs: Libraries,
     devices: Devices,
+    /// The site modules, hub, links and ledger this node runs.
+    node: Node,
     control: ControlServer,
     timers: Timers<LoopTimer>,
     notifier: Notifier,
@@ -156,7 +178,19 @@ impl Daemon {
         })?;
         log::info!("hardware backend: {}", hw.name());
 
-        let devices = Devices::create_all(&config, &mut libs, hw.as_mut());
+        let mut devices = Devices::create_all(&config, &mut libs, hw.as_mut());
+        let wake_store = waker.clone();
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            let _ = wake_store.wake();
+        });
+        let node = match Node::start(&config, &mut devices, hw.as_mut(), poll.registry(), wake) {
+            Ok(node) => node,
+            Err(e) => {
+                devices.shutdown(hw.as_mut());
+                return Err(e.into());
+            }
+        };
+        let mut node = node;
         let control =
             match ControlServer::bind(&config.daemon.control_socket, operator_gid, poll.registry())
             {
@@ -164,6 +198,7 @@ impl Daemon {
                 Err(e) => {
                     let mut devices = devices;
                     devices.shutdown(hw.as_mut());
+                    node.finish();
                     return Err(e.into());
                 }
             };
@@ -182,6 +217,7 @@ impl Daemon {
             hw,
             libs,
             devices,
+            node,
             control,
             timers,
             notifier,
@@ -215,6 +251,7 @@ impl Daemon {
             let timeout = [
                 self.timers.timeout(now),
                 self.devices.next_deadline().map(|d| d.saturating_sub(now)),
+                self.node.next_deadline().map(|d| d.saturating_sub(now)),
             ]
             .into_iter()
             .flatten()
@@ -232,9 +269,16 @@ impl Daemon {
             for event in events.iter() {
                 match Tok::from_token(event.token()) {
                     Some(Tok::Signals) => self.on_signals(),
-                    Some(Tok::Waker) | Some(Tok::Hardware) => self.on_hardware(),
+                    Some(Tok::Waker) => {
+                        self.on_hardware();
+                        self.on_store();
+                    }
+                    Some(Tok::Hardware) => self.on_hardware(),
                     Some(Tok::ControlListener) => self.control.accept(self.poll.registry()),
                     Some(Tok::ControlConn(i)) => self.on_control(i, event.is_writable()),
+                    Some(Tok::HubListener) => self.node.on_hub_listener(self.poll.registry()),
+                    Some(Tok::HubConn(i)) => self.node.on_hub_conn(i, self.poll.registry()),
+                    Some(Tok::LinkConn(i)) => self.node.on_link(i, self.poll.registry()),
                     None => log::debug!("event for unknown token {:?} ignored", event.token()),
                 }
             }
@@ -261,6 +305,7 @@ impl Daemon {
                 }
                 SIGHUP => {
                     log::info!("received SIGHUP, reloading {}", self.config.file.display());
+                    self.node.reopen_log();
                     let _ = self.reload();
                 }
                 _ => {}
@@ -285,8 +330,23 @@ impl Daemon {
 
     /// Step 3: device events go to the site logic, whose commands go back to the devices.
     fn on_device_events(&mut self) {
-        for event in self.events.drain(..) {
-            log::info!("{}: {}", event.device, event.event);
+        self.node.on_device_events(
+            &mut self.events,
+            &mut self.devices,
+            self.hw.as_mut(),
+            self.poll.registry(),
+        );
+    }
+
+    /// Step 5: the store wrote something; acknowledgements and reports that waited go out,
+    /// and new event-log lines go to `sitectl log -f`.
+    fn on_store(&mut self) {
+        let lines = self.node.on_store(self.poll.registry());
+        for line in lines {
+            self.control.broadcast(
+                &Response::ok(serde_json::json!({ "line": line })),
+                self.poll.registry(),
+            );
         }
     }
 
@@ -305,6 +365,8 @@ impl Daemon {
         self.devices
             .fire_due(now, self.hw.as_mut(), &mut self.events);
         self.on_device_events();
+        self.node
+            .fire_due(&mut self.devices, self.hw.as_mut(), self.poll.registry());
     }
 
     fn on_control(&mut self, conn: usize, writable: bool) {
@@ -360,6 +422,19 @@ impl Daemon {
                     Err(message) => Response::err(ErrorKind::Failed, message),
                 }
             }
+            Request::Log { lines, follow } => match self.node.log_tail(*lines) {
+                Ok(tail) => {
+                    if *follow {
+                        self.control.follow(incoming.conn);
+                    }
+                    Response::ok(serde_json::json!({ "lines": tail }))
+                }
+                Err(message) => Response::err(ErrorKind::Rejected, message),
+            },
+            Request::CountReset {} => match self.node.reset_count(incoming.peer.uid) {
+                Ok(was) => Response::ok(serde_json::json!({ "staff": 0, "was": was })),
+                Err(message) => Response::err(ErrorKind::Rejected, message),
+            },
         }
     }
 
@@ -373,6 +448,7 @@ impl Daemon {
     }
 
     fn status(&self) -> Status {
+        let (staff, site, hub) = self.node.status();
         Status {
             daemon: DaemonInfo {
                 version: env!("CARGO_PKG_VERSION").to_string(),
@@ -382,6 +458,9 @@ impl Daemon {
                 uptime_secs: self.started.elapsed().as_secs(),
             },
             devices: self.devices.status(),
+            staff,
+            site: Some(site).filter(|s| s.as_object().is_some_and(|m| !m.is_empty())),
+            hub: Some(hub).filter(|h| !h.is_null()),
         }
     }
 
@@ -438,8 +517,27 @@ impl Daemon {
         let gid = control::operator_gid(new.daemon.operator_group.as_deref())
             .map_err(|e| e.to_string())?;
         let old_dir = self.config.daemon.plugin_dir.clone();
+        if new.hub != self.config.hub {
+            return Err("[hub] changed; that needs a restart (systemctl restart sited)".into());
+        }
         self.devices
             .reload(&old_dir, &new, &mut self.libs, self.hw.as_mut())?;
+        if (&new.access, &new.emergency, &new.office)
+            != (
+                &self.config.access,
+                &self.config.emergency,
+                &self.config.office,
+            )
+        {
+            self.node
+                .reload(
+                    &new,
+                    &mut self.devices,
+                    self.hw.as_mut(),
+                    self.poll.registry(),
+                )
+                .map_err(|e| e.to_string())?;
+        }
         self.control.set_operator_gid(gid);
         self.config = new;
         Ok(())
@@ -449,6 +547,7 @@ impl Daemon {
     fn shutdown(&mut self) {
         self.notifier.stopping();
         self.devices.shutdown(self.hw.as_mut());
+        self.node.finish();
         self.control.remove_socket();
         log::info!("stopped; every output is in its safe state");
     }
@@ -467,6 +566,11 @@ mod tests {
             Tok::ControlListener,
             Tok::ControlConn(0),
             Tok::ControlConn(control::MAX_CONNECTIONS - 1),
+            Tok::HubListener,
+            Tok::HubConn(0),
+            Tok::HubConn(100_000),
+            Tok::LinkConn(0),
+            Tok::LinkConn(7),
         ];
         for tok in all {
             assert_eq!(Tok::from_token(tok.into()), Some(tok), "{tok:?}");
@@ -475,7 +579,8 @@ mod tests {
 
     #[test]
     fn unknown_tokens_map_to_none() {
-        assert_eq!(Tok::from_token(Token(4)), None);
+        assert_eq!(Tok::from_token(Token(5)), None);
+        assert_eq!(Tok::from_token(Token(LINK_LIMIT)), None);
         assert_eq!(Tok::from_token(Token(CONTROL_CONN_LIMIT)), None);
         assert_eq!(Tok::from_token(Token(usize::MAX)), None);
     }

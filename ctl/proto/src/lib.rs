@@ -25,6 +25,20 @@ pub enum Request {
     Set { device: String, value: String },
     /// Re-read the config file (operate), as SIGHUP does.
     Reload {},
+    /// The event log's last `lines` lines (observe). With `follow`, the connection stays open
+    /// and every new line is sent as it is written, as `{"ok": true, "result": {"line": ...}}`.
+    Log {
+        #[serde(default = "default_log_lines")]
+        lines: usize,
+        #[serde(default)]
+        follow: bool,
+    },
+    /// Set the staff counter to 0, with an event-log line saying so (operate).
+    CountReset {},
+}
+
+fn default_log_lines() -> usize {
+    20
 }
 
 impl Request {
@@ -32,7 +46,7 @@ impl Request {
     pub fn operates(&self) -> bool {
         matches!(
             self,
-            Request::Sim { .. } | Request::Set { .. } | Request::Reload {}
+            Request::Sim { .. } | Request::Set { .. } | Request::Reload {} | Request::CountReset {}
         )
     }
 }
@@ -77,10 +91,18 @@ struct WireResponse {
 impl From<Response> for WireResponse {
     fn from(r: Response) -> Self {
         match r {
-            Response::Ok { result } => WireResponse { ok: true, result, kind: None, error: None },
-            Response::Err { kind, error } => {
-                WireResponse { ok: false, result: serde_json::Value::Null, kind: Some(kind), error: Some(error) }
-            }
+            Response::Ok { result } => WireResponse {
+                ok: true,
+                result,
+                kind: None,
+                error: None,
+            },
+            Response::Err { kind, error } => WireResponse {
+                ok: false,
+                result: serde_json::Value::Null,
+                kind: Some(kind),
+                error: Some(error),
+            },
         }
     }
 }
@@ -116,6 +138,15 @@ impl Response {
 pub struct Status {
     pub daemon: DaemonInfo,
     pub devices: BTreeMap<String, DeviceStatus>,
+    /// Staff on the premises, on a node that runs the hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staff: Option<u64>,
+    /// The site modules this node runs (access, emergency, office), with their hub links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<serde_json::Value>,
+    /// The hub's listener and registered clients, on a node that runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -100,3 +100,177 @@ impl Effects {
         self.notes.extend(other.notes);
     }
 }
+
+/// The modules this node runs, bound together: device events go to each, and the emergency
+/// door releases access control's doors on the same node.
+#[derive(Default)]
+pub struct Site {
+    pub access: Option<access::AccessControl>,
+    pub emergency: Option<emergency::Emergency>,
+    pub office: Option<office::Office>,
+}
+
+/// Which module a report came from (its outbox and hub link).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Module {
+    Access,
+    Emergency,
+}
+
+impl Module {
+    pub fn key(self) -> &'static str {
+        match self {
+            Module::Access => "access",
+            Module::Emergency => "emergency",
+        }
+    }
+}
+
+impl Report {
+    pub fn module(self) -> Module {
+        match self {
+            Report::Entry | Report::Exit => Module::Access,
+            Report::EmergencyOpen | Report::EmergencyClosed => Module::Emergency,
+        }
+    }
+}
+
+impl Site {
+    /// Outputs from the inputs as they are now (`state_of` gives a device's state word).
+    pub fn start(&mut self, state_of: impl Fn(&str) -> Option<String>) -> Effects {
+        let mut fx = Effects::default();
+        if let Some(a) = &mut self.access {
+            fx.merge(a.start());
+        }
+        if let Some(e) = &mut self.emergency {
+            fx.merge(e.start(state_of(&e.config().door).as_deref()));
+            if e.is_open()
+                && let Some(a) = &mut self.access
+            {
+                fx.merge(a.release());
+            }
+        }
+        if let Some(o) = &mut self.office {
+            let door = state_of(&o.config().door);
+            let switch = state_of(&o.config().lock_switch);
+            fx.merge(o.start(door.as_deref(), switch.as_deref()));
+        }
+        fx
+    }
+
+    pub fn on_device(&mut self, device: &str, event: &str) -> Effects {
+        let mut fx = Effects::default();
+        if let Some(e) = &mut self.emergency {
+            let was_open = e.is_open();
+            fx.merge(e.on_device(device, event));
+            if let Some(a) = &mut self.access {
+                match (was_open, e.is_open()) {
+                    (false, true) => fx.merge(a.release()),
+                    (true, false) => fx.merge(a.restore()),
+                    _ => {}
+                }
+            }
+        }
+        if let Some(a) = &mut self.access {
+            fx.merge(a.on_device(device, event));
+        }
+        if let Some(o) = &mut self.office {
+            fx.merge(o.on_device(device, event));
+        }
+        fx
+    }
+
+    pub fn on_timer(&mut self, timer: SiteTimer) -> Effects {
+        match (timer, &mut self.access) {
+            (SiteTimer::AccessPhase, Some(a)) => a.on_timer(),
+            _ => Effects::default(),
+        }
+    }
+
+    /// For `sitectl status`: one object per module this node runs.
+    pub fn status(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        if let Some(a) = &self.access {
+            map.insert("access".into(), a.status());
+        }
+        if let Some(e) = &self.emergency {
+            map.insert("emergency".into(), e.status());
+        }
+        if let Some(o) = &self.office {
+            map.insert("office".into(), o.status());
+        }
+        serde_json::Value::Object(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site() -> Site {
+        Site {
+            access: Some(access::AccessControl::new(access::AccessConfig {
+                entry_button: "entry_button".into(),
+                exit_button: "exit_button".into(),
+                entry_door: "entry_door".into(),
+                exit_door: "exit_door".into(),
+                entry_led: "entry_led".into(),
+                exit_led: "exit_led".into(),
+                open: Duration::from_secs(1),
+            })),
+            emergency: Some(emergency::Emergency::new(
+                emergency::EmergencyConfig {
+                    door: "emergency_door".into(),
+                    siren: "siren".into(),
+                },
+                false,
+            )),
+            office: None,
+        }
+    }
+
+    #[test]
+    fn emergency_door_opening_releases_access_doors_on_the_same_node() {
+        let mut s = site();
+        s.start(|_| Some("closed".into()));
+        s.on_device("entry_button", "pressed");
+        let fx = s.on_device("emergency_door", "open");
+        assert_eq!(fx.reports, vec![Report::EmergencyOpen]);
+        assert!(fx.commands.contains(&Command {
+            device: "exit_door".into(),
+            value: "open"
+        }));
+        assert!(fx.commands.contains(&Command {
+            device: "siren".into(),
+            value: "on"
+        }));
+        let fx = s.on_device("emergency_door", "closed");
+        assert!(fx.commands.contains(&Command {
+            device: "exit_door".into(),
+            value: "closed"
+        }));
+    }
+
+    #[test]
+    fn emergency_door_open_at_start_releases_access_too() {
+        let mut s = site();
+        let fx = s.start(|d| {
+            Some(
+                if d == "emergency_door" {
+                    "open"
+                } else {
+                    "closed"
+                }
+                .into(),
+            )
+        });
+        assert!(fx.commands.contains(&Command {
+            device: "siren".into(),
+            value: "on"
+        }));
+        assert!(fx.commands.contains(&Command {
+            device: "entry_door".into(),
+            value: "open"
+        }));
+    }
+}

@@ -3,8 +3,11 @@
 //! Every error names the file, the line and the key, so a site owner can fix it in one go.
 //! Device kinds check their own keys in their plugins (see `plugin_host::validate_devices`).
 
+pub mod site;
+
 use crate::hw::{BackendKind, Pin};
 use serde::Deserialize;
+pub use site::{AccessSection, EmergencySection, HubSection, OfficeSection};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -45,6 +48,10 @@ pub struct Config {
     pub daemon: DaemonSection,
     pub hardware: HardwareSection,
     pub devices: Vec<DeviceSection>,
+    pub access: Option<AccessSection>,
+    pub emergency: Option<EmergencySection>,
+    pub office: Option<OfficeSection>,
+    pub hub: Option<HubSection>,
     /// The file's text, kept to locate errors found later (plugin checks).
     pub source: String,
 }
@@ -129,6 +136,10 @@ struct RawConfig {
     hardware: HardwareSection,
     #[serde(default)]
     device: Vec<RawDevice>,
+    access: Option<AccessSection>,
+    emergency: Option<EmergencySection>,
+    office: Option<OfficeSection>,
+    hub: Option<HubSection>,
 }
 
 #[derive(Deserialize)]
@@ -160,6 +171,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
     let base = path.parent().unwrap_or(Path::new("."));
     let mut daemon = raw.daemon;
     let mut hardware = raw.hardware;
+    let mut hub = raw.hub;
     for p in [
         &mut daemon.control_socket,
         &mut daemon.state_dir,
@@ -167,6 +179,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
     ]
     .into_iter()
     .chain(hardware.sim_pins.as_mut())
+    .chain(hub.as_mut().map(|h| &mut h.event_log))
     {
         *p = resolve(base, p);
     }
@@ -230,13 +243,19 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
             options: dev.options,
         });
     }
-    Ok(Config {
+    let config = Config {
         file: path.to_path_buf(),
         daemon,
         hardware,
         devices,
+        access: raw.access,
+        emergency: raw.emergency,
+        office: raw.office,
+        hub,
         source: text.to_string(),
-    })
+    };
+    config.check_site()?;
+    Ok(config)
 }
 
 /// `p` relative to `base`, with `.` and `..` folded away so logs show plain paths.
@@ -267,6 +286,20 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 impl Config {
+    /// An error about `[section] key`, located in this config's file.
+    pub fn section_error(&self, section: &str, key: &str, message: String) -> Error {
+        let locator = Locator {
+            file: &self.file,
+            text: &self.source,
+        };
+        Error {
+            file: self.file.clone(),
+            line: locator.line_of_key(section, key),
+            key: Some(format!("{section}.{key}")),
+            message,
+        }
+    }
+
     /// An error about device `index`'s `key`, located in this config's file.
     pub fn device_error(&self, index: usize, key: &str, message: String) -> Error {
         Locator {
@@ -360,6 +393,18 @@ impl Locator<'_> {
             None
         }
         walk(doc.get_ref(), "", offset)
+    }
+
+    /// The line of `[section] key`, or of the section header when the key is not written.
+    fn line_of_key(&self, section: &str, key: &str) -> Option<usize> {
+        let doc = toml::de::DeTable::parse(self.text).ok()?;
+        let (_, table) = doc.get_ref().iter().find(|(k, _)| k.get_ref() == section)?;
+        if let toml::de::DeValue::Table(t) = table.get_ref()
+            && let Some((k, _)) = t.iter().find(|(k, _)| k.get_ref() == key)
+        {
+            return Some(self.line_of(k.span().start));
+        }
+        Some(self.line_of(table.span().start))
     }
 
     /// An error about `device[index].key` (or the device table itself when `key` is empty).

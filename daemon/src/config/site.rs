@@ -1,0 +1,361 @@
+//! The optional site sections: `[access]`, `[emergency]`, `[office]` and `[hub]`. A node runs
+//! only the modules it has a section for. Checks: every named device exists and is of a kind
+//! that can do the job, no output is driven by two modules, a module has a hub to report to, and
+//! the hub listens beyond loopback only when `allow-remote` says so (its plain protocol has no
+//! authentication: anyone who can reach it could report entries).
+
+use super::{Config, Error};
+use serde::Deserialize;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+fn s(v: &str) -> String {
+    v.to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AccessSection {
+    #[serde(default = "entry_button")]
+    pub entry_button: String,
+    #[serde(default = "exit_button")]
+    pub exit_button: String,
+    #[serde(default = "entry_door")]
+    pub entry_door: String,
+    #[serde(default = "exit_door")]
+    pub exit_door: String,
+    #[serde(default = "entry_led")]
+    pub entry_led: String,
+    #[serde(default = "exit_led")]
+    pub exit_led: String,
+    /// How long each door stays open.
+    #[serde(default = "open_secs")]
+    pub open_secs: f64,
+    /// Where to report (`host:port`); default: this daemon's own hub.
+    #[serde(default)]
+    pub hub: Option<String>,
+    /// The name this module registers with at its hub; unique per site. Default: `<host>-access`.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+fn entry_button() -> String {
+    s("entry_button")
+}
+fn exit_button() -> String {
+    s("exit_button")
+}
+fn entry_door() -> String {
+    s("entry_door")
+}
+fn exit_door() -> String {
+    s("exit_door")
+}
+fn entry_led() -> String {
+    s("entry_led")
+}
+fn exit_led() -> String {
+    s("exit_led")
+}
+fn open_secs() -> f64 {
+    5.0
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct EmergencySection {
+    #[serde(default = "emergency_door")]
+    pub door: String,
+    #[serde(default = "siren")]
+    pub siren: String,
+    #[serde(default)]
+    pub hub: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+fn emergency_door() -> String {
+    s("emergency_door")
+}
+fn siren() -> String {
+    s("siren")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct OfficeSection {
+    #[serde(default = "office_door")]
+    pub door: String,
+    #[serde(default = "lock_switch")]
+    pub lock_switch: String,
+    #[serde(default = "office_lock")]
+    pub lock: String,
+    #[serde(default = "office_light")]
+    pub light: String,
+    #[serde(default = "office_fan")]
+    pub fan: String,
+}
+
+fn office_door() -> String {
+    s("office_door")
+}
+fn lock_switch() -> String {
+    s("lock_switch")
+}
+fn office_lock() -> String {
+    s("office_lock")
+}
+fn office_light() -> String {
+    s("office_light")
+}
+fn office_fan() -> String {
+    s("office_fan")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct HubSection {
+    /// The TCP listener (`address:port`); loopback unless `allow-remote = true`.
+    #[serde(default = "hub_tcp")]
+    pub tcp: String,
+    /// Listen on a non-loopback address. The plain protocol is unauthenticated.
+    #[serde(default)]
+    pub allow_remote: bool,
+    /// The seed-000 event log.
+    #[serde(default = "event_log")]
+    pub event_log: PathBuf,
+}
+
+fn hub_tcp() -> String {
+    s("127.0.0.1:5050")
+}
+fn event_log() -> PathBuf {
+    PathBuf::from("/var/log/sited/events.log")
+}
+
+/// Which device kinds can fill each role.
+const BUTTONS: &[&str] = &["button"];
+const DOORS: &[&str] = &["servo", "relay"];
+const LAMPS: &[&str] = &["led", "relay"];
+const REEDS: &[&str] = &["reed"];
+const SIRENS: &[&str] = &["siren", "relay", "led"];
+const SWITCHES: &[&str] = &["switch"];
+const LOCKS: &[&str] = &["relay", "servo"];
+
+/// Resolves `host:port` (names allowed; looked up once, at load).
+pub fn resolve_addr(text: &str) -> Result<SocketAddr, String> {
+    text.to_socket_addrs()
+        .map_err(|e| format!("\"{text}\" is not a host:port address ({e})"))?
+        .next()
+        .ok_or_else(|| format!("\"{text}\" resolves to no address"))
+}
+
+impl Config {
+    /// The checks the site sections need beyond their types.
+    pub(super) fn check_site(&self) -> Result<(), Error> {
+        let mut outputs: Vec<(String, String)> = Vec::new();
+        let mut bind = |section: &str,
+                        key: &str,
+                        device: &str,
+                        kinds: &[&str],
+                        output: bool|
+         -> Result<(), Error> {
+            let found = self.devices.iter().find(|d| d.name == device);
+            let err = |message: String| self.section_error(section, key, message);
+            let Some(dev) = found else {
+                return Err(err(format!(
+                    "no device named \"{device}\" (add a [[device]] with that name)"
+                )));
+            };
+            if !kinds.contains(&dev.kind.as_str()) {
+                return Err(err(format!(
+                    "\"{device}\" is a {}; this needs a {}",
+                    dev.kind,
+                    kinds.join(" or ")
+                )));
+            }
+            if output {
+                if let Some((other, _)) = outputs.iter().find(|(_, d)| *d == device) {
+                    return Err(err(format!(
+                        "\"{device}\" is already driven by [{other}]; an output has one master"
+                    )));
+                }
+                outputs.push((section.to_string(), device.to_string()));
+            }
+            Ok(())
+        };
+        if let Some(a) = &self.access {
+            bind("access", "entry-button", &a.entry_button, BUTTONS, false)?;
+            bind("access", "exit-button", &a.exit_button, BUTTONS, false)?;
+            bind("access", "entry-door", &a.entry_door, DOORS, true)?;
+            bind("access", "exit-door", &a.exit_door, DOORS, true)?;
+            bind("access", "entry-led", &a.entry_led, LAMPS, true)?;
+            bind("access", "exit-led", &a.exit_led, LAMPS, true)?;
+            if !(0.05..=600.0).contains(&a.open_secs) {
+                return Err(self.section_error(
+                    "access",
+                    "open-secs",
+                    format!("{} is not within 0.05..=600 seconds", a.open_secs),
+                ));
+            }
+        }
+        if let Some(e) = &self.emergency {
+            bind("emergency", "door", &e.door, REEDS, false)?;
+            bind("emergency", "siren", &e.siren, SIRENS, true)?;
+        }
+        if let Some(o) = &self.office {
+            bind("office", "door", &o.door, REEDS, false)?;
+            bind("office", "lock-switch", &o.lock_switch, SWITCHES, false)?;
+            bind("office", "lock", &o.lock, LOCKS, true)?;
+            bind("office", "light", &o.light, LAMPS, true)?;
+            bind("office", "fan", &o.fan, LAMPS, true)?;
+        }
+        for (section, hub) in [
+            ("access", self.access.as_ref().map(|a| &a.hub)),
+            ("emergency", self.emergency.as_ref().map(|e| &e.hub)),
+        ] {
+            match hub {
+                Some(Some(addr)) => {
+                    resolve_addr(addr).map_err(|m| self.section_error(section, "hub", m))?;
+                }
+                Some(None) if self.hub.is_none() => {
+                    return Err(self.section_error(
+                        section,
+                        "hub",
+                        "no hub to report to: set hub = \"host:port\" here or add a [hub] section"
+                            .into(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if let Some(h) = &self.hub {
+            let addr = resolve_addr(&h.tcp).map_err(|m| self.section_error("hub", "tcp", m))?;
+            if !addr.ip().is_loopback() && !h.allow_remote {
+                return Err(self.section_error(
+                    "hub",
+                    "tcp",
+                    format!("{addr} is not a loopback address: set allow-remote = true to accept reports from the network (the plain protocol has no authentication)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse;
+    use std::path::Path;
+
+    const DEVICES: &str = r#"
+[[device]]
+name = "entry_button"
+kind = "button"
+pin = 5
+[[device]]
+name = "exit_button"
+kind = "button"
+pin = 6
+[[device]]
+name = "entry_door"
+kind = "servo"
+pin = 12
+[[device]]
+name = "exit_door"
+kind = "servo"
+pin = 13
+[[device]]
+name = "entry_led"
+kind = "led"
+pin = 17
+[[device]]
+name = "exit_led"
+kind = "led"
+pin = 27
+[[device]]
+name = "emergency_door"
+kind = "reed"
+pin = 16
+[[device]]
+name = "siren"
+kind = "siren"
+pin = 22
+"#;
+
+    fn check(sections: &str) -> Result<crate::config::Config, crate::config::Error> {
+        parse(
+            Path::new("/etc/sited/sited.toml"),
+            &format!("{sections}\n{DEVICES}"),
+        )
+    }
+
+    #[test]
+    fn sections_with_default_device_names_bind_the_seed_site() {
+        let cfg = check("[hub]\n[access]\nopen-secs = 2.5\n[emergency]\n").expect("valid");
+        assert_eq!(
+            cfg.access.as_ref().expect("access").entry_door,
+            "entry_door"
+        );
+        assert_eq!(cfg.access.as_ref().expect("access").open_secs, 2.5);
+        assert_eq!(cfg.hub.as_ref().expect("hub").tcp, "127.0.0.1:5050");
+    }
+
+    #[test]
+    fn a_module_without_a_hub_is_an_error() {
+        let err = check("[access]\n").expect_err("no hub");
+        assert_eq!(err.key.as_deref(), Some("access.hub"), "{err}");
+        assert!(err.message.contains("no hub to report to"), "{err}");
+    }
+
+    #[test]
+    fn a_module_may_report_to_another_nodes_hub() {
+        let cfg = check("[access]\nhub = \"127.0.0.1:6000\"\n").expect("valid");
+        assert!(cfg.hub.is_none());
+    }
+
+    #[test]
+    fn unknown_device_is_named_with_its_line() {
+        let err = check("[hub]\n[access]\nentry-door = \"front_door\"\n").expect_err("unknown");
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(
+            err.message.contains("no device named \"front_door\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_kind_is_refused() {
+        let err = check("[hub]\n[emergency]\ndoor = \"entry_button\"\n").expect_err("kind");
+        assert!(
+            err.message.contains("is a button; this needs a reed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_output_cannot_have_two_masters() {
+        let err =
+            check("[hub]\n[access]\n[emergency]\nsiren = \"entry_led\"\n").expect_err("shared");
+        assert!(err.message.contains("already driven by [access]"), "{err}");
+    }
+
+    #[test]
+    fn remote_hub_listener_needs_allow_remote() {
+        let err = check("[hub]\ntcp = \"0.0.0.0:5050\"\n").expect_err("remote");
+        assert!(err.message.contains("allow-remote"), "{err}");
+        assert!(check("[hub]\ntcp = \"0.0.0.0:5050\"\nallow-remote = true\n").is_ok());
+    }
+
+    #[test]
+    fn open_secs_out_of_range_is_refused() {
+        let err = check("[hub]\n[access]\nopen-secs = 0.0\n").expect_err("range");
+        assert_eq!(err.key.as_deref(), Some("access.open-secs"));
+    }
+
+    #[test]
+    fn unknown_key_in_a_site_section_is_refused() {
+        let err = check("[hub]\n[office]\nfan-speed = 3\n").expect_err("unknown");
+        assert!(err.message.contains("unknown field"), "{err}");
+    }
+}

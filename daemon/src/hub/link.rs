@@ -1,0 +1,253 @@
+//! A site module's link to its hub (this daemon's own, or another node's): a TCP client that
+//! registers (`DEVICE <name> TYPE <type>`), then sends the module's outbox one report at a time
+//! (`EVENT <seq> <KIND>`) and drops each only on `OK <seq>`. It reconnects with backoff. The
+//! outbox lives in the state file, and a report is sent only once it is on disk, so a report
+//! made while the hub is down is delivered when it is back, and the hub's duplicate check makes
+//! it count exactly once.
+
+use super::protocol;
+use crate::event_loop::Tok;
+use crate::store::OutboxEntry;
+use mio::net::TcpStream;
+use mio::{Interest, Registry};
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+struct Conn {
+    stream: TcpStream,
+    connected: bool,
+    input: Vec<u8>,
+    output: Vec<u8>,
+}
+
+/// What happened on the link's socket.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LinkOutcome {
+    /// Sequence numbers the hub acknowledged.
+    pub acked: Vec<u64>,
+    /// The connection is gone; retry after this long.
+    pub retry_in: Option<Duration>,
+}
+
+pub struct HubLink {
+    /// The outbox key and log prefix (`access`, `emergency`).
+    pub module: &'static str,
+    /// The name it registers with; unique per site.
+    pub name: String,
+    kind: &'static str,
+    pub addr: SocketAddr,
+    slot: usize,
+    conn: Option<Conn>,
+    in_flight: Option<u64>,
+    /// Outbox entries up to this sequence are on disk and may be sent.
+    durable_seq: u64,
+    backoff: Duration,
+    /// Said once per outage, not at every retry.
+    reported_down: bool,
+}
+
+impl HubLink {
+    pub fn new(
+        module: &'static str,
+        name: String,
+        kind: &'static str,
+        addr: SocketAddr,
+        slot: usize,
+    ) -> Self {
+        HubLink {
+            module,
+            name,
+            kind,
+            addr,
+            slot,
+            conn: None,
+            in_flight: None,
+            durable_seq: 0,
+            backoff: FIRST_RETRY,
+            reported_down: false,
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.connected)
+    }
+
+    /// Entries up to `seq` are persisted and may go out.
+    pub fn set_durable(&mut self, seq: u64) {
+        self.durable_seq = self.durable_seq.max(seq);
+    }
+
+    /// Starts a connection attempt (non-blocking).
+    pub fn connect(&mut self, registry: &Registry) -> Result<(), Duration> {
+        self.conn = None;
+        self.in_flight = None;
+        match TcpStream::connect(self.addr) {
+            Ok(mut stream) => {
+                let token = Tok::LinkConn(self.slot).into();
+                if registry
+                    .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                    .is_err()
+                {
+                    return Err(self.lost("could not register the socket"));
+                }
+                self.conn = Some(Conn {
+                    stream,
+                    connected: false,
+                    input: Vec::new(),
+                    output: Vec::new(),
+                });
+                Ok(())
+            }
+            Err(e) => Err(self.lost(&e.to_string())),
+        }
+    }
+
+    /// Records a lost or failed connection and returns how long to wait before retrying.
+    fn lost(&mut self, why: &str) -> Duration {
+        if !self.reported_down {
+            log::warn!(
+                "{}: hub at {} unreachable ({why}); reports wait in the outbox",
+                self.module,
+                self.addr
+            );
+            self.reported_down = true;
+        }
+        self.conn = None;
+        self.in_flight = None;
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_RETRY);
+        wait
+    }
+
+    /// Handles readiness on the link's socket.
+    pub fn ready(&mut self, registry: &Registry) -> LinkOutcome {
+        let mut outcome = LinkOutcome::default();
+        match self.read(registry, &mut outcome) {
+            Ok(()) => self.flush(registry, &mut outcome),
+            Err(why) => {
+                if let Some(conn) = self.conn.as_mut() {
+                    let _ = registry.deregister(&mut conn.stream);
+                }
+                outcome.retry_in = Some(self.lost(&why));
+            }
+        }
+        outcome
+    }
+
+    /// Completes a connect, then reads the hub's replies. `Err` means the link is lost.
+    fn read(&mut self, registry: &Registry, outcome: &mut LinkOutcome) -> Result<(), String> {
+        let _ = registry;
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        if !conn.connected {
+            match (conn.stream.take_error(), conn.stream.peer_addr()) {
+                (Ok(None), Ok(_)) => {
+                    conn.connected = true;
+                    conn.output.extend_from_slice(
+                        protocol::register_line(&self.name, self.kind).as_bytes(),
+                    );
+                    log::info!(
+                        "{}: connected to hub at {} as {}",
+                        self.module,
+                        self.addr,
+                        self.name
+                    );
+                    self.reported_down = false;
+                    self.backoff = FIRST_RETRY;
+                }
+                (Ok(None), Err(e)) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                (Ok(Some(e)), _) | (Err(e), _) | (_, Err(e)) => return Err(e.to_string()),
+            }
+        }
+        let mut chunk = [0u8; 1024];
+        loop {
+            match conn.stream.read(&mut chunk) {
+                Ok(0) => return Err("the hub closed the connection".into()),
+                Ok(n) => conn.input.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        while let Some(end) = conn.input.iter().position(|&b| b == b'\n') {
+            let raw: Vec<u8> = conn.input.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&raw[..raw.len() - 1]).to_string();
+            match protocol::parse_reply(&line) {
+                Ok(seq) if Some(seq) == self.in_flight => {
+                    outcome.acked.push(seq);
+                    self.in_flight = None;
+                }
+                Ok(seq) => log::debug!("{}: stray OK {seq} from the hub", self.module),
+                Err(reason) => {
+                    log::error!("{}: the hub refused a report: {reason}", self.module);
+                    return Err(format!("the hub refused a report: {reason}"));
+                }
+            }
+        }
+        if conn.input.len() > protocol::MAX_LINE_BYTES {
+            return Err("the hub sent an overlong line".into());
+        }
+        Ok(())
+    }
+
+    /// Sends the outbox's first report if the link is up, idle, and the report is on disk.
+    pub fn pump(&mut self, outbox: &[OutboxEntry], registry: &Registry) -> LinkOutcome {
+        let mut outcome = LinkOutcome::default();
+        let Some(conn) = self.conn.as_mut() else {
+            return outcome;
+        };
+        if !conn.connected || self.in_flight.is_some() {
+            return outcome;
+        }
+        if let Some(head) = outbox.first()
+            && head.seq <= self.durable_seq
+        {
+            conn.output
+                .extend_from_slice(protocol::event_line(head.seq, head.kind).as_bytes());
+            self.in_flight = Some(head.seq);
+        }
+        self.flush(registry, &mut outcome);
+        outcome
+    }
+
+    fn flush(&mut self, registry: &Registry, outcome: &mut LinkOutcome) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        while !conn.output.is_empty() {
+            match conn.stream.write(&conn.output) {
+                Ok(n) if n > 0 => {
+                    conn.output.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                _ => {
+                    let _ = registry.deregister(&mut conn.stream);
+                    outcome.retry_in = Some(self.lost("writing to the hub failed"));
+                    return;
+                }
+            }
+        }
+        let interest = if conn.output.is_empty() {
+            Interest::READABLE
+        } else {
+            Interest::READABLE | Interest::WRITABLE
+        };
+        let _ = registry.reregister(&mut conn.stream, Tok::LinkConn(self.slot).into(), interest);
+    }
+
+    /// For `sitectl status`.
+    pub fn status(&self, outbox_len: usize) -> serde_json::Value {
+        serde_json::json!({
+            "hub": self.addr.to_string(),
+            "name": self.name,
+            "connected": self.is_connected(),
+            "outbox": outbox_len,
+        })
+    }
+}

@@ -1,0 +1,8 @@
+//! The hub (DESIGN.md §8): a TCP server that site modules and IoT devices connect to
+//! ([`server`]), its line protocol ([`protocol`]), the staff counter it keeps ([`staff`]), and
+//! the client side that site modules use to reach a hub, this one or another node's ([`link`]).
+
+pub mod link;
+pub mod protocol;
+pub mod server;
+pub mod staff;

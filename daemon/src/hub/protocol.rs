@@ -1,0 +1,163 @@
+//! The hub's TCP line protocol (seed 001 + seed 000 reports, DESIGN.md §8), as pure parsing
+//! and formatting. A client's first line registers it: `DEVICE <name> TYPE <type>`. Site
+//! modules then send `EVENT <seq> <KIND>` and get `OK <seq>`; a bad line gets `ERR <reason>`.
+
+use crate::site::Report;
+
+/// The longest line the hub accepts, newline included.
+pub const MAX_LINE_BYTES: usize = 1024;
+
+/// Client types the site modules register with.
+pub const TYPE_ACCESS: &str = "access-control";
+pub const TYPE_EMERGENCY: &str = "emergency-exit";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Line {
+    Register {
+        name: String,
+        kind: String,
+    },
+    Event {
+        seq: u64,
+        report: Report,
+    },
+    /// Anything else a registered device says (an `ACK ...` to an operator command).
+    Other(String),
+}
+
+/// Parses one line (without its newline).
+pub fn parse(line: &str) -> Result<Line, String> {
+    let line = line.trim_end_matches('\r');
+    let words: Vec<&str> = line.split_ascii_whitespace().collect();
+    match words.as_slice() {
+        ["DEVICE", name, "TYPE", kind] => {
+            if !valid_word(name) || !valid_word(kind) {
+                return Err(
+                    "DEVICE names and TYPEs are 1-64 letters, digits, '_', '-', '.' or '@'".into(),
+                );
+            }
+            Ok(Line::Register {
+                name: name.to_string(),
+                kind: kind.to_string(),
+            })
+        }
+        ["DEVICE", ..] => Err("expected DEVICE <name> TYPE <type>".into()),
+        ["EVENT", seq, kind] => {
+            let seq = seq
+                .parse::<u64>()
+                .map_err(|_| format!("bad sequence number {seq:?}"))?;
+            let report = Report::from_wire(kind).ok_or_else(|| {
+                format!("unknown event {kind:?} (ENTRY, EXIT, EMERGENCY_OPEN, EMERGENCY_CLOSED)")
+            })?;
+            Ok(Line::Event { seq, report })
+        }
+        ["EVENT", ..] => Err("expected EVENT <seq> <KIND>".into()),
+        [] => Err("empty line".into()),
+        _ => Ok(Line::Other(line.to_string())),
+    }
+}
+
+fn valid_word(w: &str) -> bool {
+    !w.is_empty()
+        && w.len() <= 64
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.@".contains(c))
+}
+
+/// May a client of this type report this event?
+pub fn type_may_report(kind: &str, report: Report) -> bool {
+    match report {
+        Report::Entry | Report::Exit => kind == TYPE_ACCESS,
+        Report::EmergencyOpen | Report::EmergencyClosed => kind == TYPE_EMERGENCY,
+    }
+}
+
+pub fn register_line(name: &str, kind: &str) -> String {
+    format!("DEVICE {name} TYPE {kind}\n")
+}
+
+pub fn event_line(seq: u64, report: Report) -> String {
+    format!("EVENT {seq} {}\n", report.wire())
+}
+
+pub fn ok_line(seq: u64) -> String {
+    format!("OK {seq}\n")
+}
+
+pub fn err_line(reason: &str) -> String {
+    format!("ERR {}\n", reason.replace(['\n', '\r'], " "))
+}
+
+/// Parses the hub's answer to an event, as the hub link reads it.
+pub fn parse_reply(line: &str) -> Result<u64, String> {
+    let line = line.trim_end_matches('\r');
+    match line.split_once(' ') {
+        Some(("OK", seq)) => seq
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad OK line {line:?}")),
+        Some(("ERR", reason)) => Err(reason.to_string()),
+        _ => Err(format!("unexpected reply {line:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_registration_parses() {
+        assert_eq!(
+            parse("DEVICE Sensor01 TYPE temperature"),
+            Ok(Line::Register {
+                name: "Sensor01".into(),
+                kind: "temperature".into()
+            })
+        );
+    }
+
+    #[test]
+    fn events_parse_and_round_trip() {
+        for report in [
+            Report::Entry,
+            Report::Exit,
+            Report::EmergencyOpen,
+            Report::EmergencyClosed,
+        ] {
+            let line = event_line(42, report);
+            assert_eq!(parse(line.trim_end()), Ok(Line::Event { seq: 42, report }));
+        }
+    }
+
+    #[test]
+    fn malformed_lines_get_reasons() {
+        assert!(parse("DEVICE x").is_err());
+        assert!(
+            parse("EVENT one ENTRY")
+                .expect_err("bad seq")
+                .contains("sequence")
+        );
+        assert!(
+            parse("EVENT 1 PARTY")
+                .expect_err("bad kind")
+                .contains("unknown event")
+        );
+        assert!(parse("").is_err());
+        assert!(parse("DEVICE a;rm TYPE x").is_err());
+    }
+
+    #[test]
+    fn only_the_right_module_type_may_report_each_event() {
+        assert!(type_may_report(TYPE_ACCESS, Report::Entry));
+        assert!(!type_may_report(TYPE_ACCESS, Report::EmergencyOpen));
+        assert!(type_may_report(TYPE_EMERGENCY, Report::EmergencyClosed));
+        assert!(!type_may_report("temperature", Report::Exit));
+    }
+
+    #[test]
+    fn replies_parse() {
+        assert_eq!(parse_reply("OK 7"), Ok(7));
+        assert_eq!(parse_reply("ERR no"), Err("no".into()));
+        assert!(parse_reply("HELLO").is_err());
+    }
+}

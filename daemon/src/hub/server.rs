@@ -1,0 +1,348 @@
+//! The hub's TCP listener and its client connections (DESIGN.md §8). This file does the socket
+//! work: accepting, framing lines, registering clients and logging who connects; what a report
+//! means (the staff counter, the event log) is decided by the loop, which answers `OK` once the
+//! change is on disk. A bad line gets `ERR <reason>` and never takes the daemon down.
+
+use super::protocol::{self, Line};
+use crate::event_loop::Tok;
+use crate::rate_limit::RateLimit;
+use crate::site::Report;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry};
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// More clients than this are turned away (raised for the IoT hub later).
+pub const MAX_CLIENTS: usize = 1024;
+/// A connection that has not registered within this long is closed.
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A registered client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Client {
+    pub name: String,
+    pub kind: String,
+}
+
+impl Client {
+    /// "access control client door-1" for the site's own module types, as seed 000 asks.
+    pub fn describe(&self) -> String {
+        match self.kind.as_str() {
+            protocol::TYPE_ACCESS => format!("access control client {}", self.name),
+            protocol::TYPE_EMERGENCY => format!("emergency exit client {}", self.name),
+            other => format!("device {} ({other})", self.name),
+        }
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// Bumped per accepted connection so a late `OK` never reaches a successor in the slot.
+    generation: u64,
+    since: Instant,
+    client: Option<Client>,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    closing: bool,
+    writable_registered: bool,
+}
+
+/// A report a client sent, for the loop to apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncomingReport {
+    pub conn: ConnRef,
+    pub client: String,
+    pub seq: u64,
+    pub report: Report,
+}
+
+/// A connection slot and its generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnRef {
+    pub index: usize,
+    pub generation: u64,
+}
+
+/// What a client is, for `sitectl status`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ClientStatus {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub address: String,
+    pub connected_secs: u64,
+}
+
+pub struct HubServer {
+    listener: TcpListener,
+    addr: SocketAddr,
+    conns: Vec<Option<Conn>>,
+    next_generation: u64,
+    log_limit: RateLimit,
+}
+
+impl HubServer {
+    pub fn bind(addr: SocketAddr, registry: &Registry) -> io::Result<HubServer> {
+        let mut listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        registry.register(&mut listener, Tok::HubListener.into(), Interest::READABLE)?;
+        Ok(HubServer {
+            listener,
+            addr,
+            conns: Vec::new(),
+            next_generation: 0,
+            log_limit: RateLimit::new(20, Duration::from_secs(60)),
+        })
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn accept(&mut self, registry: &Registry) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, peer)) => {
+                    let live = self.conns.iter().filter(|c| c.is_some()).count();
+                    if live >= MAX_CLIENTS {
+                        let _ = stream.write_all(protocol::err_line("too many clients").as_bytes());
+                        crate::warn_limited!(
+                            self.log_limit,
+                            "hub: turned away {peer}: {MAX_CLIENTS} clients connected"
+                        );
+                        continue;
+                    }
+                    let index = self
+                        .conns
+                        .iter()
+                        .position(Option::is_none)
+                        .unwrap_or(self.conns.len());
+                    if let Err(e) = registry.register(
+                        &mut stream,
+                        Tok::HubConn(index).into(),
+                        Interest::READABLE,
+                    ) {
+                        log::warn!("hub: could not register a connection from {peer}: {e}");
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    self.next_generation += 1;
+                    log::info!("hub: connection from {peer}");
+                    let conn = Conn {
+                        stream,
+                        peer,
+                        generation: self.next_generation,
+                        since: Instant::now(),
+                        client: None,
+                        input: Vec::new(),
+                        output: Vec::new(),
+                        closing: false,
+                        writable_registered: false,
+                    };
+                    if index == self.conns.len() {
+                        self.conns.push(Some(conn));
+                    } else {
+                        self.conns[index] = Some(conn);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("hub: accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads what a connection sent; returns the reports it carried, in order.
+    pub fn readable(&mut self, index: usize, registry: &Registry) -> Vec<IncomingReport> {
+        let mut out = Vec::new();
+        let limit = &mut self.log_limit;
+        let Some(Some(conn)) = self.conns.get_mut(index) else {
+            return out;
+        };
+        let mut chunk = [0u8; 4096];
+        loop {
+            match conn.stream.read(&mut chunk) {
+                Ok(0) => {
+                    conn.closing = true;
+                    break;
+                }
+                Ok(n) => conn.input.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    conn.closing = true;
+                    break;
+                }
+            }
+        }
+        while let Some(end) = conn.input.iter().position(|&b| b == b'\n') {
+            let raw: Vec<u8> = conn.input.drain(..=end).collect();
+            if raw.len() > protocol::MAX_LINE_BYTES {
+                bad_line(conn, limit, "line too long");
+                continue;
+            }
+            let Ok(text) = std::str::from_utf8(&raw[..raw.len() - 1]) else {
+                bad_line(conn, limit, "line is not UTF-8");
+                continue;
+            };
+            let text = text.trim_end_matches('\r');
+            if text.is_empty() {
+                continue;
+            }
+            match protocol::parse(text) {
+                Ok(Line::Register { name, kind }) => {
+                    let client = Client { name, kind };
+                    if let Some(old) = &conn.client {
+                        bad_line(conn, limit, &format!("already registered as {}", old.name));
+                        continue;
+                    }
+                    log::info!("hub: {} registered from {}", client.describe(), conn.peer);
+                    conn.client = Some(client);
+                }
+                Ok(Line::Event { seq, report }) => match &conn.client {
+                    None => bad_line(conn, limit, "register first: DEVICE <name> TYPE <type>"),
+                    Some(client) if !protocol::type_may_report(&client.kind, report) => {
+                        let reason =
+                            format!("a {} client may not report {}", client.kind, report.wire());
+                        bad_line(conn, limit, &reason);
+                    }
+                    Some(client) => out.push(IncomingReport {
+                        conn: ConnRef {
+                            index,
+                            generation: conn.generation,
+                        },
+                        client: client.name.clone(),
+                        seq,
+                        report,
+                    }),
+                },
+                Ok(Line::Other(text)) => match &conn.client {
+                    None => bad_line(conn, limit, "register first: DEVICE <name> TYPE <type>"),
+                    Some(client) => log::info!("hub: {} says: {text}", client.name),
+                },
+                Err(reason) => bad_line(conn, limit, &reason),
+            }
+        }
+        if conn.input.len() > protocol::MAX_LINE_BYTES {
+            conn.input.clear();
+            bad_line(conn, limit, "line too long");
+            conn.closing = true;
+        }
+        self.flush(index, registry);
+        out
+    }
+
+    /// Sends `OK <seq>` if the connection is still the one the report came on.
+    pub fn acknowledge(&mut self, conn: ConnRef, seq: u64, registry: &Registry) {
+        if let Some(Some(c)) = self.conns.get_mut(conn.index)
+            && c.generation == conn.generation
+        {
+            c.output
+                .extend_from_slice(protocol::ok_line(seq).as_bytes());
+            self.flush(conn.index, registry);
+        }
+    }
+
+    pub fn flush(&mut self, index: usize, registry: &Registry) {
+        let Some(Some(conn)) = self.conns.get_mut(index) else {
+            return;
+        };
+        let mut failed = false;
+        while !conn.output.is_empty() {
+            match conn.stream.write(&conn.output) {
+                Ok(0) => failed = true,
+                Ok(n) => {
+                    conn.output.drain(..n);
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => failed = true,
+            }
+            break;
+        }
+        if failed || (conn.closing && conn.output.is_empty()) {
+            self.close(index, registry);
+            return;
+        }
+        let want = !conn.output.is_empty();
+        if want != conn.writable_registered {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if registry
+                .reregister(&mut conn.stream, Tok::HubConn(index).into(), interest)
+                .is_ok()
+            {
+                conn.writable_registered = want;
+            }
+        }
+    }
+
+    fn close(&mut self, index: usize, registry: &Registry) {
+        if let Some(slot) = self.conns.get_mut(index)
+            && let Some(mut conn) = slot.take()
+        {
+            let _ = registry.deregister(&mut conn.stream);
+            match &conn.client {
+                Some(client) => {
+                    log::info!("hub: {} disconnected ({})", client.describe(), conn.peer)
+                }
+                None => log::info!("hub: connection from {} closed", conn.peer),
+            }
+        }
+    }
+
+    /// Closes connections that never registered (called from a periodic timer).
+    pub fn expire_unregistered(&mut self, registry: &Registry) {
+        let now = Instant::now();
+        for index in 0..self.conns.len() {
+            let stale = matches!(&self.conns[index], Some(c) if c.client.is_none() && now.duration_since(c.since) > REGISTER_TIMEOUT);
+            if stale {
+                if let Some(Some(conn)) = self.conns.get_mut(index) {
+                    conn.output.extend_from_slice(
+                        protocol::err_line("no DEVICE registration; closing").as_bytes(),
+                    );
+                    conn.closing = true;
+                }
+                self.flush(index, registry);
+            }
+        }
+    }
+
+    /// Are there connections that have not registered yet (so the expiry timer is needed)?
+    pub fn has_unregistered(&self) -> bool {
+        self.conns.iter().flatten().any(|c| c.client.is_none())
+    }
+
+    pub fn clients(&self) -> Vec<ClientStatus> {
+        let now = Instant::now();
+        self.conns
+            .iter()
+            .flatten()
+            .filter_map(|c| {
+                let client = c.client.as_ref()?;
+                Some(ClientStatus {
+                    name: client.name.clone(),
+                    kind: client.kind.clone(),
+                    address: c.peer.to_string(),
+                    connected_secs: now.duration_since(c.since).as_secs(),
+                })
+            })
+            .collect()
+    }
+}
+
+fn bad_line(conn: &mut Conn, limit: &mut RateLimit, reason: &str) {
+    crate::warn_limited!(limit, "hub: bad line from {}: {reason}", conn.peer);
+    conn.output
+        .extend_from_slice(protocol::err_line(reason).as_bytes());
+}

@@ -1,0 +1,456 @@
+//! What this node runs beyond its devices (DESIGN.md §3 steps 3 and 5): the site modules its
+//! config has sections for, the hub (if `[hub]`), the modules' links to their hubs, and the
+//! ledger they persist through. The event loop hands it device events, socket readiness and
+//! timers; it hands the site logic's commands back to the devices.
+
+use crate::config::{Config, site::resolve_addr};
+use crate::devices::{DeviceEvent, Devices};
+use crate::hub::link::{HubLink, LinkOutcome};
+use crate::hub::protocol;
+use crate::hub::server::HubServer;
+use crate::hw::{Hardware, monotonic_now};
+use crate::ledger::Ledger;
+use crate::site::access::{AccessConfig, AccessControl};
+use crate::site::emergency::{Emergency, EmergencyConfig};
+use crate::site::office::{Office, OfficeConfig};
+use crate::site::{Effects, Module, NoteLevel, Site, SiteTimer, TimerRequest};
+use crate::timers::Timers;
+use mio::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often connections that never registered are swept.
+const HUB_SWEEP: Duration = Duration::from_secs(5);
+/// Device commands can cause device events (rarely); this bounds the back-and-forth.
+const MAX_ROUNDS: usize = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum NodeTimer {
+    Site(SiteTimer),
+    LinkRetry(usize),
+    HubSweep,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Ledger(#[from] crate::ledger::Error),
+    #[error("hub: cannot listen on {addr}: {source}")]
+    HubBind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(String),
+}
+
+pub struct Node {
+    site: Site,
+    ledger: Option<Ledger>,
+    hub: Option<HubServer>,
+    links: Vec<(Module, HubLink)>,
+    timers: Timers<NodeTimer>,
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "sited".to_string())
+}
+
+impl Node {
+    /// A node with no site sections: nothing to do beyond the devices.
+    pub fn empty() -> Node {
+        Node {
+            site: Site::default(),
+            ledger: None,
+            hub: None,
+            links: Vec::new(),
+            timers: Timers::new(),
+        }
+    }
+
+    /// Starts the hub, the ledger and the modules, then derives outputs from the inputs as
+    /// they are now and the persisted state (a cycle in progress is never resumed).
+    pub fn start(
+        config: &Config,
+        devices: &mut Devices,
+        hw: &mut (dyn Hardware + 'static),
+        registry: &Registry,
+        wake: Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<Node, Error> {
+        let runs_site =
+            config.access.is_some() || config.emergency.is_some() || config.office.is_some();
+        if !runs_site && config.hub.is_none() {
+            return Ok(Node::empty());
+        }
+        let event_log = config.hub.as_ref().map(|h| h.event_log.as_path());
+        let ledger = Ledger::open(&config.daemon.state_dir, event_log, wake)?;
+        let hub = match &config.hub {
+            Some(h) => {
+                let addr = resolve_addr(&h.tcp).map_err(Error::Config)?;
+                let server = HubServer::bind(addr, registry).map_err(|source| Error::HubBind {
+                    addr: h.tcp.clone(),
+                    source,
+                })?;
+                log::info!(
+                    "hub: listening on {} (event log {})",
+                    server.local_addr(),
+                    h.event_log.display()
+                );
+                Some(server)
+            }
+            None => None,
+        };
+        let mut node = Node {
+            site: Site::default(),
+            ledger: Some(ledger),
+            hub,
+            links: Vec::new(),
+            timers: Timers::new(),
+        };
+        node.build_site(config, registry)?;
+        let fx = node.site.start(|d| devices.state_of(d));
+        node.apply(fx, devices, hw);
+        Ok(node)
+    }
+
+    fn build_site(&mut self, config: &Config, registry: &Registry) -> Result<(), Error> {
+        let state = self
+            .ledger
+            .as_ref()
+            .map(|l| l.state().clone())
+            .unwrap_or_default();
+        let own_hub = self.hub.as_ref().map(|h| h.local_addr());
+        let host = hostname();
+        self.links.clear();
+        self.timers
+            .cancel_where(|t| matches!(t, NodeTimer::LinkRetry(_) | NodeTimer::Site(_)));
+        let mut link_for =
+            |module: Module, hub: &Option<String>, name: &Option<String>, kind: &'static str| {
+                let addr = match hub {
+                    Some(text) => resolve_addr(text).map_err(Error::Config)?,
+                    None => own_hub.ok_or_else(|| {
+                        Error::Config(format!("[{}] has no hub to report to", module.key()))
+                    })?,
+                };
+                let name = name
+                    .clone()
+                    .unwrap_or_else(|| format!("{host}-{}", module.key()));
+                let slot = self.links.len();
+                self.links
+                    .push((module, HubLink::new(module.key(), name, kind, addr, slot)));
+                Ok::<(), Error>(())
+            };
+        self.site.access = match &config.access {
+            Some(a) => {
+                link_for(Module::Access, &a.hub, &a.name, protocol::TYPE_ACCESS)?;
+                Some(AccessControl::new(AccessConfig {
+                    entry_button: a.entry_button.clone(),
+                    exit_button: a.exit_button.clone(),
+                    entry_door: a.entry_door.clone(),
+                    exit_door: a.exit_door.clone(),
+                    entry_led: a.entry_led.clone(),
+                    exit_led: a.exit_led.clone(),
+                    open: Duration::from_secs_f64(a.open_secs),
+                }))
+            }
+            None => None,
+        };
+        self.site.emergency = match &config.emergency {
+            Some(e) => {
+                link_for(Module::Emergency, &e.hub, &e.name, protocol::TYPE_EMERGENCY)?;
+                Some(Emergency::new(
+                    EmergencyConfig {
+                        door: e.door.clone(),
+                        siren: e.siren.clone(),
+                    },
+                    state.emergency_reported_open,
+                ))
+            }
+            None => None,
+        };
+        self.site.office = config.office.as_ref().map(|o| {
+            Office::new(
+                OfficeConfig {
+                    door: o.door.clone(),
+                    lock_switch: o.lock_switch.clone(),
+                    lock: o.lock.clone(),
+                    light: o.light.clone(),
+                    fan: o.fan.clone(),
+                },
+                state.office_occupied,
+            )
+        });
+        for slot in 0..self.links.len() {
+            let (module, link) = &mut self.links[slot];
+            if let Some(ledger) = &self.ledger {
+                link.set_durable(ledger.durable_seq(*module));
+            }
+            if let Err(wait) = link.connect(registry) {
+                self.timers
+                    .arm(NodeTimer::LinkRetry(slot), monotonic_now() + wait);
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-binds the site modules after a reload (the hub itself needs a restart). Access is
+    /// idle with its doors closed afterwards; occupancy and outboxes carry over.
+    pub fn reload(
+        &mut self,
+        config: &Config,
+        devices: &mut Devices,
+        hw: &mut (dyn Hardware + 'static),
+        registry: &Registry,
+    ) -> Result<(), Error> {
+        if self.ledger.is_none()
+            && (config.access.is_some() || config.emergency.is_some() || config.office.is_some())
+        {
+            return Err(Error::Config(
+                "adding site modules to a node that ran none needs a restart".into(),
+            ));
+        }
+        self.build_site(config, registry)?;
+        let fx = self.site.start(|d| devices.state_of(d));
+        self.apply(fx, devices, hw);
+        Ok(())
+    }
+
+    /// Step 3: device events go to the site modules; their effects are carried out.
+    pub fn on_device_events(
+        &mut self,
+        events: &mut Vec<DeviceEvent>,
+        devices: &mut Devices,
+        hw: &mut (dyn Hardware + 'static),
+        registry: &Registry,
+    ) {
+        for _ in 0..MAX_ROUNDS {
+            if events.is_empty() {
+                break;
+            }
+            for event in std::mem::take(events) {
+                log::info!("{}: {}", event.device, event.event);
+                let fx = self.site.on_device(&event.device, &event.event);
+                events.extend(self.apply(fx, devices, hw));
+            }
+        }
+        events.clear();
+        self.pump(registry);
+    }
+
+    /// Carries out a module's effects; returns device events the commands caused.
+    fn apply(
+        &mut self,
+        fx: Effects,
+        devices: &mut Devices,
+        hw: &mut (dyn Hardware + 'static),
+    ) -> Vec<DeviceEvent> {
+        for (level, note) in &fx.notes {
+            match level {
+                NoteLevel::Info => log::info!("{note}"),
+                NoteLevel::Warn => log::warn!("{note}"),
+            }
+        }
+        let mut caused = Vec::new();
+        for command in &fx.commands {
+            if let Err(e) = devices.command(&command.device, command.value, hw, &mut caused) {
+                log::error!("site: {} {}: {}", command.device, command.value, e.message);
+            }
+        }
+        let now = monotonic_now();
+        for request in &fx.timers {
+            match *request {
+                TimerRequest::Arm(t, after) => self.timers.arm(NodeTimer::Site(t), now + after),
+                TimerRequest::Cancel(t) => {
+                    self.timers.cancel(&NodeTimer::Site(t));
+                }
+            }
+        }
+        if let Some(ledger) = &mut self.ledger {
+            for report in &fx.reports {
+                let seq = ledger.enqueue(*report);
+                log::info!(
+                    "{}: report {seq} {} queued for the hub",
+                    report.module().key(),
+                    report.wire()
+                );
+            }
+            if let Some(office) = &self.site.office {
+                ledger.set_office_occupied(office.occupied());
+            }
+        }
+        caused
+    }
+
+    /// Sends each link's next report if it can go.
+    fn pump(&mut self, registry: &Registry) {
+        for slot in 0..self.links.len() {
+            let Some(ledger) = &self.ledger else { return };
+            let (module, link) = &mut self.links[slot];
+            let outcome = link.pump(ledger.outbox(*module), registry);
+            self.after_link(slot, outcome);
+        }
+    }
+
+    fn after_link(&mut self, slot: usize, outcome: LinkOutcome) {
+        let (module, _) = self.links[slot];
+        if let Some(ledger) = &mut self.ledger {
+            for seq in &outcome.acked {
+                log::info!("{}: hub acknowledged report {seq}", module.key());
+                ledger.acknowledged(module, *seq);
+            }
+        }
+        if let Some(wait) = outcome.retry_in {
+            self.timers
+                .arm(NodeTimer::LinkRetry(slot), monotonic_now() + wait);
+        }
+    }
+
+    pub fn on_link(&mut self, slot: usize, registry: &Registry) {
+        let Some((_, link)) = self.links.get_mut(slot) else {
+            return;
+        };
+        let outcome = link.ready(registry);
+        self.after_link(slot, outcome);
+        self.pump(registry);
+    }
+
+    pub fn on_hub_listener(&mut self, registry: &Registry) {
+        if let Some(hub) = &mut self.hub {
+            hub.accept(registry);
+            if hub.has_unregistered() && !self.timers.is_armed(&NodeTimer::HubSweep) {
+                self.timers
+                    .arm(NodeTimer::HubSweep, monotonic_now() + HUB_SWEEP);
+            }
+        }
+    }
+
+    pub fn on_hub_conn(&mut self, index: usize, registry: &Registry) {
+        let (Some(hub), Some(ledger)) = (&mut self.hub, &mut self.ledger) else {
+            return;
+        };
+        for report in hub.readable(index, registry) {
+            ledger.apply_report(report.conn, &report.client, report.seq, report.report);
+        }
+    }
+
+    /// The writer finished something: send the `OK`s and reports that waited on it. Returns
+    /// the event-log lines now on disk.
+    pub fn on_store(&mut self, registry: &Registry) -> Vec<String> {
+        let Some(ledger) = &mut self.ledger else {
+            return Vec::new();
+        };
+        let released = ledger.released();
+        if let Some(hub) = &mut self.hub {
+            for (conn, seq) in &released.acks {
+                hub.acknowledge(*conn, *seq, registry);
+            }
+        }
+        for (module, seq) in &released.durable {
+            for (m, link) in &mut self.links {
+                if m == module {
+                    link.set_durable(*seq);
+                }
+            }
+        }
+        self.pump(registry);
+        released.lines
+    }
+
+    pub fn next_deadline(&mut self) -> Option<Duration> {
+        self.timers.next_deadline()
+    }
+
+    pub fn fire_due(
+        &mut self,
+        devices: &mut Devices,
+        hw: &mut (dyn Hardware + 'static),
+        registry: &Registry,
+    ) {
+        let now = monotonic_now();
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                NodeTimer::Site(t) => {
+                    let fx = self.site.on_timer(t);
+                    let mut caused = self.apply(fx, devices, hw);
+                    self.on_device_events(&mut caused, devices, hw, registry);
+                }
+                NodeTimer::LinkRetry(slot) => {
+                    if let Some((_, link)) = self.links.get_mut(slot)
+                        && let Err(wait) = link.connect(registry)
+                    {
+                        self.timers.arm(NodeTimer::LinkRetry(slot), now + wait);
+                    }
+                }
+                NodeTimer::HubSweep => {
+                    if let Some(hub) = &mut self.hub {
+                        hub.expire_unregistered(registry);
+                        if hub.has_unregistered() {
+                            self.timers.arm(NodeTimer::HubSweep, now + HUB_SWEEP);
+                        }
+                    }
+                }
+            }
+        }
+        self.pump(registry);
+    }
+
+    /// `status` additions: staff (on a hub), the site modules, hub clients and links.
+    pub fn status(&self) -> (Option<u64>, serde_json::Value, serde_json::Value) {
+        let staff = self
+            .hub
+            .as_ref()
+            .and(self.ledger.as_ref())
+            .map(|l| l.state().staff);
+        let mut site = self.site.status();
+        if let (Some(ledger), serde_json::Value::Object(map)) = (&self.ledger, &mut site) {
+            for (module, link) in &self.links {
+                let entry = map
+                    .entry(module.key())
+                    .or_insert_with(|| serde_json::json!({}));
+                entry["link"] = link.status(ledger.outbox(*module).len());
+            }
+        }
+        let hub = match &self.hub {
+            Some(h) => {
+                serde_json::json!({ "listen": h.local_addr().to_string(), "clients": h.clients() })
+            }
+            None => serde_json::Value::Null,
+        };
+        (staff, site, hub)
+    }
+
+    /// The event log's last `n` lines (on a node that runs the hub).
+    pub fn log_tail(&self, n: usize) -> Result<Vec<String>, String> {
+        let path = self
+            .ledger
+            .as_ref()
+            .and_then(|l| l.event_log())
+            .ok_or("this node runs no hub, so it keeps no event log (ask the hub's sited)")?;
+        crate::store::tail_lines(path, n).map_err(|e| format!("reading {}: {e}", path.display()))
+    }
+
+    pub fn reset_count(&mut self, uid: u32) -> Result<u64, String> {
+        match (&self.hub, &mut self.ledger) {
+            (Some(_), Some(ledger)) => Ok(ledger.reset_count(uid)),
+            _ => Err("this node runs no hub, so it keeps no staff count".into()),
+        }
+    }
+
+    pub fn reopen_log(&mut self) {
+        if let Some(ledger) = &mut self.ledger {
+            ledger.reopen_log();
+        }
+    }
+
+    /// At stop: the writer finishes what is queued.
+    pub fn finish(&mut self) {
+        if let Some(ledger) = &mut self.ledger {
+            ledger.finish();
+        }
+    }
+}
