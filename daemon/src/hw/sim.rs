@@ -10,6 +10,27 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// The input levels a pins file records (missing or unreadable file: none).
+fn read_input_levels(path: &std::path::Path) -> HashMap<Pin, Level> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return HashMap::new();
+    };
+    let Ok(serde_json::Value::Object(pins)) = serde_json::from_str(&text) else {
+        return HashMap::new();
+    };
+    pins.iter()
+        .filter(|(_, v)| v["mode"] == "input")
+        .filter_map(|(pin, v)| {
+            let level = match v["level"].as_str()? {
+                "high" => Level::High,
+                "low" => Level::Low,
+                _ => return None,
+            };
+            Some((pin.parse().ok()?, level))
+        })
+        .collect()
+}
+
 fn level_word(level: Level) -> &'static str {
     if level.is_high() { "high" } else { "low" }
 }
@@ -31,6 +52,8 @@ pub struct SimBackend {
     pins_file: Option<PathBuf>,
     /// Said once, not on every write.
     pins_file_failing: bool,
+    /// Input levels found in the pins file at start; they win over an input's rest level.
+    wired: HashMap<Pin, Level>,
     /// When each output was last written (monotonic), for the latency benchmark.
     written_at: HashMap<Pin, std::time::Duration>,
 }
@@ -41,9 +64,14 @@ impl SimBackend {
     }
 
     /// A sim backend that mirrors every pin into `path` (JSON, replaced atomically).
+    ///
+    /// Inputs recorded in an existing file keep their level, as real wires would across a
+    /// restart of the daemon (an emergency door left open is still open).
     pub fn with_pins_file(path: Option<PathBuf>) -> Self {
+        let wired = path.as_deref().map(read_input_levels).unwrap_or_default();
         let mut sim = SimBackend {
             pins_file: path,
+            wired,
             ..SimBackend::default()
         };
         sim.write_pins_file();
@@ -207,6 +235,7 @@ impl Hardware for SimBackend {
     }
 
     fn set_rest_level(&mut self, pin: Pin, level: Level) {
+        let level = self.wired.get(&pin).copied().unwrap_or(level);
         if let Some(SimPin::Input { level: current }) = self.pins.get_mut(&pin) {
             *current = level;
             self.write_pins_file();
@@ -228,6 +257,7 @@ impl Hardware for SimBackend {
                         level,
                         at: monotonic_now(),
                     });
+                    self.write_pins_file();
                     if let Some(waker) = &self.waker {
                         waker
                             .wake()
@@ -286,6 +316,21 @@ mod tests {
         let pins = read();
         assert_eq!(pins["7"]["level"], "low");
         assert_eq!(pins["7"]["claimed"], false);
+    }
+
+    #[test]
+    fn inputs_keep_their_level_across_a_restart_through_the_pins_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pins.json");
+        let mut first = SimBackend::with_pins_file(Some(path.clone()));
+        first.claim_input(16, Bias::PullUp).expect("claim");
+        first.set_rest_level(16, Level::Low);
+        first.simulate(16, Level::High).expect("open the door");
+        drop(first);
+        let mut second = SimBackend::with_pins_file(Some(path));
+        second.claim_input(16, Bias::PullUp).expect("claim");
+        second.set_rest_level(16, Level::Low);
+        assert_eq!(second.read(16).expect("read"), Level::High);
     }
 
     #[test]
