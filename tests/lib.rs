@@ -385,3 +385,117 @@ pub fn raw_request(socket: &Path, bytes: &[u8]) -> String {
     }
     String::from_utf8_lossy(&reply).into_owned()
 }
+
+/// The site sections for a node that runs everything: hub (on a free port), access control
+/// with a short door time, emergency exit and office.
+pub const SITE_SECTIONS: &str = r#"
+[access]
+open-secs = 0.3
+
+[emergency]
+
+[office]
+"#;
+
+impl SiteDir {
+    pub fn event_log_path(&self) -> PathBuf {
+        self.path().join("events.log")
+    }
+
+    /// `[hub]` on 127.0.0.1:0 with the event log in this directory.
+    pub fn hub_section(&self) -> String {
+        format!(
+            "\n[hub]\ntcp = \"127.0.0.1:0\"\nevent-log = \"{}\"\n",
+            self.event_log_path().display()
+        )
+    }
+
+    /// The whole seed-000 site on one node: devices, hub and all three modules.
+    pub fn write_site_config(&self) -> PathBuf {
+        self.write_config(&format!(
+            "{}{SITE_SECTIONS}{SITE_DEVICES}",
+            self.hub_section()
+        ))
+    }
+
+    /// The event log's lines.
+    pub fn event_log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.event_log_path())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Daemon {
+    /// Staff on the premises as `status --json` reports it.
+    pub fn staff(&self) -> Option<u64> {
+        self.status()["staff"].as_u64()
+    }
+
+    pub fn wait_staff(&self, n: u64) {
+        wait_for(&format!("staff count {n}"), || {
+            (self.staff() == Some(n)).then_some(())
+        });
+    }
+
+    /// The hub's actual listening address.
+    pub fn hub_addr(&self) -> String {
+        self.status()["hub"]["listen"]
+            .as_str()
+            .expect("hub listen address")
+            .to_string()
+    }
+
+    /// Presses and releases a button (on the sim backend), each held until the daemon has
+    /// seen it, as a person's press outlasts the debounce window.
+    pub fn press(&self, button: &str) {
+        self.sim(button, "pressed");
+        self.sim(button, "released");
+    }
+
+    /// Sets a simulated input and waits until its device reports the new state.
+    pub fn sim(&self, device: &str, value: &str) {
+        let out = self.ctl(&["sim", device, value]);
+        assert!(
+            out.status.success(),
+            "sim {device} {value}: {:?}",
+            text(&out)
+        );
+        self.wait_state(device, value);
+    }
+}
+
+/// Waits until the event log has `n` lines and returns them.
+pub fn wait_log_lines(site: &SiteDir, n: usize) -> Vec<String> {
+    wait_for(&format!("{n} event-log lines"), || {
+        let lines = site.event_log();
+        (lines.len() >= n).then_some(lines)
+    })
+}
+
+/// Does `line` have the seed-000 shape `YYYY-MM-DD HH:MM:SS, <description>, <staff>`?
+pub fn seed_line(line: &str, description_start: &str, staff: u64) -> bool {
+    let mut parts = line.splitn(2, ", ");
+    let (Some(stamp), Some(rest)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let stamp_ok = stamp.len() == 19
+        && stamp.chars().enumerate().all(|(i, c)| match i {
+            4 | 7 => c == '-',
+            10 => c == ' ',
+            13 | 16 => c == ':',
+            _ => c.is_ascii_digit(),
+        });
+    stamp_ok && rest.starts_with(description_start) && rest.ends_with(&format!(", {staff}"))
+}
+
+/// A port nothing listens on right now (bound and released), for a hub started later.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}

@@ -6,3 +6,4 @@ mod bad_input;
 mod devices;
 mod faults;
 mod lifecycle;
+mod site;

@@ -224,7 +224,14 @@ impl HubServer {
                 },
                 Ok(Line::Other(text)) => match &conn.client {
                     None => bad_line(conn, limit, "register first: DEVICE <name> TYPE <type>"),
-                    Some(client) => log::info!("hub: {} says: {text}", client.name),
+                    Some(client) if text.starts_with("ACK") => {
+                        log::info!("hub: {} answered: {text}", client.name)
+                    }
+                    Some(_) => bad_line(
+                        conn,
+                        limit,
+                        "unknown command (expected EVENT <seq> <KIND> or ACK ...)",
+                    ),
                 },
                 Err(reason) => bad_line(conn, limit, &reason),
             }
