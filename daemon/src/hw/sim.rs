@@ -130,7 +130,7 @@ impl SimBackend {
         }
     }
 
-    /// When the output was last written, on the monotonic clock.
+    /// When the output (or PWM pulse) was last written, on the monotonic clock.
     pub fn written_at(&self, pin: Pin) -> Option<std::time::Duration> {
         self.written_at.get(&pin).copied()
     }
@@ -224,6 +224,7 @@ impl Hardware for SimBackend {
         match self.pins.get_mut(&pin) {
             Some(SimPin::Pwm { pulse_ns: p }) => {
                 *p = pulse_ns;
+                self.written_at.insert(pin, monotonic_now());
                 self.write_pins_file();
                 Ok(())
             }
