@@ -260,3 +260,121 @@ impl Ledger {
         self.store.finish();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    // Fields drop in order: the ledger (and its writer) before the directory it writes to.
+    struct Fixture {
+        ledger: Ledger,
+        woken: mpsc::Receiver<()>,
+        log_path: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log_path = dir.path().join("events.log");
+        let (tx, woken) = mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            let _ = tx.lock().map(|t| t.send(()));
+        });
+        let ledger = Ledger::open(dir.path(), Some(&log_path), wake).expect("open");
+        Fixture {
+            _dir: dir,
+            ledger,
+            woken,
+            log_path,
+        }
+    }
+
+    /// Waits until the writer has released something matching `done`.
+    fn settle(f: &mut Fixture, done: impl Fn(&Released) -> bool) -> Released {
+        let mut all = Released::default();
+        loop {
+            let r = f.ledger.released();
+            all.acks.extend(r.acks);
+            all.durable.extend(r.durable);
+            all.lines.extend(r.lines);
+            if done(&all) {
+                return all;
+            }
+            f.woken
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the writer finished");
+        }
+    }
+
+    const CONN: ConnRef = ConnRef {
+        index: 0,
+        generation: 1,
+    };
+
+    #[test]
+    fn ok_waits_for_the_disk_and_the_line_has_the_new_count() {
+        let mut f = fixture();
+        f.ledger.apply_report(CONN, "door", 1, Report::Entry);
+        assert_eq!(f.ledger.state().staff, 1);
+        let r = settle(&mut f, |r| !r.acks.is_empty());
+        assert_eq!(r.acks, vec![(CONN, 1)]);
+        assert!(
+            r.lines[0].ends_with("Staff member entered via access control (door), 1"),
+            "{:?}",
+            r.lines
+        );
+        assert_eq!(store::tail_lines(&f.log_path, 5).expect("tail"), r.lines);
+    }
+
+    #[test]
+    fn a_resent_report_is_acknowledged_but_applied_once() {
+        let mut f = fixture();
+        f.ledger.apply_report(CONN, "door", 1, Report::Entry);
+        f.ledger.apply_report(CONN, "door", 1, Report::Entry);
+        let r = settle(&mut f, |r| r.acks.len() == 2);
+        assert_eq!(r.acks, vec![(CONN, 1), (CONN, 1)]);
+        assert_eq!(f.ledger.state().staff, 1);
+        assert_eq!(r.lines.len(), 1);
+    }
+
+    #[test]
+    fn the_same_sequence_from_another_client_counts() {
+        let mut f = fixture();
+        f.ledger.apply_report(CONN, "front", 1, Report::Entry);
+        f.ledger.apply_report(CONN, "back", 1, Report::Entry);
+        assert_eq!(f.ledger.state().staff, 2);
+    }
+
+    #[test]
+    fn an_outbox_entry_is_sendable_once_durable_and_leaves_on_ack() {
+        let mut f = fixture();
+        let seq = f.ledger.enqueue(Report::Exit);
+        assert_eq!(seq, 1);
+        assert_eq!(f.ledger.outbox(Module::Access).len(), 1);
+        let r = settle(&mut f, |r| !r.durable.is_empty());
+        assert_eq!(r.durable, vec![(Module::Access, 1)]);
+        f.ledger.acknowledged(Module::Access, 1);
+        assert!(f.ledger.outbox(Module::Access).is_empty());
+        assert_eq!(
+            f.ledger.enqueue(Report::Entry),
+            2,
+            "sequence numbers never repeat"
+        );
+    }
+
+    #[test]
+    fn reset_by_hand_zeroes_and_logs() {
+        let mut f = fixture();
+        f.ledger.apply_report(CONN, "door", 1, Report::Entry);
+        assert_eq!(f.ledger.reset_count(1000), 1);
+        let r = settle(&mut f, |r| r.lines.len() == 2);
+        assert!(
+            r.lines[1].contains("Staff count reset by hand (was 1, by uid 1000), 0"),
+            "{:?}",
+            r.lines
+        );
+    }
+}

@@ -194,6 +194,8 @@ pub enum Done {
 /// The writer thread and its queues.
 pub struct Store {
     jobs: Option<Sender<Job>>,
+    /// Set at stop: a failing write is tried once more, not forever, so sited can exit.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     done: Receiver<Done>,
     next_id: CommitId,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -213,6 +215,8 @@ impl Store {
         let state_path = state_dir.join(STATE_FILE);
         let (jobs, job_rx) = mpsc::channel::<Job>();
         let (done_tx, done) = mpsc::channel();
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let giving_up = stopping.clone();
         let thread = std::thread::Builder::new()
             .name("sited-store".into())
             .spawn(move || {
@@ -253,6 +257,10 @@ impl Store {
                             });
                         match result {
                             Ok(()) => break,
+                            Err(e) if giving_up.load(std::sync::atomic::Ordering::SeqCst) => {
+                                log::error!("state: {e}; giving up because sited is stopping");
+                                return;
+                            }
                             Err(e) => {
                                 let _ = done_tx.send(Done::Stalled(e));
                                 wake();
@@ -268,6 +276,7 @@ impl Store {
             })?;
         Ok(Store {
             jobs: Some(jobs),
+            stopping,
             done,
             next_id: 0,
             thread: Some(thread),
@@ -301,6 +310,8 @@ impl Store {
 
     /// Writes what is queued and stops the writer (at shutdown).
     pub fn finish(&mut self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.jobs.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
