@@ -11,6 +11,7 @@ pub mod event_loop;
 pub mod hub;
 pub mod hw;
 pub mod ledger;
+pub mod logging;
 pub mod node;
 pub mod notify;
 pub mod plugin_host;

@@ -38,7 +38,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    temp_logger();
+    site_daemon::logging::init();
     match site_daemon::event_loop::Daemon::start(&args.config).and_then(|d| {
         eprintln!("sited: control socket at {}", d.control_socket().display());
         d.run()
@@ -50,22 +50,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-// TEMPORARY until the logging module lands.
-struct L;
-impl log::Log for L {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, r: &log::Record) {
-        if r.level() <= log::Level::Info {
-            eprintln!("{} {}", r.level(), r.args());
-        }
-    }
-    fn flush(&self) {}
-}
-fn temp_logger() {
-    let _ = log::set_logger(&L);
-    log::set_max_level(log::LevelFilter::Info);
 }
