@@ -216,12 +216,23 @@ impl Daemon {
 
     /// Starts sited without waiting for it.
     pub fn spawn(config: &Path, socket: &Path) -> Daemon {
-        let mut child = Command::new(sited_bin())
+        Daemon::spawn_with_env(config, socket, &[])
+    }
+
+    /// Starts sited with extra environment (NOTIFY_SOCKET, WATCHDOG_USEC, ...).
+    pub fn spawn_with_env(config: &Path, socket: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut command = Command::new(sited_bin());
+        command
             .arg("--config")
             .arg(config)
             .env("SITED_LOG", "stderr")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

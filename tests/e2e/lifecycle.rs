@@ -172,3 +172,45 @@ fn outputs_are_at_their_safe_level_right_after_start() {
         assert_eq!(pins[pin]["mode"], "output");
     }
 }
+
+#[test]
+fn systemd_hears_ready_watchdog_reloading_and_stopping() {
+    let site = SiteDir::new();
+    site.write_config(LED_AND_BUTTON);
+    let notify_path = site.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind notify socket");
+    notify.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let daemon = Daemon::spawn_with_env(
+        &site.config_path(),
+        &site.socket(),
+        &[
+            ("NOTIFY_SOCKET", notify_path.to_str().expect("utf8")),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let mut next = || {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = next();
+    assert!(first.starts_with("READY=1\nSTATUS="), "{first}");
+    assert_eq!(next(), "WATCHDOG=1", "pinged at half of WATCHDOG_USEC");
+    daemon.signal(libc::SIGHUP);
+    let reload: Vec<String> = (0..4)
+        .map(|_| next())
+        .filter(|m| m != "WATCHDOG=1")
+        .collect();
+    assert!(
+        reload.iter().any(|m| m.starts_with("RELOADING=1")),
+        "{reload:?}"
+    );
+    daemon.signal(libc::SIGTERM);
+    let stop = wait_for("STOPPING=1", || {
+        let m = next();
+        m.starts_with("STOPPING=1").then_some(m)
+    });
+    assert_eq!(stop, "STOPPING=1");
+    let (status, log) = daemon.wait_exit();
+    assert!(status.success(), "{log}");
+}
