@@ -379,3 +379,53 @@ fn a_resent_report_is_acknowledged_but_counted_once() {
     assert!(line.starts_with("ERR"), "{line}");
     assert_eq!(daemon.staff(), Some(1));
 }
+
+#[test]
+fn a_corrupt_state_file_is_reported_kept_and_replaced_by_defaults() {
+    let site = SiteDir::new();
+    site.write_site_config();
+    let state_dir = site.path().join("state");
+    std::fs::create_dir_all(&state_dir).expect("mkdir");
+    std::fs::write(
+        state_dir.join("state.json"),
+        b"{\"staff\": 3, \"outbox\": [tru",
+    )
+    .expect("write");
+    let daemon = Daemon::start(&site);
+    assert_eq!(daemon.staff(), Some(0));
+    assert!(daemon.log().contains("is corrupt"), "{}", daemon.log());
+    let kept = std::fs::read(state_dir.join("state.json.corrupt")).expect("kept aside");
+    assert_eq!(kept, b"{\"staff\": 3, \"outbox\": [tru");
+    daemon.press("entry_button");
+    daemon.wait_staff(1);
+}
+
+#[test]
+fn garbage_on_the_hub_port_gets_errors_and_changes_nothing() {
+    let (_site, daemon) = site();
+    let mut stream = std::net::TcpStream::connect(daemon.hub_addr()).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    use std::io::{BufRead, Write};
+    stream
+        .write_all(b"EVENT 1 ENTRY\n\xff\xfe\nDEVICE x\n")
+        .expect("send");
+    stream.write_all(&vec![b'a'; 5000]).expect("send");
+    stream.write_all(b"\n").expect("send");
+    let mut reader = std::io::BufReader::new(stream);
+    let mut replies = Vec::new();
+    for _ in 0..4 {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("reply");
+        replies.push(line);
+    }
+    assert!(replies[0].starts_with("ERR register first"), "{replies:?}");
+    assert!(
+        replies[1].starts_with("ERR line is not UTF-8"),
+        "{replies:?}"
+    );
+    assert!(replies[2].starts_with("ERR expected DEVICE"), "{replies:?}");
+    assert!(replies[3].starts_with("ERR line too long"), "{replies:?}");
+    assert_eq!(daemon.staff(), Some(0));
+    daemon.press("entry_button");
+    daemon.wait_staff(1);
+}
