@@ -1,7 +1,7 @@
 //! A host for unit tests: records everything a device does, enforces pin ownership the way
 //! the daemon does, and keeps a fake monotonic clock with timers the test advances by hand.
 
-use crate::device::Device;
+use crate::device::{Device, parse_config};
 use crate::host::{Bias, Host, HostError, Level, LogLevel, PwmSpec};
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,6 +11,13 @@ pub enum Claim {
     Input(Bias),
     Output { safe: Level },
     Pwm(PwmSpec),
+}
+
+/// A device config as JSON with `pin` and then `keys` (`r#""safe": "on""#`, or empty), so a
+/// test writes only the keys it is about.
+pub fn config_json(pin: u32, keys: &str) -> String {
+    let sep = if keys.is_empty() { "" } else { ", " };
+    format!(r#"{{"pin": {pin}{sep}{keys}}}"#)
 }
 
 /// The test double for the daemon's plugin host.
@@ -46,6 +53,23 @@ impl FakeHost {
             allowed: pins.to_vec(),
             ..FakeHost::default()
         }
+    }
+
+    /// A host that lets the device use `pin` alone, and a `D` created on it from
+    /// `{"pin": <pin>, <keys>}` (see [`FakeHost::create`]): where most plugin tests start.
+    pub fn with_device<D: Device>(pin: u32, keys: &str) -> Result<(FakeHost, D), String> {
+        let mut host = FakeHost::with_pins(&[pin]);
+        let device = host.create(&config_json(pin, keys))?;
+        Ok((host, device))
+    }
+
+    /// Creates a `D` on this host from its config as JSON (everything but `name` and `kind`),
+    /// parsed and checked the way the daemon does it, so a test starts from what a site owner
+    /// would write.
+    pub fn create<D: Device>(&mut self, config_json: &str) -> Result<D, String> {
+        let config = parse_config::<D::Config>(config_json)?;
+        D::check(&config)?;
+        D::create(self, config)
     }
 
     fn check_pin(&self, pin: u32) -> Result<(), HostError> {

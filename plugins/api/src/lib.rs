@@ -5,6 +5,7 @@
 //!   entry point whose every function is wrapped in `catch_unwind`.
 //! - [`Host`]: what a device may ask of the daemon; [`FakeHost`] implements it for unit tests.
 //! - [`Debouncer`]: the leading-edge debounce the input plugins share.
+//! - [`kit`]: the debounced binary input and the on/off output the plugins are built from.
 //!
 //! This crate depends on nothing in the daemon.
 
@@ -15,8 +16,9 @@ mod device;
 pub mod export;
 mod fake;
 mod host;
+pub mod kit;
 
 pub use debounce::Debouncer;
 pub use device::{Device, Role, parse_config, parse_on_off};
-pub use fake::{Claim, FakeHost};
+pub use fake::{Claim, FakeHost, config_json};
 pub use host::{Bias, Host, HostError, Level, LogLevel, PwmSpec, VtableHost};

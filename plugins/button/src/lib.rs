@@ -1,40 +1,42 @@
 //! The `button` device kind: a push button on one input pin, reported as `pressed`/`released`
 //! (and `held` once it has stayed pressed for `hold-ms`). Debounce is leading-edge, so site
 //! logic sees a press as soon as the contact first closes.
+//!
+//! The pin and the debounce are the kit's debounced input; the hold clock is the button's own.
 
 use serde::Deserialize;
 use serde_json::json;
-use site_plugin_api::{Bias, Debouncer, Device, Host, Level, Role, parse_on_off};
+use site_plugin_api::kit::{DebouncedInput, InputWords, Pull, check_debounce_ms};
+use site_plugin_api::{Device, Host, Level, Role, parse_on_off};
 
 const DEBOUNCE_TIMER: u64 = 1;
 const HOLD_TIMER: u64 = 2;
-const MAX_DEBOUNCE_MS: u64 = 1000;
 const MAX_HOLD_MS: u64 = 60_000;
 
-/// The internal bias resistor, as the config writes it (`Bias` itself spells `pull-up`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Pull {
-    Up,
-    Down,
-    Off,
-}
+const WORDS: InputWords = InputWords {
+    active: "pressed",
+    rest: "released",
+    a_kind: "a button",
+    accepts: "pressed or released (or on/off)",
+    parse: button_word,
+};
 
-impl From<Pull> for Bias {
-    fn from(pull: Pull) -> Bias {
-        match pull {
-            Pull::Up => Bias::PullUp,
-            Pull::Down => Bias::PullDown,
-            Pull::Off => Bias::Off,
-        }
+/// `sitectl sim` also takes the gpioset words: `on` presses, `off` releases.
+fn button_word(word: &str) -> Option<bool> {
+    match word {
+        "pressed" | "press" => Some(true),
+        "released" | "release" => Some(false),
+        other => parse_on_off(other),
     }
 }
 
+/// Its own config rather than the kit's `InputConfig`: `hold-ms` is one key more, and serde
+/// cannot flatten a shared table into one that denies unknown keys.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Config {
     pub pin: u32,
-    #[serde(default = "default_pull")]
+    #[serde(default)]
     pub pull: Pull,
     /// The usual wiring is a button to ground against the pull-up: pressed reads low.
     #[serde(default = "default_active_low")]
@@ -44,10 +46,6 @@ pub struct Config {
     /// Unset: no `held` event.
     #[serde(default)]
     pub hold_ms: Option<u64>,
-}
-
-fn default_pull() -> Pull {
-    Pull::Up
 }
 
 fn default_active_low() -> bool {
@@ -60,24 +58,14 @@ fn default_debounce_ms() -> u64 {
 
 #[derive(Debug)]
 pub struct Button {
-    pin: u32,
-    active_low: bool,
+    input: DebouncedInput,
     hold_us: Option<u64>,
-    debouncer: Debouncer,
     held: bool,
 }
 
 impl Button {
-    fn pressed(&self) -> bool {
-        self.debouncer.level().is_high() != self.active_low
-    }
-
     fn publish(&self, host: &mut dyn Host) {
-        let word = if self.pressed() {
-            "pressed"
-        } else {
-            "released"
-        };
+        let word = WORDS.word(self.input.active());
         let state = if self.hold_us.is_some() {
             json!({ "state": word, "held": self.held })
         } else {
@@ -86,26 +74,19 @@ impl Button {
         host.set_state(&state);
     }
 
-    fn lockout_ended(&mut self, host: &mut dyn Host) -> Result<(), String> {
-        if self.debouncer.lockout_ended(host)?.is_some() {
-            self.changed(host)?;
-        }
-        Ok(())
-    }
-
     /// The debouncer accepted a change of level: report it and start or stop the hold clock.
     fn changed(&mut self, host: &mut dyn Host) -> Result<(), String> {
         self.held = false;
-        if self.pressed() {
+        let pressed = self.input.active();
+        if pressed {
             if let Some(hold_us) = self.hold_us {
                 host.arm_timer(HOLD_TIMER, hold_us)
                     .map_err(|e| format!("arming the hold timer: {e}"))?;
             }
-            host.emit("pressed");
         } else {
             host.cancel_timer(HOLD_TIMER);
-            host.emit("released");
         }
+        host.emit(WORDS.word(pressed));
         self.publish(host);
         Ok(())
     }
@@ -117,12 +98,7 @@ impl Device for Button {
     type Config = Config;
 
     fn check(config: &Config) -> Result<(), String> {
-        if config.debounce_ms > MAX_DEBOUNCE_MS {
-            return Err(format!(
-                "debounce-ms must be at most {MAX_DEBOUNCE_MS} (got {})",
-                config.debounce_ms
-            ));
-        }
+        check_debounce_ms(config.debounce_ms)?;
         if let Some(hold_ms) = config.hold_ms
             && !(1..=MAX_HOLD_MS).contains(&hold_ms)
         {
@@ -132,18 +108,19 @@ impl Device for Button {
     }
 
     fn create(host: &mut dyn Host, config: Config) -> Result<Self, String> {
-        host.claim_input(config.pin, config.pull.into(), Level::active(false, config.active_low))
-            .map_err(|e| format!("claiming GPIO {} as an input: {e}", config.pin))?;
-        let level = host
-            .read(config.pin)
-            .map_err(|e| format!("reading GPIO {}: {e}", config.pin))?;
+        let input = DebouncedInput::claim(
+            host,
+            config.pin,
+            config.pull,
+            config.active_low,
+            config.debounce_ms,
+            DEBOUNCE_TIMER,
+        )?;
         // A button already down at start is reported as pressed but neither emits nor starts
         // the hold clock: nobody pressed it in front of us.
         let button = Button {
-            pin: config.pin,
-            active_low: config.active_low,
+            input,
             hold_us: config.hold_ms.map(|ms| ms.saturating_mul(1000)),
-            debouncer: Debouncer::new(config.pin, DEBOUNCE_TIMER, config.debounce_ms, level),
             held: false,
         };
         button.publish(host);
@@ -157,44 +134,31 @@ impl Device for Button {
         level: Level,
         _at_us: u64,
     ) -> Result<(), String> {
-        // The host delivers only our own pin; anything else is its bug, not a button press.
-        if pin != self.pin {
-            return Ok(());
-        }
-        if self.debouncer.on_edge(host, level)?.is_some() {
+        if self.input.on_edge(host, pin, level)? {
             self.changed(host)?;
         }
         Ok(())
     }
 
     fn on_timer(&mut self, host: &mut dyn Host, id: u64) -> Result<(), String> {
-        match id {
-            DEBOUNCE_TIMER => self.lockout_ended(host)?,
-            HOLD_TIMER if self.pressed() && !self.held => {
+        if id == HOLD_TIMER {
+            if self.input.active() && !self.held {
                 self.held = true;
                 host.emit("held");
                 self.publish(host);
             }
-            _ => {}
+        } else if self.input.on_timer(host, id)? {
+            self.changed(host)?;
         }
         Ok(())
     }
 
     fn simulate(&mut self, value: &str) -> Result<(u32, Level), String> {
-        let pressed = match value.trim().to_ascii_lowercase().as_str() {
-            "pressed" | "press" => true,
-            "released" | "release" => false,
-            other => parse_on_off(other).ok_or_else(|| {
-                format!(
-                    "unknown value \"{value}\": a button accepts pressed or released (or on/off)"
-                )
-            })?,
-        };
-        Ok((self.pin, Level::active(pressed, self.active_low)))
+        self.input.simulate(&WORDS, value)
     }
 
     fn safe_state(&mut self, host: &mut dyn Host) -> Result<(), String> {
-        self.debouncer.cancel(host);
+        self.input.cancel(host);
         host.cancel_timer(HOLD_TIMER);
         Ok(())
     }
@@ -205,21 +169,16 @@ site_plugin_api::export_plugin!(Button);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use site_plugin_api::{Claim, FakeHost, parse_config};
+    use site_plugin_api::{Bias, Claim, FakeHost, config_json, parse_config};
 
     const PIN: u32 = 5;
 
-    fn config(extra: &str) -> Config {
-        let sep = if extra.is_empty() { "" } else { ", " };
-        parse_config(&format!(r#"{{"pin": {PIN}{sep}{extra}}}"#)).unwrap()
+    fn config(keys: &str) -> Config {
+        parse_config(&config_json(PIN, keys)).unwrap()
     }
 
-    fn button(extra: &str) -> (FakeHost, Button) {
-        let config = config(extra);
-        Button::check(&config).unwrap();
-        let mut host = FakeHost::with_pins(&[PIN]);
-        let button = Button::create(&mut host, config).unwrap();
-        (host, button)
+    fn button(keys: &str) -> (FakeHost, Button) {
+        FakeHost::with_device(PIN, keys).unwrap()
     }
 
     fn press(host: &mut FakeHost, button: &mut Button) {
@@ -254,25 +213,10 @@ mod tests {
     }
 
     #[test]
-    fn pull_takes_up_down_off_and_rejects_bias_spelling() {
-        assert_eq!(config(r#""pull": "down""#).pull, Pull::Down);
-        assert_eq!(config(r#""pull": "off""#).pull, Pull::Off);
-
-        let err = parse_config::<Config>(r#"{"pin": 5, "pull": "pull-up"}"#).unwrap_err();
-
-        assert!(err.contains("pull-up"), "{err}");
-    }
-
-    #[test]
     fn debounce_above_limit_is_rejected_naming_the_key() {
         let err = Button::check(&config(r#""debounce-ms": 1001"#)).unwrap_err();
 
         assert!(err.contains("debounce-ms"), "{err}");
-    }
-
-    #[test]
-    fn debounce_at_limit_is_accepted() {
-        assert_eq!(Button::check(&config(r#""debounce-ms": 1000"#)), Ok(()));
     }
 
     #[test]
@@ -302,19 +246,10 @@ mod tests {
         let mut host = FakeHost::with_pins(&[PIN]);
         host.inputs.insert(PIN, Level::Low);
 
-        let _button = Button::create(&mut host, config("")).unwrap();
+        let _button: Button = host.create(&config_json(PIN, "")).unwrap();
 
         assert_eq!(host.state_word(), Some("pressed"));
         assert!(host.events.is_empty());
-    }
-
-    #[test]
-    fn create_fails_when_the_host_refuses_the_pin() {
-        let mut host = FakeHost::with_pins(&[PIN + 1]);
-
-        let err = Button::create(&mut host, config("")).unwrap_err();
-
-        assert!(err.contains("GPIO 5"), "{err}");
     }
 
     #[test]
@@ -322,20 +257,6 @@ mod tests {
         let (mut host, mut button) = button("");
 
         press(&mut host, &mut button);
-
-        assert_eq!(host.take_events(), vec!["pressed"]);
-        assert_eq!(host.state_word(), Some("pressed"));
-    }
-
-    #[test]
-    fn bounce_within_lockout_is_ignored() {
-        let (mut host, mut button) = button("");
-        press(&mut host, &mut button);
-
-        host.advance(&mut button, 5_000).unwrap();
-        release(&mut host, &mut button);
-        press(&mut host, &mut button);
-        host.advance(&mut button, 20_000).unwrap();
 
         assert_eq!(host.take_events(), vec!["pressed"]);
         assert_eq!(host.state_word(), Some("pressed"));
@@ -351,48 +272,6 @@ mod tests {
         host.advance(&mut button, 20_000).unwrap();
 
         assert_eq!(host.take_events(), vec!["released"]);
-        assert_eq!(host.state_word(), Some("released"));
-    }
-
-    #[test]
-    fn release_after_lockout_is_reported_at_once() {
-        let (mut host, mut button) = button("");
-        press(&mut host, &mut button);
-        host.advance(&mut button, 20_000).unwrap();
-        host.take_events();
-
-        release(&mut host, &mut button);
-
-        assert_eq!(host.take_events(), vec!["released"]);
-    }
-
-    #[test]
-    fn zero_debounce_reports_every_change() {
-        let (mut host, mut button) = button(r#""debounce-ms": 0"#);
-
-        press(&mut host, &mut button);
-        release(&mut host, &mut button);
-        press(&mut host, &mut button);
-
-        assert_eq!(host.take_events(), vec!["pressed", "released", "pressed"]);
-    }
-
-    #[test]
-    fn active_high_button_is_pressed_when_pin_is_high() {
-        let (mut host, mut button) = button(r#""pull": "down", "active-low": false"#);
-
-        host.edge(&mut button, PIN, Level::High).unwrap();
-
-        assert_eq!(host.take_events(), vec!["pressed"]);
-    }
-
-    #[test]
-    fn edge_on_another_pin_is_ignored() {
-        let (mut host, mut button) = button("");
-
-        host.edge(&mut button, PIN + 1, Level::Low).unwrap();
-
-        assert!(host.events.is_empty());
         assert_eq!(host.state_word(), Some("released"));
     }
 
@@ -467,8 +346,10 @@ mod tests {
 
         let err = button.simulate("open").unwrap_err();
 
-        assert!(err.contains("pressed or released"), "{err}");
-        assert!(!err.contains('\n'));
+        assert_eq!(
+            err,
+            "unknown value \"open\": a button accepts pressed or released (or on/off)"
+        );
     }
 
     #[test]

@@ -1,246 +1,79 @@
 //! The `led` device kind: an indicator LED on one output pin, driven `on`/`off` by site logic
-//! and `sitectl set`. It starts, faults and stops at its `safe` level.
+//! and `sitectl set`. It starts, faults and stops at its `safe` level. An LED wired from 3.3 V
+//! into the pin (sinking) lights when the pin is low: set `active-low`.
+//!
+//! All of it is the kit's on/off output; this crate gives it its name.
 
-use serde::Deserialize;
-use serde_json::json;
-use site_plugin_api::{Device, Host, Level, Role, parse_on_off};
+use site_plugin_api::kit::{OnOffOutput, OutputKind};
 
-/// Whether the output is on or off while sited starts, after a fault and at stop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Safe {
-    Off,
-    On,
-}
+pub enum LedKind {}
 
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Config {
-    pub pin: u32,
-    /// An LED wired from 3.3 V into the pin (sinking) lights when the pin is low.
-    #[serde(default)]
-    pub active_low: bool,
-    #[serde(default = "default_safe")]
-    pub safe: Safe,
-}
-
-fn default_safe() -> Safe {
-    Safe::Off
-}
-
-#[derive(Debug)]
-pub struct Led {
-    pin: u32,
-    active_low: bool,
-    safe_on: bool,
-    on: bool,
-}
-
-impl Led {
-    fn publish(&self, host: &mut dyn Host) {
-        host.set_state(&json!({ "state": if self.on { "on" } else { "off" } }));
-    }
-
-    fn drive(&mut self, host: &mut dyn Host, on: bool) -> Result<(), String> {
-        host.write(self.pin, Level::active(on, self.active_low))
-            .map_err(|e| format!("driving GPIO {}: {e}", self.pin))?;
-        self.on = on;
-        self.publish(host);
-        Ok(())
-    }
-}
-
-impl Device for Led {
+impl OutputKind for LedKind {
     const KIND: &'static str = "led";
-    const ROLE: Role = Role::Output;
-    type Config = Config;
-
-    fn create(host: &mut dyn Host, config: Config) -> Result<Self, String> {
-        let safe_on = config.safe == Safe::On;
-        host.claim_output(config.pin, Level::active(safe_on, config.active_low))
-            .map_err(|e| format!("claiming GPIO {} as an output: {e}", config.pin))?;
-        let led = Led {
-            pin: config.pin,
-            active_low: config.active_low,
-            safe_on,
-            on: safe_on,
-        };
-        led.publish(host);
-        Ok(led)
-    }
-
-    fn command(&mut self, host: &mut dyn Host, value: &str) -> Result<(), String> {
-        let on = if value.trim().eq_ignore_ascii_case("toggle") {
-            !self.on
-        } else {
-            parse_on_off(value).ok_or_else(|| {
-                format!(
-                    "unknown value \"{value}\": an led accepts on, off or toggle (also 1/0, active/inactive)"
-                )
-            })?
-        };
-        self.drive(host, on)
-    }
-
-    fn safe_state(&mut self, host: &mut dyn Host) -> Result<(), String> {
-        self.drive(host, self.safe_on)
-    }
+    const A_KIND: &'static str = "an led";
 }
+
+pub type Led = OnOffOutput<LedKind>;
+
+pub type Config = site_plugin_api::kit::OnOffConfig;
 
 site_plugin_api::export_plugin!(Led);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use site_plugin_api::{Claim, FakeHost, parse_config};
+    use site_plugin_api::kit::Safe;
+    use site_plugin_api::{Device, FakeHost, Level, parse_config};
 
     const PIN: u32 = 17;
 
-    fn config(extra: &str) -> Config {
-        let sep = if extra.is_empty() { "" } else { ", " };
-        parse_config(&format!(r#"{{"pin": {PIN}{sep}{extra}}}"#)).unwrap()
-    }
-
-    fn led(extra: &str) -> (FakeHost, Led) {
-        let config = config(extra);
-        Led::check(&config).unwrap();
-        let mut host = FakeHost::with_pins(&[PIN]);
-        let led = Led::create(&mut host, config).unwrap();
-        (host, led)
-    }
-
     #[test]
     fn defaults_are_active_high_and_safe_off() {
-        assert_eq!(
-            config(""),
-            Config {
-                pin: PIN,
-                active_low: false,
-                safe: Safe::Off,
-            }
-        );
+        let config: Config = parse_config(r#"{"pin": 17}"#).unwrap();
+
+        assert_eq!((config.active_low, config.safe), (false, Safe::Off));
     }
 
     #[test]
-    fn unknown_config_key_is_rejected() {
-        let err = parse_config::<Config>(r#"{"pin": 17, "pull": "up"}"#).unwrap_err();
+    fn led_starts_dark_with_the_pin_low() {
+        let mut host = FakeHost::with_pins(&[PIN]);
 
-        assert!(err.contains("pull"), "{err}");
-    }
-
-    #[test]
-    fn unknown_safe_word_is_rejected() {
-        let err = parse_config::<Config>(r#"{"pin": 17, "safe": "lit"}"#).unwrap_err();
-
-        assert!(err.contains("lit"), "{err}");
-    }
-
-    #[test]
-    fn create_claims_output_low_and_publishes_off() {
-        let (host, _led) = led("");
-
-        assert_eq!(
-            host.claims.get(&PIN),
-            Some(&Claim::Output { safe: Level::Low })
-        );
-        assert_eq!(host.state, json!({"state": "off"}));
-    }
-
-    #[test]
-    fn safe_on_starts_lit() {
-        let (host, _led) = led(r#""safe": "on""#);
-
-        assert_eq!(host.outputs.get(&PIN), Some(&Level::High));
-        assert_eq!(host.state_word(), Some("on"));
-    }
-
-    #[test]
-    fn create_fails_when_the_host_refuses_the_pin() {
-        let mut host = FakeHost::with_pins(&[PIN + 1]);
-
-        let err = Led::create(&mut host, config("")).unwrap_err();
-
-        assert!(err.contains("GPIO 17"), "{err}");
-    }
-
-    #[test]
-    fn on_drives_high_and_publishes_on() {
-        let (mut host, mut led) = led("");
-
-        led.command(&mut host, "on").unwrap();
-
-        assert_eq!(host.outputs.get(&PIN), Some(&Level::High));
-        assert_eq!(host.state_word(), Some("on"));
-    }
-
-    #[test]
-    fn off_drives_low_and_publishes_off() {
-        let (mut host, mut led) = led("");
-        led.command(&mut host, "on").unwrap();
-
-        led.command(&mut host, "0").unwrap();
+        let _led: Led = host.create(r#"{"pin": 17}"#).unwrap();
 
         assert_eq!(host.outputs.get(&PIN), Some(&Level::Low));
         assert_eq!(host.state_word(), Some("off"));
     }
 
     #[test]
-    fn led_active_low_drives_low_when_on() {
-        let (mut host, mut led) = led(r#""active-low": true"#);
+    fn sinking_led_lights_with_the_pin_low() {
+        let mut host = FakeHost::with_pins(&[PIN]);
+        let mut led: Led = host.create(r#"{"pin": 17, "active-low": true}"#).unwrap();
 
-        led.command(&mut host, "active").unwrap();
+        led.command(&mut host, "on").unwrap();
 
         assert_eq!(host.outputs.get(&PIN), Some(&Level::Low));
+        assert_eq!(host.state_word(), Some("on"));
     }
 
     #[test]
-    fn toggle_flips_the_state() {
-        let (mut host, mut led) = led("");
-
-        led.command(&mut host, "toggle").unwrap();
-        let first = host.state_word().map(str::to_string);
-        led.command(&mut host, "toggle").unwrap();
-
-        assert_eq!(first.as_deref(), Some("on"));
-        assert_eq!(host.state_word(), Some("off"));
-    }
-
-    #[test]
-    fn unknown_command_names_what_is_accepted_and_changes_nothing() {
-        let (mut host, mut led) = led("");
+    fn unknown_command_names_an_led_and_what_it_accepts() {
+        let mut host = FakeHost::with_pins(&[PIN]);
+        let mut led: Led = host.create(r#"{"pin": 17}"#).unwrap();
 
         let err = led.command(&mut host, "blink").unwrap_err();
 
-        assert!(err.contains("on, off or toggle"), "{err}");
-        assert!(host.writes.is_empty());
+        assert_eq!(
+            err,
+            "unknown value \"blink\": an led accepts on, off or toggle (also 1/0, active/inactive)"
+        );
     }
 
     #[test]
-    fn failed_write_is_an_error_and_keeps_the_state() {
-        let (mut host, mut led) = led("");
-        host.fail_hardware = true;
+    fn kind_is_led_and_it_rejects_simulate() {
+        let mut host = FakeHost::with_pins(&[PIN]);
+        let mut led: Led = host.create(r#"{"pin": 17}"#).unwrap();
 
-        let err = led.command(&mut host, "on").unwrap_err();
-
-        assert!(err.contains("GPIO 17"), "{err}");
-        assert_eq!(host.state_word(), Some("off"));
-    }
-
-    #[test]
-    fn safe_state_returns_to_safe_level() {
-        let (mut host, mut led) = led("");
-        led.command(&mut host, "on").unwrap();
-
-        led.safe_state(&mut host).unwrap();
-
-        assert_eq!(host.outputs.get(&PIN), Some(&Level::Low));
-        assert_eq!(host.state_word(), Some("off"));
-    }
-
-    #[test]
-    fn led_rejects_simulate() {
-        let (_host, mut led) = led("");
-
+        assert_eq!(Led::KIND, "led");
         assert!(led.simulate("on").is_err());
     }
 }

@@ -1,10 +1,14 @@
 //! The `siren` device kind: a siren (through a transistor or relay) on one output pin, `on` or
 //! `off`. A `pulsed` siren alternates `on-ms` sounding and `off-ms` silent on a host timer while
 //! it is on. Its safe state is always off: a fault or a stop silences it.
+//!
+//! The pin is the kit's on/off output and takes the same `sitectl set` words; the pattern is
+//! the siren's own.
 
 use serde::Deserialize;
 use serde_json::json;
-use site_plugin_api::{Device, Host, Level, Role, parse_on_off};
+use site_plugin_api::kit::{OnOffPin, on_off_or_toggle};
+use site_plugin_api::{Device, Host, Role};
 
 const PULSE_TIMER: u64 = 1;
 const MIN_PHASE_MS: u64 = 10;
@@ -53,15 +57,13 @@ fn default_phase_ms() -> u64 {
 
 #[derive(Debug)]
 pub struct Siren {
-    pin: u32,
-    active_low: bool,
+    /// On while the siren is sounding at this moment.
+    output: OnOffPin,
     pattern: Pattern,
     on_us: u64,
     off_us: u64,
     /// Commanded on (the alarm is raised), whether or not a pulse is sounding right now.
     on: bool,
-    /// The pin is driving the siren at this moment.
-    sounding: bool,
 }
 
 impl Siren {
@@ -69,19 +71,12 @@ impl Siren {
         host.set_state(&json!({
             "state": if self.on { "on" } else { "off" },
             "pattern": self.pattern.word(),
-            "sounding": self.sounding,
+            "sounding": self.output.is_on(),
         }));
     }
 
-    fn sound(&mut self, host: &mut dyn Host, sounding: bool) -> Result<(), String> {
-        host.write(self.pin, Level::active(sounding, self.active_low))
-            .map_err(|e| format!("driving GPIO {}: {e}", self.pin))?;
-        self.sounding = sounding;
-        Ok(())
-    }
-
     fn arm_phase(&mut self, host: &mut dyn Host) -> Result<(), String> {
-        let phase_us = if self.sounding {
+        let phase_us = if self.output.is_on() {
             self.on_us
         } else {
             self.off_us
@@ -93,7 +88,7 @@ impl Siren {
     fn turn_on(&mut self, host: &mut dyn Host) -> Result<(), String> {
         // Already on: restarting the pattern would only stretch or cut the current phase.
         if !self.on {
-            self.sound(host, true)?;
+            self.output.set(host, true)?;
             self.on = true;
             if self.pattern == Pattern::Pulsed {
                 self.arm_phase(host)?;
@@ -106,7 +101,7 @@ impl Siren {
     fn turn_off(&mut self, host: &mut dyn Host) -> Result<(), String> {
         host.cancel_timer(PULSE_TIMER);
         self.on = false;
-        self.sound(host, false)?;
+        self.output.set(host, false)?;
         self.publish(host);
         Ok(())
     }
@@ -133,16 +128,12 @@ impl Device for Siren {
     }
 
     fn create(host: &mut dyn Host, config: Config) -> Result<Self, String> {
-        host.claim_output(config.pin, Level::active(false, config.active_low))
-            .map_err(|e| format!("claiming GPIO {} as an output: {e}", config.pin))?;
         let siren = Siren {
-            pin: config.pin,
-            active_low: config.active_low,
+            output: OnOffPin::claim(host, config.pin, config.active_low, false)?,
             pattern: config.pattern,
             on_us: config.on_ms.saturating_mul(1000),
             off_us: config.off_ms.saturating_mul(1000),
             on: false,
-            sounding: false,
         };
         siren.publish(host);
         Ok(siren)
@@ -153,23 +144,14 @@ impl Device for Siren {
         if id != PULSE_TIMER || !self.on {
             return Ok(());
         }
-        self.sound(host, !self.sounding)?;
+        self.output.set(host, !self.output.is_on())?;
         self.arm_phase(host)?;
         self.publish(host);
         Ok(())
     }
 
     fn command(&mut self, host: &mut dyn Host, value: &str) -> Result<(), String> {
-        let on = if value.trim().eq_ignore_ascii_case("toggle") {
-            !self.on
-        } else {
-            parse_on_off(value).ok_or_else(|| {
-                format!(
-                    "unknown value \"{value}\": a siren accepts on, off or toggle (also 1/0, active/inactive)"
-                )
-            })?
-        };
-        if on {
+        if on_off_or_toggle(value, self.on, "a siren")? {
             self.turn_on(host)
         } else {
             self.turn_off(host)
@@ -186,21 +168,16 @@ site_plugin_api::export_plugin!(Siren);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use site_plugin_api::{Claim, FakeHost, parse_config};
+    use site_plugin_api::{Claim, FakeHost, Level, config_json, parse_config};
 
     const PIN: u32 = 22;
 
-    fn config(extra: &str) -> Config {
-        let sep = if extra.is_empty() { "" } else { ", " };
-        parse_config(&format!(r#"{{"pin": {PIN}{sep}{extra}}}"#)).unwrap()
+    fn config(keys: &str) -> Config {
+        parse_config(&config_json(PIN, keys)).unwrap()
     }
 
-    fn siren(extra: &str) -> (FakeHost, Siren) {
-        let config = config(extra);
-        Siren::check(&config).unwrap();
-        let mut host = FakeHost::with_pins(&[PIN]);
-        let siren = Siren::create(&mut host, config).unwrap();
-        (host, siren)
+    fn siren(keys: &str) -> (FakeHost, Siren) {
+        FakeHost::with_device(PIN, keys).unwrap()
     }
 
     const PULSED: &str = r#""pattern": "pulsed", "on-ms": 100, "off-ms": 300"#;
@@ -403,12 +380,15 @@ mod tests {
     }
 
     #[test]
-    fn unknown_command_names_what_is_accepted() {
+    fn unknown_command_names_a_siren_and_what_it_accepts() {
         let (mut host, mut siren) = siren("");
 
         let err = siren.command(&mut host, "loud").unwrap_err();
 
-        assert!(err.contains("on, off or toggle"), "{err}");
+        assert_eq!(
+            err,
+            "unknown value \"loud\": a siren accepts on, off or toggle (also 1/0, active/inactive)"
+        );
         assert!(host.writes.is_empty());
     }
 
