@@ -41,7 +41,14 @@ struct Conn {
     writable_registered: bool,
     /// `sitectl log -f`: new event-log lines are pushed to it.
     following: bool,
+    /// After an oversized request: the error is sent, our side shut down, and the rest of the
+    /// peer's input read and dropped until it closes. Closing with unread input would make the
+    /// kernel reset the connection and the peer might never see the error.
+    discarding: Option<usize>,
 }
+
+/// How much of an oversized request is read and dropped before the connection is cut hard.
+const DISCARD_LIMIT_BYTES: usize = 16 << 20;
 
 pub struct ControlServer {
     listener: UnixListener,
@@ -192,6 +199,7 @@ impl ControlServer {
                         closing: false,
                         writable_registered: false,
                         following: false,
+                        discarding: None,
                     };
                     if index == self.conns.len() {
                         self.conns.push(Some(conn));
@@ -227,6 +235,14 @@ impl ControlServer {
                     break;
                 }
                 Ok(n) => {
+                    if let Some(dropped) = conn.discarding.as_mut() {
+                        *dropped += n;
+                        if *dropped > DISCARD_LIMIT_BYTES {
+                            eof = true;
+                            break;
+                        }
+                        continue;
+                    }
                     conn.input.extend(&chunk[..n]);
                     if conn.input.pending() > site_proto::MAX_LINE_BYTES {
                         break;
@@ -288,10 +304,30 @@ impl ControlServer {
                     );
                     queue(conn, &Response::err(ErrorKind::BadRequest, reason));
                     conn.closing = true;
+                    conn.discarding = Some(0);
+                    conn.input = LineBuffer::new();
                 }
             }
         }
+        // Reading stopped at the size limit; drop the rest of what is already there.
+        while !eof && conn.discarding.is_some_and(|d| d <= DISCARD_LIMIT_BYTES) {
+            match conn.stream.read(&mut chunk) {
+                Ok(0) => eof = true,
+                Ok(n) => {
+                    if let Some(d) = conn.discarding.as_mut() {
+                        *d += n;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => eof = true,
+            }
+        }
+        if conn.discarding.is_some_and(|d| d > DISCARD_LIMIT_BYTES) {
+            eof = true;
+        }
         if eof {
+            conn.discarding = None;
             conn.closing = true;
         }
         self.flush(index, registry);
@@ -329,7 +365,11 @@ impl ControlServer {
                 }
             }
         }
-        let done = failed || (conn.closing && conn.output.is_empty());
+        if conn.closing && conn.output.is_empty() && conn.discarding.is_some() {
+            // Said our piece; wait for the peer to finish and close (see `discarding`).
+            let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+        }
+        let done = failed || (conn.closing && conn.output.is_empty() && conn.discarding.is_none());
         if done {
             self.close(index, registry);
             return;

@@ -188,7 +188,7 @@ fn systemd_hears_ready_watchdog_reloading_and_stopping() {
             ("WATCHDOG_USEC", "200000"),
         ],
     );
-    let mut next = || {
+    let next = || {
         let mut buf = [0u8; 512];
         let n = notify.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()
