@@ -3,6 +3,7 @@
 //! root, sited's own user or the operator group, checked with SO_PEERCRED on every request.
 //! Bad requests get a one-line error; oversized or undecodable ones also close the connection.
 
+use crate::conn_io;
 use crate::event_loop::Tok;
 use crate::rate_limit::RateLimit;
 use mio::net::{UnixListener, UnixStream};
@@ -347,24 +348,7 @@ impl ControlServer {
         let Some(Some(conn)) = self.conns.get_mut(index) else {
             return;
         };
-        let mut failed = false;
-        while !conn.output.is_empty() {
-            match conn.stream.write(&conn.output) {
-                Ok(0) => {
-                    failed = true;
-                    break;
-                }
-                Ok(n) => {
-                    conn.output.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
+        let failed = conn_io::write_pending(&mut conn.stream, &mut conn.output).is_err();
         if conn.closing && conn.output.is_empty() && conn.discarding.is_some() {
             // Said our piece; wait for the peer to finish and close (see `discarding`).
             let _ = conn.stream.shutdown(std::net::Shutdown::Write);
@@ -374,20 +358,14 @@ impl ControlServer {
             self.close(index, registry);
             return;
         }
-        let want_writable = !conn.output.is_empty();
-        if want_writable != conn.writable_registered {
-            let interest = if want_writable {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            if registry
-                .reregister(&mut conn.stream, Tok::ControlConn(index).into(), interest)
-                .is_ok()
-            {
-                conn.writable_registered = want_writable;
-            }
-        }
+        let token = Tok::ControlConn(index).into();
+        conn_io::want_writable(
+            registry,
+            &mut conn.stream,
+            token,
+            !conn.output.is_empty(),
+            &mut conn.writable_registered,
+        );
     }
 
     fn close(&mut self, index: usize, registry: &Registry) {

@@ -5,6 +5,7 @@
 //! `event_loop` is where those steps are wired together.
 
 pub mod config;
+pub mod conn_io;
 pub mod control;
 pub mod devices;
 pub mod event_loop;

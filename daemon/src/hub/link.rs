@@ -6,11 +6,12 @@
 //! it count exactly once.
 
 use super::protocol;
+use crate::conn_io;
 use crate::event_loop::Tok;
 use crate::store::OutboxEntry;
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ struct Conn {
     connected: bool,
     input: Vec<u8>,
     output: Vec<u8>,
+    /// Connecting registers for writability (to see the connect finish); see `conn_io`.
+    writable_registered: bool,
 }
 
 /// What happened on the link's socket.
@@ -99,6 +102,7 @@ impl HubLink {
                     connected: false,
                     input: Vec::new(),
                     output: Vec::new(),
+                    writable_registered: true,
                 });
                 Ok(())
             }
@@ -164,15 +168,8 @@ impl HubLink {
                 (Ok(Some(e)), _) | (Err(e), _) | (_, Err(e)) => return Err(e.to_string()),
             }
         }
-        let mut chunk = [0u8; 1024];
-        loop {
-            match conn.stream.read(&mut chunk) {
-                Ok(0) => return Err("the hub closed the connection".into()),
-                Ok(n) => conn.input.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.to_string()),
-            }
+        if conn_io::read_available(&mut conn.stream, &mut conn.input, protocol::MAX_LINE_BYTES) {
+            return Err("the hub closed the connection".into());
         }
         while let Some(end) = conn.input.iter().position(|&b| b == b'\n') {
             let raw: Vec<u8> = conn.input.drain(..=end).collect();
@@ -219,26 +216,19 @@ impl HubLink {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        while !conn.output.is_empty() {
-            match conn.stream.write(&conn.output) {
-                Ok(n) if n > 0 => {
-                    conn.output.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                _ => {
-                    let _ = registry.deregister(&mut conn.stream);
-                    outcome.retry_in = Some(self.lost("writing to the hub failed"));
-                    return;
-                }
-            }
+        if conn_io::write_pending(&mut conn.stream, &mut conn.output).is_err() {
+            let _ = registry.deregister(&mut conn.stream);
+            outcome.retry_in = Some(self.lost("writing to the hub failed"));
+            return;
         }
-        let interest = if conn.output.is_empty() {
-            Interest::READABLE
-        } else {
-            Interest::READABLE | Interest::WRITABLE
-        };
-        let _ = registry.reregister(&mut conn.stream, Tok::LinkConn(self.slot).into(), interest);
+        let token = Tok::LinkConn(self.slot).into();
+        conn_io::want_writable(
+            registry,
+            &mut conn.stream,
+            token,
+            !conn.output.is_empty(),
+            &mut conn.writable_registered,
+        );
     }
 
     /// For `sitectl status`.

@@ -4,12 +4,13 @@
 //! change is on disk. A bad line gets `ERR <reason>` and never takes the daemon down.
 
 use super::protocol::{self, Line};
+use crate::conn_io;
 use crate::event_loop::Tok;
 use crate::rate_limit::RateLimit;
 use crate::site::Report;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -165,21 +166,12 @@ impl HubServer {
         let Some(Some(conn)) = self.conns.get_mut(index) else {
             return out;
         };
-        let mut chunk = [0u8; 4096];
-        loop {
-            match conn.stream.read(&mut chunk) {
-                Ok(0) => {
-                    conn.closing = true;
-                    break;
-                }
-                Ok(n) => conn.input.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    conn.closing = true;
-                    break;
-                }
-            }
+        if conn_io::read_available(
+            &mut conn.stream,
+            &mut conn.input,
+            64 * protocol::MAX_LINE_BYTES,
+        ) {
+            conn.closing = true;
         }
         while let Some(end) = conn.input.iter().position(|&b| b == b'\n') {
             let raw: Vec<u8> = conn.input.drain(..=end).collect();
@@ -260,38 +252,19 @@ impl HubServer {
         let Some(Some(conn)) = self.conns.get_mut(index) else {
             return;
         };
-        let mut failed = false;
-        while !conn.output.is_empty() {
-            match conn.stream.write(&conn.output) {
-                Ok(0) => failed = true,
-                Ok(n) => {
-                    conn.output.drain(..n);
-                    continue;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => failed = true,
-            }
-            break;
-        }
+        let failed = conn_io::write_pending(&mut conn.stream, &mut conn.output).is_err();
         if failed || (conn.closing && conn.output.is_empty()) {
             self.close(index, registry);
             return;
         }
-        let want = !conn.output.is_empty();
-        if want != conn.writable_registered {
-            let interest = if want {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            if registry
-                .reregister(&mut conn.stream, Tok::HubConn(index).into(), interest)
-                .is_ok()
-            {
-                conn.writable_registered = want;
-            }
-        }
+        let token = Tok::HubConn(index).into();
+        conn_io::want_writable(
+            registry,
+            &mut conn.stream,
+            token,
+            !conn.output.is_empty(),
+            &mut conn.writable_registered,
+        );
     }
 
     fn close(&mut self, index: usize, registry: &Registry) {
