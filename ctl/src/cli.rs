@@ -79,6 +79,24 @@ Notes:
     sitectl exits 1. Check a file beforehand with `sitectl validate -c FILE`.
   - Needs operator rights (root, sited's user, or the operator group).";
 
+const LOG_AFTER_HELP: &str = "\
+Lines are `YYYY-MM-DD HH:MM:SS, <description>, <staff on premises after it>`, in the
+hub's local time, one per staff entry and exit, emergency open and close, and hand reset.
+
+Notes:
+  - Only the node that runs the hub ([hub] in sited.toml) keeps the event log; a door
+    node refuses (exit status 1).
+  - --follow reads through the control socket, not the file: lines appear once they are
+    on disk. It runs until interrupted; if sited stops, sitectl says so and exits 2.
+  - The file itself is [hub] event-log (default /var/log/sited/events.log).";
+
+const COUNT_AFTER_HELP: &str = "\
+Notes:
+  - `count reset` sets the staff count to 0 and writes an event-log line saying it was
+    reset by hand (with your uid); use it after a roll call, not to hide an anomaly.
+  - Only the node that runs the hub keeps the count.
+  - Needs operator rights (root, sited's user, or the operator group).";
+
 const VERSION_AFTER_HELP: &str = "\
 Prints sitectl's version and control-protocol version, then asks sited for its
 version, the plugin ABI versions it speaks and its control-protocol version.
@@ -174,6 +192,22 @@ pub enum Command {
     /// Make sited re-read its config file
     #[command(after_help = RELOAD_AFTER_HELP)]
     Reload,
+    /// Show the event log's last lines (the hub's staff entries, exits and emergencies)
+    #[command(after_help = LOG_AFTER_HELP)]
+    Log {
+        /// How many lines
+        #[arg(short = 'n', long = "lines", default_value = "20", value_name = "N")]
+        lines: usize,
+        /// Keep printing new lines as they are written
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// The staff-on-premises counter
+    #[command(after_help = COUNT_AFTER_HELP)]
+    Count {
+        #[command(subcommand)]
+        action: CountAction,
+    },
     /// Show the versions of sitectl and of the running sited
     #[command(after_help = VERSION_AFTER_HELP)]
     Version {
@@ -191,6 +225,12 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         plugin_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+pub enum CountAction {
+    /// Set the staff count to 0 (logged as a reset by hand)
+    Reset,
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {

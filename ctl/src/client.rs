@@ -44,6 +44,12 @@ impl Client {
 
     /// Sends `request` and waits, until the deadline, for the one line that answers it.
     pub fn call(&self, request: &Request) -> Result<Response, Error> {
+        self.open(request).map(|(response, _)| response)
+    }
+
+    /// As [`Client::call`], keeping the connection for lines sited pushes afterwards
+    /// (`log --follow`).
+    pub fn open(&self, request: &Request) -> Result<(Response, Session), Error> {
         let deadline = Instant::now() + self.timeout;
         let mut stream = UnixStream::connect(&self.socket).map_err(|source| Error::Connect {
             path: self.socket.clone(),
@@ -62,12 +68,33 @@ impl Client {
             Err(e) if is_timeout(&e) => return Err(Error::Timeout(self.timeout)),
             Err(e) => return Err(send_error(e)),
         }
-        let line = self.read_line(&mut stream, deadline)?;
+        let mut session = Session {
+            stream,
+            lines: LineBuffer::new(),
+            timeout: self.timeout,
+        };
+        let line = session.read_line(Some(deadline))?;
+        let response = serde_json::from_str(&line).map_err(|e| Error::Malformed(e.to_string()))?;
+        Ok((response, session))
+    }
+}
+
+/// An open connection to sited, after the first answer.
+pub struct Session {
+    stream: UnixStream,
+    lines: LineBuffer,
+    timeout: Duration,
+}
+
+impl Session {
+    /// The next line sited pushes, however long it takes. `Err(Closed)` when sited hangs up.
+    pub fn next_pushed(&mut self) -> Result<Response, Error> {
+        let line = self.read_line(None)?;
         serde_json::from_str(&line).map_err(|e| Error::Malformed(e.to_string()))
     }
 
-    fn read_line(&self, stream: &mut UnixStream, deadline: Instant) -> Result<String, Error> {
-        let mut lines = LineBuffer::new();
+    fn read_line(&mut self, deadline: Option<Instant>) -> Result<String, Error> {
+        let Session { stream, lines, .. } = self;
         let mut chunk = [0u8; 8192];
         loop {
             match lines.next_line() {
@@ -78,13 +105,17 @@ impl Client {
             }
             // The timeout bounds the whole answer, not each read: a daemon that trickles
             // bytes must not keep sitectl waiting forever.
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(Error::Timeout(self.timeout));
-            }
-            stream
-                .set_read_timeout(Some(remaining))
-                .map_err(Error::Receive)?;
+            let remaining = match deadline {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Error::Timeout(self.timeout));
+                    }
+                    Some(left)
+                }
+                None => None,
+            };
+            stream.set_read_timeout(remaining).map_err(Error::Receive)?;
             match stream.read(&mut chunk) {
                 Ok(0) => return Err(Error::Closed),
                 Ok(n) => lines.extend(&chunk[..n]),

@@ -8,7 +8,7 @@ pub mod render;
 pub mod validate;
 
 use clap::Parser;
-use cli::{Cli, Command};
+use cli::{Cli, Command, CountAction};
 use client::Client;
 use serde_json::{Value, json};
 use site_proto::{PROTOCOL_VERSION, Request, Response, VersionInfo};
@@ -166,6 +166,14 @@ fn execute(
         Command::Reload => {
             ask(&client, &Request::Reload {})?;
         }
+        Command::Log { lines, follow } => return log(&client, *lines, *follow, stdout),
+        Command::Count {
+            action: CountAction::Reset,
+        } => {
+            let result = ask(&client, &Request::CountReset {})?;
+            let was = result.get("was").and_then(Value::as_u64).unwrap_or(0);
+            writeln!(stdout, "staff count reset to 0 (was {was})")?;
+        }
         Command::Version { json } => return version(&client, *json, stdout),
         Command::Validate { config, plugin_dir } => {
             let sited = validate::find_sited(env).map_err(Failure::Trouble)?;
@@ -178,6 +186,49 @@ fn execute(
         }
     }
     Ok(EXIT_OK)
+}
+
+/// `log [-n N] [-f]`: the tail, then (following) every line sited pushes until it hangs up.
+fn log(client: &Client, lines: usize, follow: bool, stdout: &mut dyn Write) -> Result<u8, Failure> {
+    let request = Request::Log { lines, follow };
+    let (first, mut session) = client
+        .open(&request)
+        .map_err(|e| Failure::Trouble(e.to_string()))?;
+    let result = match first {
+        Response::Ok { result } => result,
+        Response::Err { error, .. } => return Err(Failure::Refused(error)),
+    };
+    for line in result
+        .get("lines")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        writeln!(
+            stdout,
+            "{}",
+            render::one_line(line.as_str().unwrap_or_default())
+        )?;
+    }
+    stdout.flush()?;
+    if !follow {
+        return Ok(EXIT_OK);
+    }
+    loop {
+        match session.next_pushed() {
+            Ok(Response::Ok { result }) => {
+                if let Some(line) = result.get("line").and_then(Value::as_str) {
+                    writeln!(stdout, "{}", render::one_line(line))?;
+                    stdout.flush()?;
+                }
+            }
+            Ok(Response::Err { error, .. }) => return Err(Failure::Refused(error)),
+            Err(client::Error::Closed) => {
+                return Err(Failure::Trouble("sited closed the connection".into()));
+            }
+            Err(e) => return Err(Failure::Trouble(e.to_string())),
+        }
+    }
 }
 
 /// One request, its result or the reason there is none.

@@ -6,7 +6,7 @@ use site_proto::{DeviceStatus, PROTOCOL_VERSION, Status, VersionInfo};
 use std::fmt::Write as _;
 
 /// The parts of a status result this sitectl knows how to show; newer daemons add more.
-const KNOWN_STATUS_KEYS: [&str; 2] = ["daemon", "devices"];
+const KNOWN_STATUS_KEYS: [&str; 5] = ["daemon", "devices", "staff", "site", "hub"];
 
 /// The human form of a `status` result: header, blank line, table. Fields this version does not
 /// know are ignored; top-level sections it does not know are named in a closing note so the
@@ -31,6 +31,7 @@ pub fn status(result: &Value) -> Result<String, String> {
     let _ = writeln!(out, "config:  {}", one_line(&daemon.config));
     let _ = writeln!(out, "uptime:  {}", uptime(daemon.uptime_secs));
     out.push('\n');
+    site(&mut out, &status);
 
     if status.devices.is_empty() {
         out.push_str("no devices configured\n");
@@ -64,6 +65,106 @@ pub fn status(result: &Value) -> Result<String, String> {
         );
     }
     Ok(out)
+}
+
+/// The site block: staff on the premises, one line per module (with its hub link), the hub.
+fn site(out: &mut String, status: &Status) {
+    let mut any = false;
+    if let Some(staff) = status.staff {
+        let _ = writeln!(out, "staff on premises: {staff}");
+        any = true;
+    }
+    let word = |v: &Value, key: &str| {
+        v.get(key)
+            .and_then(Value::as_str)
+            .map(one_line)
+            .unwrap_or_else(|| "?".into())
+    };
+    if let Some(Value::Object(modules)) = &status.site {
+        for (name, m) in modules {
+            let line = match name.as_str() {
+                "access" => {
+                    let state = word(m, "state");
+                    let open: Vec<String> = m
+                        .get("open")
+                        .and_then(Value::as_array)
+                        .map(|a| a.iter().filter_map(Value::as_str).map(one_line).collect())
+                        .unwrap_or_default();
+                    match (state.as_str(), open.is_empty()) {
+                        ("released", _) => "released (emergency: both doors open)".to_string(),
+                        (s, false) => format!("{s} ({} open)", open.join(", ")),
+                        (s, true) => s.to_string(),
+                    }
+                }
+                "emergency" => format!("door {}, siren {}", word(m, "door"), word(m, "siren")),
+                "office" => {
+                    let flag = |key: &str, yes: &str, no: &str| {
+                        if m.get(key).and_then(Value::as_bool).unwrap_or(false) {
+                            yes
+                        } else {
+                            no
+                        }
+                        .to_string()
+                    };
+                    format!(
+                        "{}, {}, light {}, fan {}",
+                        flag("occupied", "occupied", "empty"),
+                        flag("locked", "locked", "unlocked"),
+                        word(m, "light"),
+                        word(m, "fan")
+                    )
+                }
+                _ => one_line(&m.to_string()),
+            };
+            let _ = writeln!(out, "{:<10} {line}", format!("{}:", one_line(name)));
+            if let Some(link) = m.get("link") {
+                let connected = link
+                    .get("connected")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                let _ = writeln!(
+                    out,
+                    "           -> hub {} as {}: {}, outbox {}",
+                    word(link, "hub"),
+                    word(link, "name"),
+                    if connected {
+                        "connected"
+                    } else {
+                        "DISCONNECTED"
+                    },
+                    link.get("outbox").and_then(Value::as_u64).unwrap_or(0)
+                );
+            }
+            any = true;
+        }
+    }
+    if let Some(hub) = &status.hub {
+        let clients = hub
+            .get("clients")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "hub: listening on {}, {} clients",
+            word(hub, "listen"),
+            clients.len()
+        );
+        for c in &clients {
+            let _ = writeln!(
+                out,
+                "  {} ({}) from {}, connected for {}",
+                word(c, "name"),
+                word(c, "type"),
+                word(c, "address"),
+                uptime(c.get("connected_secs").and_then(Value::as_u64).unwrap_or(0))
+            );
+        }
+        any = true;
+    }
+    if any {
+        out.push('\n');
+    }
 }
 
 fn device_row(name: &str, dev: &DeviceStatus) -> [String; 6] {
@@ -266,19 +367,74 @@ office_fan    relay   22   output  FAULTED  fault: plugin panicked: index out of
     #[test]
     fn unknown_fields_are_ignored_and_unknown_sections_named() {
         let mut v = sample();
-        v["staff"] = json!({"count": 3});
         v["sensors"] = json!([]);
+        v["rules"] = json!({});
         v["daemon"]["hostname"] = json!("pi-entry");
         v["devices"]["entry_door"]["since"] = json!(12);
         let text = status(&v).expect("renders");
         assert!(
             text.ends_with(
-                "\nnot shown by this sitectl: sensors, staff (see sitectl status --json)\n"
+                "\nnot shown by this sitectl: rules, sensors (see sitectl status --json)\n"
             ),
             "{text}"
         );
         assert!(!text.contains("pi-entry"), "{text}");
         assert!(text.contains("angle=90 pulsing=false\n"), "{text}");
+    }
+
+    #[test]
+    fn site_block_shows_staff_modules_links_and_hub_clients() {
+        let mut v = sample();
+        v["staff"] = json!(3);
+        v["site"] = json!({
+            "access": {"state": "entry", "open": ["entry_door"],
+                       "link": {"hub": "127.0.0.1:5050", "name": "pi-access", "connected": false, "outbox": 2}},
+            "emergency": {"door": "closed", "siren": "off"},
+            "office": {"occupied": true, "locked": false, "door": "closed", "light": "on", "fan": "on"},
+        });
+        v["hub"] = json!({"listen": "127.0.0.1:5050", "clients": [
+            {"name": "pi-access", "type": "access-control", "address": "127.0.0.1:40000", "connected_secs": 75}
+        ]});
+        let text = status(&v).expect("renders");
+        assert!(text.contains("staff on premises: 3\n"), "{text}");
+        assert!(
+            text.contains("access:    entry (entry_door open)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("-> hub 127.0.0.1:5050 as pi-access: DISCONNECTED, outbox 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("emergency: door closed, siren off\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("office:    occupied, unlocked, light on, fan on\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hub: listening on 127.0.0.1:5050, 1 clients\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  pi-access (access-control) from 127.0.0.1:40000, connected for 1m 15s\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("not shown"), "{text}");
+    }
+
+    #[test]
+    fn released_access_says_why_the_doors_are_open() {
+        let mut v = sample();
+        v["site"] = json!({"access": {"state": "released", "open": ["entry_door", "exit_door"]}});
+        let text = status(&v).expect("renders");
+        assert!(
+            text.contains("access:    released (emergency: both doors open)\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -116,7 +116,7 @@ fn sample_status() -> Value {
             "siren": {"kind": "siren", "pin": 23, "role": "output", "state": "faulted",
                       "fault": "plugin panicked"}
         },
-        "staff": {"count": 2}
+        "sensors": {"Sensor01": {}}
     })
 }
 
@@ -148,7 +148,7 @@ fn status_prints_header_and_table() {
     assert!(rows[1].starts_with("entry_button"));
     assert!(rows[2].ends_with("angle=0"));
     assert!(rows[3].contains("FAULTED") && rows[3].ends_with("fault: plugin panicked"));
-    assert!(out.stdout.contains("not shown by this sitectl: staff"));
+    assert!(out.stdout.contains("not shown by this sitectl: sensors"));
     assert_eq!(out.stderr, "");
 }
 
@@ -546,4 +546,56 @@ fn validate_with_a_missing_sited_bin_is_exit_2() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn log_prints_the_lines_sited_sends() {
+    let lines = ["2026-11-22 09:14:03, Staff member entered via access control (a), 1"];
+    let fake = FakeSited::answering(&Response::ok(json!({ "lines": lines })));
+    let out = sitectl(&["-s", fake.socket(), "log", "-n", "5"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        fake.request(),
+        request_line(&Request::Log {
+            lines: 5,
+            follow: false
+        })
+    );
+    assert_eq!(out.stdout, format!("{}\n", lines[0]));
+}
+
+#[test]
+fn log_follow_prints_pushed_lines_and_exits_2_when_sited_hangs_up() {
+    let mut bytes = encode(&Response::ok(json!({ "lines": ["old, 1"] })));
+    bytes.extend(encode(&Response::ok(json!({ "line": "new, 2" }))));
+    bytes.extend(encode(&Response::ok(json!({ "line": "newer, 3" }))));
+    let fake = FakeSited::start(Behaviour::Answer(bytes));
+    let out = sitectl(&["-s", fake.socket(), "log", "-f", "-n", "1"]);
+    assert_eq!(
+        fake.request(),
+        request_line(&Request::Log {
+            lines: 1,
+            follow: true
+        })
+    );
+    assert_eq!(out.stdout, "old, 1\nnew, 2\nnewer, 3\n");
+    assert_eq!(out.code, 2);
+    assert_eq!(out.stderr, "sitectl: sited closed the connection\n");
+}
+
+#[test]
+fn log_on_a_node_without_a_hub_is_refused() {
+    let fake = FakeSited::answering(&Response::err(ErrorKind::Rejected, "this node runs no hub"));
+    let out = sitectl(&["-s", fake.socket(), "log"]);
+    assert_eq!(out.code, 1);
+    assert_eq!(out.stderr, "sitectl: this node runs no hub\n");
+}
+
+#[test]
+fn count_reset_says_what_the_count_was() {
+    let fake = FakeSited::answering(&Response::ok(json!({ "staff": 0, "was": 4 })));
+    let out = sitectl(&["-s", fake.socket(), "count", "reset"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(fake.request(), request_line(&Request::CountReset {}));
+    assert_eq!(out.stdout, "staff count reset to 0 (was 4)\n");
 }
