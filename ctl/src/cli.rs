@@ -28,8 +28,8 @@ const MAIN_AFTER_HELP: &str = concat!(
     "\n\n\
 Notes:
   - The socket is taken from -s, else $SITED_SOCKET, else /run/sited/control.sock.
-  - `status` and `version` need only access to the socket (mode 0660: root,
-    sited's user or the socket's group). `sim`, `set` and `reload` operate, and
+  - `status`, `log` and `version` need only access to the socket (mode 0660: root,
+    sited's user or the socket's group). `sim`, `set`, `reload` and `count reset` operate, and
     also need root, sited's own user, or the operator group named in sited.toml
     (`operator-group`); anyone else is refused with exit status 1.
   - A request that timed out (exit status 2) may still have been carried out.
