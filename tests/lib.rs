@@ -353,9 +353,19 @@ pub fn ctl_as_root(socket: &Path, args: &[&str]) -> Output {
         .expect("run sitectl")
 }
 
-/// Runs sitectl as another uid (tests run as root in CI; skip where they do not).
+/// Runs sitectl as another uid (tests run as root in CI; skip where they do not). The build
+/// directory may sit under a 0700 directory (a clone in `mktemp -d`), so the binary is copied
+/// somewhere that user can reach first.
 pub fn ctl_as_uid(socket: &Path, uid: u32, args: &[&str]) -> Output {
-    Command::new(sitectl_bin())
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("sitectl-as-user")
+        .tempdir()
+        .expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let bin = dir.path().join("sitectl");
+    std::fs::copy(sitectl_bin(), &bin).expect("copy sitectl");
+    Command::new(&bin)
         .arg("-s")
         .arg(socket)
         .args(args)
