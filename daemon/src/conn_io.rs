@@ -22,6 +22,28 @@ pub fn read_available(stream: &mut impl Read, into: &mut Vec<u8>, limit: usize) 
     false
 }
 
+/// After a request bad enough to end the connection: reads and drops what has arrived, so that
+/// closing later does not make the kernel reset the connection (and lose our error reply).
+/// Returns true once the peer has closed, or has sent more than `limit` bytes in all.
+pub fn discard_available(stream: &mut impl Read, dropped: &mut usize, limit: usize) -> bool {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if *dropped > limit {
+            return true;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(n) => *dropped += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
+}
+
+/// How much of a bad connection's input is read and dropped before it is cut hard.
+pub const DISCARD_LIMIT_BYTES: usize = 16 << 20;
+
 /// Writes as much of `pending` as the socket takes now. `Err`: the connection is broken.
 pub fn write_pending(stream: &mut impl Write, pending: &mut Vec<u8>) -> io::Result<()> {
     while !pending.is_empty() {

@@ -48,9 +48,6 @@ struct Conn {
     discarding: Option<usize>,
 }
 
-/// How much of an oversized request is read and dropped before the connection is cut hard.
-const DISCARD_LIMIT_BYTES: usize = 16 << 20;
-
 pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
@@ -238,7 +235,7 @@ impl ControlServer {
                 Ok(n) => {
                     if let Some(dropped) = conn.discarding.as_mut() {
                         *dropped += n;
-                        if *dropped > DISCARD_LIMIT_BYTES {
+                        if *dropped > conn_io::DISCARD_LIMIT_BYTES {
                             eof = true;
                             break;
                         }
@@ -311,20 +308,10 @@ impl ControlServer {
             }
         }
         // Reading stopped at the size limit; drop the rest of what is already there.
-        while !eof && conn.discarding.is_some_and(|d| d <= DISCARD_LIMIT_BYTES) {
-            match conn.stream.read(&mut chunk) {
-                Ok(0) => eof = true,
-                Ok(n) => {
-                    if let Some(d) = conn.discarding.as_mut() {
-                        *d += n;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => eof = true,
-            }
-        }
-        if conn.discarding.is_some_and(|d| d > DISCARD_LIMIT_BYTES) {
+        if !eof
+            && let Some(dropped) = conn.discarding.as_mut()
+            && conn_io::discard_available(&mut conn.stream, dropped, conn_io::DISCARD_LIMIT_BYTES)
+        {
             eof = true;
         }
         if eof {

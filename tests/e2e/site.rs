@@ -429,3 +429,21 @@ fn garbage_on_the_hub_port_gets_errors_and_changes_nothing() {
     daemon.press("entry_button");
     daemon.wait_staff(1);
 }
+
+#[test]
+fn an_endless_line_on_the_hub_port_gets_an_error_and_the_connection_closes() {
+    let (_site, daemon) = site();
+    let mut stream = std::net::TcpStream::connect(daemon.hub_addr()).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    use std::io::{Read, Write};
+    // The hub may stop reading before all of it is sent; a failed write is fine here.
+    let _ = stream.write_all(&vec![b'x'; 200 * 1024]);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut reply = String::new();
+    stream
+        .read_to_string(&mut reply)
+        .expect("the error, then end of stream");
+    assert_eq!(reply, "ERR line too long\n");
+    daemon.press("entry_button");
+    daemon.wait_staff(1);
+}

@@ -48,6 +48,9 @@ struct Conn {
     output: Vec<u8>,
     closing: bool,
     writable_registered: bool,
+    /// After an overlong line: our error is sent, then the rest is read and dropped until the
+    /// peer closes (see `conn_io::discard_available`).
+    discarding: Option<usize>,
 }
 
 /// A report a client sent, for the loop to apply.
@@ -142,6 +145,7 @@ impl HubServer {
                         output: Vec::new(),
                         closing: false,
                         writable_registered: false,
+                        discarding: None,
                     };
                     if index == self.conns.len() {
                         self.conns.push(Some(conn));
@@ -166,6 +170,13 @@ impl HubServer {
         let Some(Some(conn)) = self.conns.get_mut(index) else {
             return out;
         };
+        if let Some(dropped) = conn.discarding.as_mut() {
+            if conn_io::discard_available(&mut conn.stream, dropped, conn_io::DISCARD_LIMIT_BYTES) {
+                conn.discarding = None;
+            }
+            self.flush(index, registry);
+            return out;
+        }
         if conn_io::read_available(
             &mut conn.stream,
             &mut conn.input,
@@ -232,6 +243,14 @@ impl HubServer {
             conn.input.clear();
             bad_line(conn, limit, "line too long");
             conn.closing = true;
+            let mut dropped = 0;
+            if !conn_io::discard_available(
+                &mut conn.stream,
+                &mut dropped,
+                conn_io::DISCARD_LIMIT_BYTES,
+            ) {
+                conn.discarding = Some(dropped);
+            }
         }
         self.flush(index, registry);
         out
@@ -253,7 +272,11 @@ impl HubServer {
             return;
         };
         let failed = conn_io::write_pending(&mut conn.stream, &mut conn.output).is_err();
-        if failed || (conn.closing && conn.output.is_empty()) {
+        if conn.closing && conn.output.is_empty() && conn.discarding.is_some() {
+            // Said our piece; wait for the peer to close (see `discarding`).
+            let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+        }
+        if failed || (conn.closing && conn.output.is_empty() && conn.discarding.is_none()) {
             self.close(index, registry);
             return;
         }
