@@ -1,0 +1,328 @@
+//! Sensor streams (seed 001's UDP path, seed 002's JSON readings), as pure parsing and cycle
+//! bookkeeping; the socket side is separate. A seed sensor sends
+//! `Sensor01,<timestamp>,temperature,<value>,SEQ:<n>` with n = 1..10, then waits for
+//! `STATUS RECEIVED x/10 PACKETS` (`; MISSING: [3, 7]`). A cycle closes on SEQ:10, on a SEQ:1
+//! while it is open (the sender started over), or after a quiet gap. Duplicates and
+//! out-of-order packets are counted, never double-counted.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Packets per cycle in seed 001.
+pub const CYCLE_LEN: u8 = 10;
+/// The largest datagram the hub reads; anything longer is malformed.
+pub const MAX_DATAGRAM_BYTES: usize = 1024;
+
+/// One reading, from either format.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reading {
+    pub device: String,
+    pub quantity: String,
+    pub value: f64,
+    /// Seed 001 datagrams carry a sequence number; JSON readings do not.
+    pub seq: Option<u8>,
+}
+
+/// Parses a datagram (or a TCP line) in seed 001's CSV form or seed 002's JSON form.
+pub fn parse(bytes: &[u8]) -> Result<Reading, String> {
+    if bytes.len() > MAX_DATAGRAM_BYTES {
+        return Err(format!("longer than {MAX_DATAGRAM_BYTES} bytes"));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
+    let text = text.trim();
+    if text.starts_with('{') {
+        return parse_json(text);
+    }
+    let fields: Vec<&str> = text.split(',').map(str::trim).collect();
+    let [device, _timestamp, quantity, value, seq] = fields.as_slice() else {
+        return Err(format!(
+            "expected 5 comma-separated fields (name,timestamp,type,value,SEQ:n), got {}",
+            fields.len()
+        ));
+    };
+    let seq = seq
+        .strip_prefix("SEQ:")
+        .and_then(|n| n.trim().parse::<u8>().ok())
+        .filter(|n| (1..=CYCLE_LEN).contains(n))
+        .ok_or_else(|| format!("bad sequence field {seq:?} (expected SEQ:1 to SEQ:{CYCLE_LEN})"))?;
+    Ok(Reading {
+        device: word(device, "device name")?,
+        quantity: word(quantity, "type")?,
+        value: number(value)?,
+        seq: Some(seq),
+    })
+}
+
+fn parse_json(text: &str) -> Result<Reading, String> {
+    #[derive(serde::Deserialize)]
+    struct Json {
+        #[serde(rename = "type")]
+        quantity: String,
+        device: String,
+        value: f64,
+    }
+    let j: Json = serde_json::from_str(text).map_err(|e| format!("bad JSON reading: {e}"))?;
+    if !j.value.is_finite() {
+        return Err("the value is not a finite number".into());
+    }
+    Ok(Reading {
+        device: word(&j.device, "device")?,
+        quantity: word(&j.quantity, "type")?,
+        value: j.value,
+        seq: None,
+    })
+}
+
+fn word(w: &str, what: &str) -> Result<String, String> {
+    let ok = !w.is_empty()
+        && w.len() <= 64
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.@".contains(c));
+    if ok {
+        Ok(w.to_string())
+    } else {
+        Err(format!("bad {what} {w:?}"))
+    }
+}
+
+fn number(v: &str) -> Result<f64, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite())
+        .ok_or_else(|| format!("bad value {v:?}"))
+}
+
+/// A finished cycle, and the reply its sender is owed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClosedCycle {
+    pub received: usize,
+    pub missing: Vec<u8>,
+}
+
+impl ClosedCycle {
+    /// Seed 001's wording and Python's list format.
+    pub fn status_line(&self) -> String {
+        if self.missing.is_empty() {
+            format!("STATUS RECEIVED {}/{CYCLE_LEN} PACKETS", self.received)
+        } else {
+            let list: Vec<String> = self.missing.iter().map(u8::to_string).collect();
+            format!(
+                "STATUS RECEIVED {}/{CYCLE_LEN} PACKETS; MISSING: [{}]",
+                self.received,
+                list.join(", ")
+            )
+        }
+    }
+}
+
+/// Counters for `sitectl devices`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StreamStats {
+    pub packets: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub cycles: u64,
+    pub complete_cycles: u64,
+    pub missing: u64,
+}
+
+/// One sender's open cycle (if any) and its counters.
+#[derive(Debug, Default)]
+pub struct Stream {
+    received: BTreeSet<u8>,
+    highest: u8,
+    last_packet: Option<Duration>,
+    pub stats: StreamStats,
+}
+
+impl Stream {
+    pub fn is_open(&self) -> bool {
+        !self.received.is_empty()
+    }
+
+    /// A packet with sequence `seq` arrived at `now`; returns the cycles it closed.
+    pub fn packet(&mut self, seq: u8, now: Duration) -> Vec<ClosedCycle> {
+        let mut closed = Vec::new();
+        self.stats.packets += 1;
+        if seq == 1 && self.is_open() {
+            closed.push(self.close());
+        }
+        if !self.received.insert(seq) {
+            self.stats.duplicates += 1;
+        } else if seq < self.highest {
+            self.stats.out_of_order += 1;
+        }
+        self.highest = self.highest.max(seq);
+        self.last_packet = Some(now);
+        if seq == CYCLE_LEN {
+            closed.push(self.close());
+        }
+        closed
+    }
+
+    /// Closes an open cycle that has been quiet for `gap`.
+    pub fn expire(&mut self, now: Duration, gap: Duration) -> Option<ClosedCycle> {
+        let quiet = self
+            .last_packet
+            .is_some_and(|at| now.saturating_sub(at) >= gap);
+        (self.is_open() && quiet).then(|| self.close())
+    }
+
+    /// When the open cycle times out, if one is open.
+    pub fn deadline(&self, gap: Duration) -> Option<Duration> {
+        if self.is_open() {
+            self.last_packet.map(|at| at + gap)
+        } else {
+            None
+        }
+    }
+
+    fn close(&mut self) -> ClosedCycle {
+        let missing: Vec<u8> = (1..=CYCLE_LEN)
+            .filter(|n| !self.received.contains(n))
+            .collect();
+        let cycle = ClosedCycle {
+            received: self.received.len(),
+            missing,
+        };
+        self.stats.cycles += 1;
+        self.stats.missing += cycle.missing.len() as u64;
+        if cycle.missing.is_empty() {
+            self.stats.complete_cycles += 1;
+        }
+        self.received.clear();
+        self.highest = 0;
+        cycle
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn seed_datagram_parses() {
+        let r = parse(b"Sensor01,2025-11-02 10:00:01,temperature,27.2,SEQ:1").expect("valid");
+        assert_eq!(
+            r,
+            Reading {
+                device: "Sensor01".into(),
+                quantity: "temperature".into(),
+                value: 27.2,
+                seq: Some(1)
+            }
+        );
+    }
+
+    #[test]
+    fn seed_002_json_reading_parses() {
+        let r = parse(br#"{"type": "temperature", "device": "sensor1", "value": 24.8}"#)
+            .expect("valid");
+        assert_eq!(
+            r,
+            Reading {
+                device: "sensor1".into(),
+                quantity: "temperature".into(),
+                value: 24.8,
+                seq: None
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_datagrams_get_reasons() {
+        assert!(
+            parse(b"Sensor01,t,temperature,27.2")
+                .expect_err("4 fields")
+                .contains("5 comma-separated")
+        );
+        assert!(
+            parse(b"Sensor01,t,temperature,hot,SEQ:1")
+                .expect_err("value")
+                .contains("bad value")
+        );
+        assert!(
+            parse(b"Sensor01,t,temperature,1.0,SEQ:11")
+                .expect_err("seq")
+                .contains("SEQ:1 to SEQ:10")
+        );
+        assert!(parse(b"Sensor01,t,temperature,NaN,SEQ:1").is_err());
+        assert!(parse(b"\xff\xfe").expect_err("utf8").contains("UTF-8"));
+        assert!(parse(&[b'a'; 2000]).expect_err("size").contains("longer"));
+        assert!(
+            parse(br#"{"type": "temperature"}"#)
+                .expect_err("json")
+                .contains("JSON")
+        );
+    }
+
+    #[test]
+    fn a_full_cycle_closes_on_seq_10_with_nothing_missing() {
+        let mut s = Stream::default();
+        for n in 1..=9 {
+            assert!(s.packet(n, ms(u64::from(n))).is_empty());
+        }
+        let closed = s.packet(10, ms(10));
+        assert_eq!(
+            closed,
+            vec![ClosedCycle {
+                received: 10,
+                missing: vec![]
+            }]
+        );
+        assert_eq!(closed[0].status_line(), "STATUS RECEIVED 10/10 PACKETS");
+        assert!(!s.is_open());
+    }
+
+    #[test]
+    fn gaps_are_listed_in_the_seed_format() {
+        let mut s = Stream::default();
+        for n in [1, 2, 4, 5, 6, 8, 9] {
+            s.packet(n, ms(1));
+        }
+        let closed = s.packet(10, ms(2));
+        assert_eq!(
+            closed[0].status_line(),
+            "STATUS RECEIVED 8/10 PACKETS; MISSING: [3, 7]"
+        );
+    }
+
+    #[test]
+    fn duplicates_and_reordering_are_counted_not_double_counted() {
+        let mut s = Stream::default();
+        for n in [1, 3, 2, 3, 4] {
+            s.packet(n, ms(1));
+        }
+        assert_eq!(s.stats.duplicates, 1);
+        assert_eq!(s.stats.out_of_order, 1);
+        let closed = s.expire(ms(5000), ms(2000)).expect("quiet cycle closes");
+        assert_eq!(closed.received, 4);
+        assert_eq!(closed.missing, vec![5, 6, 7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn seq_1_while_open_closes_the_old_cycle_first() {
+        let mut s = Stream::default();
+        s.packet(1, ms(1));
+        s.packet(2, ms(2));
+        let closed = s.packet(1, ms(3));
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].received, 2);
+        assert!(s.is_open(), "the new cycle has its SEQ:1");
+        assert_eq!(s.stats.duplicates, 0);
+    }
+
+    #[test]
+    fn a_cycle_stays_open_until_the_gap_has_passed() {
+        let mut s = Stream::default();
+        s.packet(1, ms(100));
+        assert_eq!(s.deadline(ms(2000)), Some(ms(2100)));
+        assert_eq!(s.expire(ms(2099), ms(2000)), None);
+        assert!(s.expire(ms(2100), ms(2000)).is_some());
+        assert_eq!(s.deadline(ms(2000)), None);
+    }
+}
