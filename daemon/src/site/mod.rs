@@ -6,6 +6,7 @@
 pub mod access;
 pub mod emergency;
 pub mod office;
+pub mod rules;
 
 use std::time::Duration;
 

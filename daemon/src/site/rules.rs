@@ -1,0 +1,132 @@
+//! Threshold rules (seed 002, submission 3): a rule is idle or active; it becomes active when a
+//! reading exceeds `above`, and idle again only when a reading falls below `above -
+//! hysteresis`, so a reading that wobbles around the threshold does not flap the fan. Pure;
+//! issue 4 wires rules to the hub's readings and to their device.
+
+/// What a rule watches and drives.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleConfig {
+    pub sensor: String,
+    pub quantity: String,
+    pub above: f64,
+    pub hysteresis: f64,
+    pub device: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleState {
+    Idle,
+    Active,
+}
+
+pub struct Rule {
+    config: RuleConfig,
+    state: RuleState,
+}
+
+impl Rule {
+    /// `state` comes from the state file, so a restart does not forget an active rule.
+    pub fn new(config: RuleConfig, state: RuleState) -> Self {
+        Rule { config, state }
+    }
+
+    pub fn config(&self) -> &RuleConfig {
+        &self.config
+    }
+
+    pub fn state(&self) -> RuleState {
+        self.state
+    }
+
+    /// The command the rule's device should have now.
+    pub fn command(&self) -> &'static str {
+        match self.state {
+            RuleState::Idle => "off",
+            RuleState::Active => "on",
+        }
+    }
+
+    /// A reading arrived; returns the new state if it changed.
+    pub fn on_reading(&mut self, sensor: &str, quantity: &str, value: f64) -> Option<RuleState> {
+        if sensor != self.config.sensor || quantity != self.config.quantity || !value.is_finite() {
+            return None;
+        }
+        let next = match self.state {
+            RuleState::Idle if value > self.config.above => RuleState::Active,
+            RuleState::Active if value < self.config.above - self.config.hysteresis => {
+                RuleState::Idle
+            }
+            same => same,
+        };
+        (next != self.state).then(|| {
+            self.state = next;
+            next
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fan_rule() -> Rule {
+        Rule::new(
+            RuleConfig {
+                sensor: "Sensor01".into(),
+                quantity: "temperature".into(),
+                above: 25.0,
+                hysteresis: 0.5,
+                device: "office_fan".into(),
+            },
+            RuleState::Idle,
+        )
+    }
+
+    #[test]
+    fn above_the_threshold_activates_and_switches_on() {
+        let mut r = fan_rule();
+        assert_eq!(
+            r.on_reading("Sensor01", "temperature", 25.0),
+            None,
+            "not above"
+        );
+        assert_eq!(
+            r.on_reading("Sensor01", "temperature", 25.1),
+            Some(RuleState::Active)
+        );
+        assert_eq!(r.command(), "on");
+    }
+
+    #[test]
+    fn hysteresis_keeps_it_active_until_below_above_minus_hysteresis() {
+        let mut r = fan_rule();
+        r.on_reading("Sensor01", "temperature", 26.0);
+        assert_eq!(r.on_reading("Sensor01", "temperature", 24.6), None);
+        assert_eq!(
+            r.on_reading("Sensor01", "temperature", 24.5),
+            None,
+            "not below 24.5"
+        );
+        assert_eq!(
+            r.on_reading("Sensor01", "temperature", 24.4),
+            Some(RuleState::Idle)
+        );
+        assert_eq!(r.command(), "off");
+    }
+
+    #[test]
+    fn other_sensors_quantities_and_non_numbers_are_ignored() {
+        let mut r = fan_rule();
+        assert_eq!(r.on_reading("Sensor02", "temperature", 30.0), None);
+        assert_eq!(r.on_reading("Sensor01", "humidity", 90.0), None);
+        assert_eq!(r.on_reading("Sensor01", "temperature", f64::NAN), None);
+        assert_eq!(r.state(), RuleState::Idle);
+    }
+
+    #[test]
+    fn a_persisted_active_state_is_kept() {
+        let r = Rule::new(fan_rule().config().clone(), RuleState::Active);
+        assert_eq!(r.command(), "on");
+    }
+}
