@@ -6,7 +6,7 @@ use site_proto::{DeviceStatus, PROTOCOL_VERSION, Status, VersionInfo};
 use std::fmt::Write as _;
 
 /// The parts of a status result this sitectl knows how to show; newer daemons add more.
-const KNOWN_STATUS_KEYS: [&str; 5] = ["daemon", "devices", "staff", "site", "hub"];
+const KNOWN_STATUS_KEYS: [&str; 6] = ["daemon", "devices", "staff", "site", "hub", "sensors"];
 
 /// The human form of a `status` result: header, blank line, table. Fields this version does not
 /// know are ignored; top-level sections it does not know are named in a closing note so the
@@ -161,6 +161,25 @@ fn site(out: &mut String, status: &Status) {
             );
         }
         any = true;
+    }
+    if let Some(Value::Object(sensors)) = &status.sensors {
+        for (device, quantities) in sensors {
+            let readings: Vec<String> = quantities
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(q, r)| {
+                    format!(
+                        "{}={} (at {})",
+                        one_line(q),
+                        detail_value(&r["value"]),
+                        word(r, "at")
+                    )
+                })
+                .collect();
+            let _ = writeln!(out, "sensor {}: {}", one_line(device), readings.join(", "));
+            any = true;
+        }
     }
     if any {
         out.push('\n');
@@ -367,15 +386,12 @@ office_fan    relay   22   output  FAULTED  fault: plugin panicked: index out of
     #[test]
     fn unknown_fields_are_ignored_and_unknown_sections_named() {
         let mut v = sample();
-        v["sensors"] = json!([]);
         v["rules"] = json!({});
         v["daemon"]["hostname"] = json!("pi-entry");
         v["devices"]["entry_door"]["since"] = json!(12);
         let text = status(&v).expect("renders");
         assert!(
-            text.ends_with(
-                "\nnot shown by this sitectl: rules, sensors (see sitectl status --json)\n"
-            ),
+            text.ends_with("\nnot shown by this sitectl: rules (see sitectl status --json)\n"),
             "{text}"
         );
         assert!(!text.contains("pi-entry"), "{text}");
@@ -424,6 +440,18 @@ office_fan    relay   22   output  FAULTED  fault: plugin panicked: index out of
             "{text}"
         );
         assert!(!text.contains("not shown"), "{text}");
+    }
+
+    #[test]
+    fn latest_sensor_readings_are_listed() {
+        let mut v = sample();
+        v["sensors"] =
+            json!({"Sensor01": {"temperature": {"value": 27.2, "at": "2026-11-22 10:00:01"}}});
+        let text = status(&v).expect("renders");
+        assert!(
+            text.contains("sensor Sensor01: temperature=27.2 (at 2026-11-22 10:00:01)\n"),
+            "{text}"
+        );
     }
 
     #[test]

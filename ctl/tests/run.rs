@@ -116,7 +116,7 @@ fn sample_status() -> Value {
             "siren": {"kind": "siren", "pin": 23, "role": "output", "state": "faulted",
                       "fault": "plugin panicked"}
         },
-        "sensors": {"Sensor01": {}}
+        "rules": {"fan": {}}
     })
 }
 
@@ -148,7 +148,7 @@ fn status_prints_header_and_table() {
     assert!(rows[1].starts_with("entry_button"));
     assert!(rows[2].ends_with("angle=0"));
     assert!(rows[3].contains("FAULTED") && rows[3].ends_with("fault: plugin panicked"));
-    assert!(out.stdout.contains("not shown by this sitectl: sensors"));
+    assert!(out.stdout.contains("not shown by this sitectl: rules"));
     assert_eq!(out.stderr, "");
 }
 

@@ -33,6 +33,8 @@ pub enum Tok {
     ControlListener,
     ControlConn(usize),
     HubListener,
+    /// The hub's UDP socket for sensor streams.
+    HubUdp,
     /// A client connection to the hub.
     HubConn(usize),
     /// A site module's own connection to its hub.
@@ -55,6 +57,7 @@ impl From<Tok> for Token {
             Tok::ControlListener => 3,
             Tok::ControlConn(i) => CONTROL_CONN_BASE + i,
             Tok::HubListener => 4,
+            Tok::HubUdp => 5,
             Tok::HubConn(i) => HUB_CONN_BASE + i,
             Tok::LinkConn(i) => LINK_BASE + i,
         })
@@ -70,6 +73,7 @@ impl Tok {
             2 => Some(Tok::Hardware),
             3 => Some(Tok::ControlListener),
             4 => Some(Tok::HubListener),
+            5 => Some(Tok::HubUdp),
             n if (LINK_BASE..LINK_LIMIT).contains(&n) => Some(Tok::LinkConn(n - LINK_BASE)),
             n if (HUB_CONN_BASE..HUB_CONN_LIMIT).contains(&n) => {
                 Some(Tok::HubConn(n - HUB_CONN_BASE))
@@ -278,6 +282,7 @@ impl Daemon {
                     Some(Tok::ControlConn(i)) => self.on_control(i, event.is_writable()),
                     Some(Tok::HubListener) => self.node.on_hub_listener(self.poll.registry()),
                     Some(Tok::HubConn(i)) => self.node.on_hub_conn(i, self.poll.registry()),
+                    Some(Tok::HubUdp) => self.node.on_udp(),
                     Some(Tok::LinkConn(i)) => self.node.on_link(i, self.poll.registry()),
                     None => log::debug!("event for unknown token {:?} ignored", event.token()),
                 }
@@ -449,6 +454,7 @@ impl Daemon {
 
     fn status(&self) -> Status {
         let (staff, site, hub) = self.node.status();
+        let sensors = self.node.sensors();
         Status {
             daemon: DaemonInfo {
                 version: env!("CARGO_PKG_VERSION").to_string(),
@@ -461,6 +467,7 @@ impl Daemon {
             staff,
             site: Some(site).filter(|s| s.as_object().is_some_and(|m| !m.is_empty())),
             hub: Some(hub).filter(|h| !h.is_null()),
+            sensors,
         }
     }
 
@@ -567,6 +574,7 @@ mod tests {
             Tok::ControlConn(0),
             Tok::ControlConn(control::MAX_CONNECTIONS - 1),
             Tok::HubListener,
+            Tok::HubUdp,
             Tok::HubConn(0),
             Tok::HubConn(100_000),
             Tok::LinkConn(0),
@@ -579,7 +587,7 @@ mod tests {
 
     #[test]
     fn unknown_tokens_map_to_none() {
-        assert_eq!(Tok::from_token(Token(5)), None);
+        assert_eq!(Tok::from_token(Token(6)), None);
         assert_eq!(Tok::from_token(Token(LINK_LIMIT)), None);
         assert_eq!(Tok::from_token(Token(CONTROL_CONN_LIMIT)), None);
         assert_eq!(Tok::from_token(Token(usize::MAX)), None);

@@ -8,6 +8,7 @@ use crate::devices::{DeviceEvent, Devices};
 use crate::hub::link::{HubLink, LinkOutcome};
 use crate::hub::protocol;
 use crate::hub::server::HubServer;
+use crate::hub::udp::SensorHub;
 use crate::hw::{Hardware, monotonic_now};
 use crate::ledger::Ledger;
 use crate::site::access::{AccessConfig, AccessControl};
@@ -29,6 +30,7 @@ enum NodeTimer {
     Site(SiteTimer),
     LinkRetry(usize),
     HubSweep,
+    StreamGap,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,7 @@ pub struct Node {
     site: Site,
     ledger: Option<Ledger>,
     hub: Option<HubServer>,
+    sensors: Option<SensorHub>,
     links: Vec<(Module, HubLink)>,
     timers: Timers<NodeTimer>,
 }
@@ -68,6 +71,7 @@ impl Node {
             site: Site::default(),
             ledger: None,
             hub: None,
+            sensors: None,
             links: Vec::new(),
             timers: Timers::new(),
         }
@@ -105,10 +109,28 @@ impl Node {
             }
             None => None,
         };
+        let sensors = match config
+            .hub
+            .as_ref()
+            .and_then(|h| h.udp.as_ref().map(|u| (u, h.cycle_gap_ms)))
+        {
+            Some((udp, gap_ms)) => {
+                let addr = resolve_addr(udp).map_err(Error::Config)?;
+                let server = SensorHub::bind(addr, Duration::from_millis(gap_ms), registry)
+                    .map_err(|source| Error::HubBind {
+                        addr: udp.clone(),
+                        source,
+                    })?;
+                log::info!("hub: sensor streams on udp {}", server.local_addr());
+                Some(server)
+            }
+            None => None,
+        };
         let mut node = Node {
             site: Site::default(),
             ledger: Some(ledger),
             hub,
+            sensors,
             links: Vec::new(),
             timers: Timers::new(),
         };
@@ -338,6 +360,36 @@ impl Node {
         }
     }
 
+    /// Sensor datagrams arrived: readings are stored, closed cycles answered.
+    pub fn on_udp(&mut self) {
+        let Some(sensors) = &mut self.sensors else {
+            return;
+        };
+        for reading in sensors.readable(monotonic_now()) {
+            log::debug!(
+                "hub udp: {} {}={}",
+                reading.device,
+                reading.quantity,
+                reading.value
+            );
+        }
+        self.arm_stream_gap();
+    }
+
+    fn arm_stream_gap(&mut self) {
+        match self.sensors.as_ref().and_then(SensorHub::next_deadline) {
+            Some(at) => self.timers.arm(NodeTimer::StreamGap, at),
+            None => {
+                self.timers.cancel(&NodeTimer::StreamGap);
+            }
+        }
+    }
+
+    /// `"sensors"` for status, on a node whose hub listens for them.
+    pub fn sensors(&self) -> Option<serde_json::Value> {
+        self.sensors.as_ref().map(SensorHub::sensors)
+    }
+
     /// The writer finished something: send the `OK`s and reports that waited on it. Returns
     /// the event-log lines now on disk.
     pub fn on_store(&mut self, registry: &Registry) -> Vec<String> {
@@ -386,6 +438,12 @@ impl Node {
                         self.timers.arm(NodeTimer::LinkRetry(slot), now + wait);
                     }
                 }
+                NodeTimer::StreamGap => {
+                    if let Some(sensors) = &mut self.sensors {
+                        sensors.expire(now);
+                    }
+                    self.arm_stream_gap();
+                }
                 NodeTimer::HubSweep => {
                     if let Some(hub) = &mut self.hub {
                         hub.expire_unregistered(registry);
@@ -415,12 +473,15 @@ impl Node {
                 entry["link"] = link.status(ledger.outbox(*module).len());
             }
         }
-        let hub = match &self.hub {
+        let mut hub = match &self.hub {
             Some(h) => {
                 serde_json::json!({ "listen": h.local_addr().to_string(), "clients": h.clients() })
             }
             None => serde_json::Value::Null,
         };
+        if let (Some(sensors), serde_json::Value::Object(map)) = (&self.sensors, &mut hub) {
+            map.insert("udp".into(), sensors.streams());
+        }
         (staff, site, hub)
     }
 

@@ -6,4 +6,5 @@ mod bad_input;
 mod devices;
 mod faults;
 mod lifecycle;
+mod sensors;
 mod site;

@@ -147,6 +147,9 @@ pub struct Status {
     /// The hub's listener and registered clients, on a node that runs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub: Option<serde_json::Value>,
+    /// Latest sensor readings: `{"<device>": {"<quantity>": {"value": .., "at": ..}}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensors: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

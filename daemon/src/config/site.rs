@@ -124,6 +124,16 @@ pub struct HubSection {
     /// The seed-000 event log.
     #[serde(default = "event_log")]
     pub event_log: PathBuf,
+    /// The UDP listener for sensor streams (`address:port`); none if unset.
+    #[serde(default)]
+    pub udp: Option<String>,
+    /// A sensor's cycle closes after this long without a packet.
+    #[serde(default = "cycle_gap_ms")]
+    pub cycle_gap_ms: u64,
+}
+
+fn cycle_gap_ms() -> u64 {
+    2000
 }
 
 fn hub_tcp() -> String {
@@ -230,6 +240,23 @@ impl Config {
             }
         }
         if let Some(h) = &self.hub {
+            if !(100..=600_000).contains(&h.cycle_gap_ms) {
+                return Err(self.section_error(
+                    "hub",
+                    "cycle-gap-ms",
+                    format!("{} is not within 100..=600000", h.cycle_gap_ms),
+                ));
+            }
+            if let Some(udp) = &h.udp {
+                let addr = resolve_addr(udp).map_err(|m| self.section_error("hub", "udp", m))?;
+                if !addr.ip().is_loopback() && !h.allow_remote {
+                    return Err(self.section_error(
+                        "hub",
+                        "udp",
+                        format!("{addr} is not a loopback address: set allow-remote = true to accept sensor data from the network"),
+                    ));
+                }
+            }
             let addr = resolve_addr(&h.tcp).map_err(|m| self.section_error("hub", "tcp", m))?;
             if !addr.ip().is_loopback() && !h.allow_remote {
                 return Err(self.section_error(

@@ -1,11 +1,12 @@
 //! The hub (DESIGN.md §8): a TCP server that site modules and IoT devices connect to
 //! ([`server`]), its line protocol ([`protocol`]), the staff counter it keeps ([`staff`]), and
 //! the client side that site modules use to reach a hub, this one or another node's ([`link`]),
-//! and the sensor streams' parsing and cycle bookkeeping ([`stream`], issue 4's UDP path; not
-//! yet served on a socket).
+//! and the sensor streams: their parsing and cycle bookkeeping ([`stream`]) and the UDP
+//! listener that serves them ([`udp`]).
 
 pub mod link;
 pub mod protocol;
 pub mod server;
 pub mod staff;
 pub mod stream;
+pub mod udp;

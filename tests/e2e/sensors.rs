@@ -1,0 +1,105 @@
+//! Sensor streams on the hub's UDP port (seed 001) and JSON readings (seed 002).
+
+use site_tests::*;
+use std::net::UdpSocket;
+
+fn hub() -> (SiteDir, Daemon, String) {
+    let site = SiteDir::new();
+    site.write_config(&format!(
+        "\n[hub]\ntcp = \"127.0.0.1:0\"\nudp = \"127.0.0.1:0\"\ncycle-gap-ms = 300\nevent-log = \"{}\"\n",
+        site.event_log_path().display()
+    ));
+    let daemon = Daemon::start(&site);
+    let udp = daemon.status()["hub"]["udp"]["listen"]
+        .as_str()
+        .expect("udp listen address")
+        .to_string();
+    (site, daemon, udp)
+}
+
+fn sensor(hub: &str) -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.connect(hub).expect("connect");
+    s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    s
+}
+
+fn send(s: &UdpSocket, seqs: &[u8]) {
+    for n in seqs {
+        let datagram = format!("Sensor01,2026-11-22 10:00:{n:02},temperature,2{n}.5,SEQ:{n}");
+        s.send(datagram.as_bytes()).expect("send");
+    }
+}
+
+fn status_reply(s: &UdpSocket) -> String {
+    let mut buf = [0u8; 256];
+    let n = s.recv(&mut buf).expect("a STATUS reply");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn a_full_cycle_gets_status_received_10_of_10() {
+    let (_site, daemon, udp) = hub();
+    let s = sensor(&udp);
+    send(&s, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(status_reply(&s), "STATUS RECEIVED 10/10 PACKETS");
+    let status = daemon.status();
+    assert_eq!(status["sensors"]["Sensor01"]["temperature"]["value"], 210.5);
+}
+
+#[test]
+fn a_cycle_with_gaps_lists_what_is_missing() {
+    let (_site, _daemon, udp) = hub();
+    let s = sensor(&udp);
+    send(&s, &[1, 2, 4, 5, 6, 8, 9, 10]);
+    assert_eq!(
+        status_reply(&s),
+        "STATUS RECEIVED 8/10 PACKETS; MISSING: [3, 7]"
+    );
+}
+
+#[test]
+fn a_cycle_that_goes_quiet_is_closed_after_the_gap() {
+    let (_site, _daemon, udp) = hub();
+    let s = sensor(&udp);
+    send(&s, &[1, 2, 3, 4]);
+    assert_eq!(
+        status_reply(&s),
+        "STATUS RECEIVED 4/10 PACKETS; MISSING: [5, 6, 7, 8, 9, 10]"
+    );
+}
+
+#[test]
+fn duplicates_are_counted_not_double_counted() {
+    let (_site, daemon, udp) = hub();
+    let s = sensor(&udp);
+    send(&s, &[1, 2, 2, 3, 5, 4, 6, 7, 8, 9, 10]);
+    assert_eq!(status_reply(&s), "STATUS RECEIVED 10/10 PACKETS");
+    let streams = daemon.status()["hub"]["udp"]["streams"].clone();
+    assert_eq!(streams[0]["stats"]["duplicates"], 1, "{streams}");
+    assert_eq!(streams[0]["stats"]["out_of_order"], 1, "{streams}");
+}
+
+#[test]
+fn garbage_is_counted_per_source_and_the_hub_carries_on() {
+    let (_site, daemon, udp) = hub();
+    let s = sensor(&udp);
+    for bad in [
+        &b"Sensor01,only,three"[..],
+        b"\xff\xfe\xfd",
+        &[b'x'; 3000],
+        b"Sensor01,t,temperature,hot,SEQ:1",
+    ] {
+        s.send(bad).expect("send");
+    }
+    s.send(br#"{"type": "humidity", "device": "sensor1", "value": 55.0}"#)
+        .expect("send");
+    wait_for("the JSON reading", || {
+        (daemon.status()["sensors"]["sensor1"]["humidity"]["value"] == 55.0).then_some(())
+    });
+    let from = s.local_addr().expect("addr").to_string();
+    assert_eq!(daemon.status()["hub"]["udp"]["malformed"][&from], 4);
+    assert!(daemon.log().contains("malformed datagram"));
+    send(&s, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(status_reply(&s), "STATUS RECEIVED 10/10 PACKETS");
+}
