@@ -31,6 +31,7 @@ enum NodeTimer {
     LinkRetry(usize),
     HubSweep,
     StreamGap,
+    HubQuiet(usize),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -358,6 +359,22 @@ impl Node {
         for report in hub.readable(index, registry) {
             ledger.apply_report(report.conn, &report.client, report.seq, report.report);
         }
+        self.arm_quiet(index);
+    }
+
+    /// Unterminated input waits [`crate::hub::server::QUIET`] before it counts as a line.
+    fn arm_quiet(&mut self, index: usize) {
+        let partial = self
+            .hub
+            .as_ref()
+            .and_then(|h| h.partial_deadline(index))
+            .is_some();
+        if partial {
+            self.timers.arm(
+                NodeTimer::HubQuiet(index),
+                monotonic_now() + crate::hub::server::QUIET,
+            );
+        }
     }
 
     /// Sensor datagrams arrived: readings are stored, closed cycles answered.
@@ -437,6 +454,19 @@ impl Node {
                     {
                         self.timers.arm(NodeTimer::LinkRetry(slot), now + wait);
                     }
+                }
+                NodeTimer::HubQuiet(index) => {
+                    if let (Some(hub), Some(ledger)) = (&mut self.hub, &mut self.ledger) {
+                        for report in hub.quiet(index, registry) {
+                            ledger.apply_report(
+                                report.conn,
+                                &report.client,
+                                report.seq,
+                                report.report,
+                            );
+                        }
+                    }
+                    self.arm_quiet(index);
                 }
                 NodeTimer::StreamGap => {
                     if let Some(sensors) = &mut self.sensors {

@@ -447,3 +447,26 @@ fn an_endless_line_on_the_hub_port_gets_an_error_and_the_connection_closes() {
     daemon.press("entry_button");
     daemon.wait_staff(1);
 }
+
+#[test]
+fn unterminated_messages_count_once_they_go_quiet_as_seed_clients_send_them() {
+    let (_site, daemon) = site();
+    let mut stream = std::net::TcpStream::connect(daemon.hub_addr()).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    use std::io::{Read, Write};
+    // Seed 001's client: one send() per message, no newline.
+    stream
+        .write_all(b"DEVICE Sensor01 TYPE temperature")
+        .expect("register");
+    daemon.wait_log("device Sensor01 (temperature) registered");
+    let mut door = std::net::TcpStream::connect(daemon.hub_addr()).expect("connect");
+    door.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    door.write_all(b"DEVICE quiet-door TYPE access-control")
+        .expect("register");
+    daemon.wait_log("access control client quiet-door registered");
+    door.write_all(b"EVENT 1 ENTRY").expect("event");
+    let mut reply = [0u8; 16];
+    let n = door.read(&mut reply).expect("OK");
+    assert_eq!(&reply[..n], b"OK 1\n");
+    daemon.wait_staff(1);
+}

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 /// More clients than this are turned away (raised for the IoT hub later).
 pub const MAX_CLIENTS: usize = 1024;
+/// How long an unterminated message must stay quiet before it counts as a line (seed 001
+/// clients end nothing with a newline; each of their messages is one `send()`).
+pub const QUIET: Duration = Duration::from_millis(100);
 /// A connection that has not registered within this long is closed.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -48,6 +51,9 @@ struct Conn {
     output: Vec<u8>,
     closing: bool,
     writable_registered: bool,
+    /// When the unterminated input last grew: seed clients send each message as one `send()`
+    /// without a newline, so input that stays unterminated for [`QUIET`] is taken as a line.
+    partial_since: Option<Instant>,
     /// After an overlong line: our error is sent, then the rest is read and dropped until the
     /// peer closes (see `conn_io::discard_available`).
     discarding: Option<usize>,
@@ -146,6 +152,7 @@ impl HubServer {
                         closing: false,
                         writable_registered: false,
                         discarding: None,
+                        partial_since: None,
                     };
                     if index == self.conns.len() {
                         self.conns.push(Some(conn));
@@ -186,59 +193,14 @@ impl HubServer {
         }
         while let Some(end) = conn.input.iter().position(|&b| b == b'\n') {
             let raw: Vec<u8> = conn.input.drain(..=end).collect();
-            if raw.len() > protocol::MAX_LINE_BYTES {
-                bad_line(conn, limit, "line too long");
-                continue;
-            }
-            let Ok(text) = std::str::from_utf8(&raw[..raw.len() - 1]) else {
-                bad_line(conn, limit, "line is not UTF-8");
-                continue;
-            };
-            let text = text.trim_end_matches('\r');
-            if text.is_empty() {
-                continue;
-            }
-            match protocol::parse(text) {
-                Ok(Line::Register { name, kind }) => {
-                    let client = Client { name, kind };
-                    if let Some(old) = &conn.client {
-                        bad_line(conn, limit, &format!("already registered as {}", old.name));
-                        continue;
-                    }
-                    log::info!("hub: {} registered from {}", client.describe(), conn.peer);
-                    conn.client = Some(client);
-                }
-                Ok(Line::Event { seq, report }) => match &conn.client {
-                    None => bad_line(conn, limit, "register first: DEVICE <name> TYPE <type>"),
-                    Some(client) if !protocol::type_may_report(&client.kind, report) => {
-                        let reason =
-                            format!("a {} client may not report {}", client.kind, report.wire());
-                        bad_line(conn, limit, &reason);
-                    }
-                    Some(client) => out.push(IncomingReport {
-                        conn: ConnRef {
-                            index,
-                            generation: conn.generation,
-                        },
-                        client: client.name.clone(),
-                        seq,
-                        report,
-                    }),
-                },
-                Ok(Line::Other(text)) => match &conn.client {
-                    None => bad_line(conn, limit, "register first: DEVICE <name> TYPE <type>"),
-                    Some(client) if text.starts_with("ACK") => {
-                        log::info!("hub: {} answered: {text}", client.name)
-                    }
-                    Some(_) => bad_line(
-                        conn,
-                        limit,
-                        "unknown command (expected EVENT <seq> <KIND> or ACK ...)",
-                    ),
-                },
-                Err(reason) => bad_line(conn, limit, &reason),
-            }
+            handle_line(conn, limit, index, &raw[..raw.len() - 1], &mut out);
         }
+        // A peer that closed after an unterminated message still meant it.
+        if conn.closing && !conn.input.is_empty() && conn.input.len() <= protocol::MAX_LINE_BYTES {
+            let raw = std::mem::take(&mut conn.input);
+            handle_line(conn, limit, index, &raw, &mut out);
+        }
+        conn.partial_since = (!conn.input.is_empty()).then(Instant::now);
         if conn.input.len() > protocol::MAX_LINE_BYTES {
             conn.input.clear();
             bad_line(conn, limit, "line too long");
@@ -254,6 +216,31 @@ impl HubServer {
         }
         self.flush(index, registry);
         out
+    }
+
+    /// Takes unterminated input that has been quiet for [`QUIET`] as a line.
+    pub fn quiet(&mut self, index: usize, registry: &Registry) -> Vec<IncomingReport> {
+        let mut out = Vec::new();
+        let limit = &mut self.log_limit;
+        let Some(Some(conn)) = self.conns.get_mut(index) else {
+            return out;
+        };
+        if conn.partial_since.is_some_and(|at| at.elapsed() >= QUIET) {
+            let raw = std::mem::take(&mut conn.input);
+            conn.partial_since = None;
+            handle_line(conn, limit, index, &raw, &mut out);
+            self.flush(index, registry);
+        }
+        out
+    }
+
+    /// Connections holding unterminated input, and when it went quiet.
+    pub fn partial_deadline(&self, index: usize) -> Option<Instant> {
+        self.conns
+            .get(index)?
+            .as_ref()?
+            .partial_since
+            .map(|at| at + QUIET)
     }
 
     /// Sends `OK <seq>` if the connection is still the one the report came on.
@@ -341,6 +328,67 @@ impl HubServer {
                 })
             })
             .collect()
+    }
+}
+
+/// Handles one line (without its newline) from a client.
+fn handle_line(
+    conn: &mut Conn,
+    limit: &mut RateLimit,
+    index: usize,
+    raw: &[u8],
+    out: &mut Vec<IncomingReport>,
+) {
+    if raw.len() > protocol::MAX_LINE_BYTES {
+        bad_line(conn, limit, "line too long");
+        return;
+    }
+    let Ok(text) = std::str::from_utf8(raw) else {
+        bad_line(conn, limit, "line is not UTF-8");
+        return;
+    };
+    let text = text.trim_end_matches('\r');
+    if text.is_empty() {
+        return;
+    }
+    match protocol::parse(text) {
+        Ok(Line::Register { name, kind }) => {
+            let client = Client { name, kind };
+            if let Some(old) = &conn.client {
+                bad_line(conn, limit, &format!("already registered as {}", old.name));
+                return;
+            }
+            log::info!("hub: {} registered from {}", client.describe(), conn.peer);
+            conn.client = Some(client);
+        }
+        Ok(Line::Event { seq, report }) => match &conn.client {
+            None => bad_line(conn, limit, "register first: DEVICE <name> TYPE <type>"),
+            Some(client) if !protocol::type_may_report(&client.kind, report) => {
+                let reason = format!("a {} client may not report {}", client.kind, report.wire());
+                bad_line(conn, limit, &reason);
+            }
+            Some(client) => out.push(IncomingReport {
+                conn: ConnRef {
+                    index,
+                    generation: conn.generation,
+                },
+                client: client.name.clone(),
+                seq,
+                report,
+            }),
+        },
+        Ok(Line::Other(text)) => match &conn.client {
+            None => bad_line(conn, limit, "register first: DEVICE <name> TYPE <type>"),
+            Some(client) if text.starts_with("ACK") => {
+                log::info!("hub: {} answered: {text}", client.name)
+            }
+            Some(_) => bad_line(
+                conn,
+                limit,
+                "unknown command (expected EVENT <seq> <KIND> or ACK ...)",
+            ),
+        },
+        Err(reason) => bad_line(conn, limit, &reason),
     }
 }
 
