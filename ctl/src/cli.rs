@@ -90,6 +90,15 @@ Notes:
     on disk. It runs until interrupted; if sited stops, sitectl says so and exits 2.
   - The file itself is [hub] event-log (default /var/log/sited/events.log).";
 
+const DEVICES_AFTER_HELP: &str = "\
+Columns: NAME VIA TYPE ADDRESS LAST-SEEN DETAIL. VIA is tcp for devices that registered with
+DEVICE <name> TYPE <type> (site modules and IoT devices) and udp for sensors streaming
+readings; DETAIL is a TCP device's connection time or a stream's packet counts.
+
+Notes:
+  - Only the node that runs the hub ([hub] in sited.toml) has devices to list.
+  - LAST-SEEN is the hub's local time of the last message or packet.";
+
 const COUNT_AFTER_HELP: &str = "\
 Notes:
   - `count reset` sets the staff count to 0 and writes an event-log line saying it was
@@ -201,6 +210,13 @@ pub enum Command {
         /// Keep printing new lines as they are written
         #[arg(short, long)]
         follow: bool,
+    },
+    /// List the devices registered at the hub (TCP) and the sensors streaming to it (UDP)
+    #[command(after_help = DEVICES_AFTER_HELP)]
+    Devices {
+        /// Print sited's list as one JSON object
+        #[arg(long)]
+        json: bool,
     },
     /// The staff-on-premises counter
     #[command(after_help = COUNT_AFTER_HELP)]

@@ -167,6 +167,15 @@ fn execute(
             ask(&client, &Request::Reload {})?;
         }
         Command::Log { lines, follow } => return log(&client, *lines, *follow, stdout),
+        Command::Devices { json } => {
+            let result = ask(&client, &Request::Devices {})?;
+            if *json {
+                serde_json::to_writer(&mut *stdout, &result).map_err(io::Error::from)?;
+                writeln!(stdout)?;
+            } else {
+                stdout.write_all(render::devices(&result).as_bytes())?;
+            }
+        }
         Command::Count {
             action: CountAction::Reset,
         } => {

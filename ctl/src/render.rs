@@ -186,6 +186,57 @@ fn site(out: &mut String, status: &Status) {
     }
 }
 
+/// The human form of a `devices` result: one row per TCP device or UDP sender.
+pub fn devices(result: &Value) -> String {
+    let list = result
+        .get("devices")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if list.is_empty() {
+        return "no devices have reported to this hub\n".to_string();
+    }
+    let field = |d: &Value, k: &str| {
+        d.get(k)
+            .and_then(Value::as_str)
+            .map(one_line)
+            .unwrap_or_else(|| "-".into())
+    };
+    let mut rows =
+        vec![["NAME", "VIA", "TYPE", "ADDRESS", "LAST-SEEN", "DETAIL"].map(String::from)];
+    for d in &list {
+        let detail = match d.get("stats").filter(|s| s.is_object()) {
+            Some(s) => {
+                let n = |k: &str| s.get(k).and_then(Value::as_u64).unwrap_or(0);
+                format!(
+                    "{}, packets={} duplicates={} cycles={} complete={} missing={}",
+                    field(d, "state"),
+                    n("packets"),
+                    n("duplicates"),
+                    n("cycles"),
+                    n("complete_cycles"),
+                    n("missing")
+                )
+            }
+            None => match d.get("connected_secs").and_then(Value::as_u64) {
+                Some(secs) => format!("{} for {}", field(d, "state"), uptime(secs)),
+                None => field(d, "state"),
+            },
+        };
+        rows.push([
+            field(d, "name"),
+            field(d, "via"),
+            field(d, "type"),
+            field(d, "address"),
+            field(d, "last_seen"),
+            detail,
+        ]);
+    }
+    let mut out = String::new();
+    table(&mut out, &rows);
+    out
+}
+
 fn device_row(name: &str, dev: &DeviceStatus) -> [String; 6] {
     let faulted = dev.fault.is_some() || dev.state == "faulted";
     let pairs = dev
@@ -451,6 +502,34 @@ office_fan    relay   22   output  FAULTED  fault: plugin panicked: index out of
         assert!(
             text.contains("sensor Sensor01: temperature=27.2 (at 2026-11-22 10:00:01)\n"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn devices_lists_tcp_and_udp_senders() {
+        let v = json!({"devices": [
+            {"name": "Sensor01", "type": "temperature", "via": "tcp", "address": "127.0.0.1:5000",
+             "state": "connected", "connected_secs": 61, "last_seen": "2026-11-22 10:00:00"},
+            {"name": "Sensor01", "via": "udp", "address": "127.0.0.1:6000", "state": "idle",
+             "last_seen": "2026-11-22 10:00:05",
+             "stats": {"packets": 11, "duplicates": 1, "cycles": 1, "complete_cycles": 1, "missing": 0}},
+        ]});
+        let text = devices(&v);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("NAME"), "{text}");
+        assert!(
+            lines[1].contains("tcp") && lines[1].ends_with("connected for 1m 01s"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("udp")
+                && lines[2]
+                    .ends_with("idle, packets=11 duplicates=1 cycles=1 complete=1 missing=0"),
+            "{text}"
+        );
+        assert_eq!(
+            devices(&json!({"devices": []})),
+            "no devices have reported to this hub\n"
         );
     }
 

@@ -436,6 +436,10 @@ impl Daemon {
                 }
                 Err(message) => Response::err(ErrorKind::Rejected, message),
             },
+            Request::Devices {} => match self.node.devices() {
+                Ok(list) => Response::ok(list),
+                Err(message) => Response::err(ErrorKind::Rejected, message),
+            },
             Request::CountReset {} => match self.node.reset_count(incoming.peer.uid) {
                 Ok(was) => Response::ok(serde_json::json!({ "staff": 0, "was": was })),
                 Err(message) => Response::err(ErrorKind::Rejected, message),

@@ -402,6 +402,27 @@ impl Node {
         }
     }
 
+    /// `sitectl devices`: registered TCP clients and UDP senders.
+    pub fn devices(&self) -> Result<serde_json::Value, String> {
+        let Some(hub) = &self.hub else {
+            return Err("this node runs no hub, so no devices report to it".into());
+        };
+        let mut list: Vec<serde_json::Value> = hub
+            .clients()
+            .into_iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name, "type": c.kind, "via": "tcp", "address": c.address,
+                    "state": "connected", "connected_secs": c.connected_secs, "last_seen": c.last_seen,
+                })
+            })
+            .collect();
+        if let Some(sensors) = &self.sensors {
+            list.extend(sensors.senders());
+        }
+        Ok(serde_json::json!({ "devices": list }))
+    }
+
     /// `"sensors"` for status, on a node whose hub listens for them.
     pub fn sensors(&self) -> Option<serde_json::Value> {
         self.sensors.as_ref().map(SensorHub::sensors)

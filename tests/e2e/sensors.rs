@@ -103,3 +103,41 @@ fn garbage_is_counted_per_source_and_the_hub_carries_on() {
     send(&s, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     assert_eq!(status_reply(&s), "STATUS RECEIVED 10/10 PACKETS");
 }
+
+#[test]
+fn sitectl_devices_lists_tcp_devices_and_udp_senders() {
+    let (_site, daemon, udp) = hub();
+    let tcp = daemon.hub_addr();
+    let mut device = std::net::TcpStream::connect(&tcp).expect("connect");
+    use std::io::Write;
+    device
+        .write_all(b"DEVICE Sensor01 TYPE temperature\n")
+        .expect("register");
+    daemon.wait_log("device Sensor01 (temperature) registered");
+    let s = sensor(&udp);
+    send(&s, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(status_reply(&s), "STATUS RECEIVED 10/10 PACKETS");
+    let out = daemon.ctl(&["devices", "--json"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let list = list["devices"].as_array().expect("devices");
+    let tcp_dev = list
+        .iter()
+        .find(|d| d["via"] == "tcp")
+        .expect("the TCP device");
+    assert_eq!(tcp_dev["name"], "Sensor01");
+    assert_eq!(tcp_dev["type"], "temperature");
+    let udp_dev = list
+        .iter()
+        .find(|d| d["via"] == "udp")
+        .expect("the UDP sender");
+    assert_eq!(udp_dev["stats"]["complete_cycles"], 1);
+    assert_eq!(
+        udp_dev["address"],
+        s.local_addr().expect("addr").to_string()
+    );
+    let out = daemon.ctl(&["devices"]);
+    let (table, _) = text(&out);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("packets=10"), "{table}");
+}

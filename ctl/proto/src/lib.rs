@@ -35,6 +35,9 @@ pub enum Request {
     },
     /// Set the staff counter to 0, with an event-log line saying so (operate).
     CountReset {},
+    /// Devices registered at the hub (TCP) and sensors streaming to it (UDP) (observe):
+    /// `{"devices": [{"name", "via", "address", "state", "last_seen", ...}]}`.
+    Devices {},
 }
 
 fn default_log_lines() -> usize {

@@ -54,6 +54,8 @@ struct Conn {
     /// When the unterminated input last grew: seed clients send each message as one `send()`
     /// without a newline, so input that stays unterminated for [`QUIET`] is taken as a line.
     partial_since: Option<Instant>,
+    /// Local wall-clock time of the last message, for `sitectl devices`.
+    last_seen: String,
     /// After an overlong line: our error is sent, then the rest is read and dropped until the
     /// peer closes (see `conn_io::discard_available`).
     discarding: Option<usize>,
@@ -83,6 +85,8 @@ pub struct ClientStatus {
     pub kind: String,
     pub address: String,
     pub connected_secs: u64,
+    /// Local wall-clock time of the client's last message.
+    pub last_seen: String,
 }
 
 pub struct HubServer {
@@ -146,6 +150,7 @@ impl HubServer {
                         peer,
                         generation: self.next_generation,
                         since: Instant::now(),
+                        last_seen: wall_clock(),
                         client: None,
                         input: Vec::new(),
                         output: Vec::new(),
@@ -325,10 +330,16 @@ impl HubServer {
                     kind: client.kind.clone(),
                     address: c.peer.to_string(),
                     connected_secs: now.duration_since(c.since).as_secs(),
+                    last_seen: c.last_seen.clone(),
                 })
             })
             .collect()
     }
+}
+
+/// Now, as `sitectl devices` shows it.
+pub fn wall_clock() -> String {
+    chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 /// Handles one line (without its newline) from a client.
@@ -339,6 +350,7 @@ fn handle_line(
     raw: &[u8],
     out: &mut Vec<IncomingReport>,
 ) {
+    conn.last_seen = wall_clock();
     if raw.len() > protocol::MAX_LINE_BYTES {
         bad_line(conn, limit, "line too long");
         return;

@@ -29,6 +29,8 @@ pub struct SensorHub {
     streams: HashMap<(SocketAddr, String), Stream>,
     latest: BTreeMap<String, BTreeMap<String, Latest>>,
     malformed: HashMap<SocketAddr, u64>,
+    /// Local wall-clock time of each stream's last packet.
+    last_seen: HashMap<(SocketAddr, String), String>,
     log_limit: RateLimit,
 }
 
@@ -44,6 +46,7 @@ impl SensorHub {
             streams: HashMap::new(),
             latest: BTreeMap::new(),
             malformed: HashMap::new(),
+            last_seen: HashMap::new(),
             log_limit: RateLimit::new(20, Duration::from_secs(60)),
         })
     }
@@ -69,6 +72,8 @@ impl SensorHub {
             match stream::parse(&buf[..n]) {
                 Ok(reading) => {
                     self.store(&reading);
+                    self.last_seen
+                        .insert((from, reading.device.clone()), super::server::wall_clock());
                     if let Some(seq) = reading.seq {
                         let s = self
                             .streams
@@ -134,6 +139,24 @@ impl SensorHub {
     /// `"sensors"` for `sitectl status`: `{"<device>": {"<quantity>": {"value", "at"}}}`.
     pub fn sensors(&self) -> serde_json::Value {
         serde_json::to_value(&self.latest).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Every sender seen, for `sitectl devices`: device, address, last packet, statistics.
+    pub fn senders(&self) -> Vec<serde_json::Value> {
+        let mut out: Vec<serde_json::Value> = self
+            .last_seen
+            .iter()
+            .map(|((from, device), at)| {
+                let stats = self.streams.get(&(*from, device.clone())).map(|s| serde_json::json!(s.stats));
+                serde_json::json!({
+                    "name": device, "via": "udp", "address": from.to_string(),
+                    "state": if self.streams.get(&(*from, device.clone())).is_some_and(Stream::is_open) { "in cycle" } else { "idle" },
+                    "last_seen": at, "stats": stats,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        out
     }
 
     /// Per-sender stream statistics and malformed counts, for status.
