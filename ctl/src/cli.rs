@@ -7,9 +7,6 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How long `sitectl` waits for sited's answer unless `--timeout` says otherwise.
-pub const DEFAULT_TIMEOUT_SECS: &str = "10";
-
 /// The exit-status table, shared by the top-level help and its test.
 macro_rules! exit_status_help {
     () => {
@@ -90,6 +87,17 @@ Notes:
     on disk. It runs until interrupted; if sited stops, sitectl says so and exits 2.
   - The file itself is [hub] event-log (default /var/log/sited/events.log).";
 
+const SEND_AFTER_HELP: &str = "\
+sited writes COMMAND (its words joined by spaces) to the device as one line, waits for the
+line it answers with (seed devices say `ACK Command Executed`), and prints it.
+
+Notes:
+  - Commands to one device go one at a time: a second waits for the first's answer.
+  - No answer within --timeout (default 5 s) is exit status 1; an answer that comes later
+    is ignored, not taken for the next command's.
+  - `sitectl send <device> quit` closes that device's connection.
+  - Needs operator rights (root, sited's user, or the operator group).";
+
 const DEVICES_AFTER_HELP: &str = "\
 Columns: NAME VIA TYPE ADDRESS LAST-SEEN DETAIL. VIA is tcp for devices that registered with
 DEVICE <name> TYPE <type> (site modules and IoT devices) and udp for sensors streaming
@@ -144,21 +152,27 @@ pub struct Cli {
     #[arg(short, long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
-    /// How long to wait for sited's answer, in seconds (fractions allowed)
-    #[arg(
-        long,
-        global = true,
-        default_value = DEFAULT_TIMEOUT_SECS,
-        value_name = "SECS",
-        value_parser = parse_timeout
-    )]
-    pub timeout: Duration,
+    /// How long to wait for sited's answer, in seconds (fractions allowed) [default: 10; for
+    /// `send`, how long the device has to answer, default 5]
+    #[arg(long, global = true, value_name = "SECS", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
 
     #[command(subcommand)]
     pub command: Command,
 }
 
 impl Cli {
+    /// How long to wait for sited's answer.
+    pub fn answer_timeout(&self) -> Duration {
+        self.timeout.unwrap_or(Duration::from_secs(10))
+    }
+
+    /// How long a device has to answer `sitectl send`.
+    pub fn device_timeout(&self) -> Duration {
+        self.timeout
+            .unwrap_or(Duration::from_millis(site_proto::DEFAULT_SEND_TIMEOUT_MS))
+    }
+
     /// The socket to use: `-s`, else `sited_socket_env` (`$SITED_SOCKET`) unless empty, else
     /// the default.
     pub fn socket_path(&self, sited_socket_env: Option<OsString>) -> PathBuf {
@@ -210,6 +224,15 @@ pub enum Command {
         /// Keep printing new lines as they are written
         #[arg(short, long)]
         follow: bool,
+    },
+    /// Send a command to a device registered at the hub and print its answer
+    #[command(after_help = SEND_AFTER_HELP)]
+    Send {
+        /// The device's registered name (DEVICE <name> TYPE ...)
+        device: String,
+        /// The command, e.g. SET_INTERVAL 3 or ACTIVATE_ALARM; `quit` closes its connection
+        #[arg(required = true, num_args = 1.., value_name = "COMMAND")]
+        command: Vec<String>,
     },
     /// List the devices registered at the hub (TCP) and the sensors streaming to it (UDP)
     #[command(after_help = DEVICES_AFTER_HELP)]
@@ -296,7 +319,7 @@ mod tests {
             cli.socket_path(Some(OsString::new())),
             PathBuf::from(DEFAULT_SOCKET)
         );
-        assert_eq!(cli.timeout, Duration::from_secs(10));
+        assert_eq!(cli.answer_timeout(), Duration::from_secs(10));
     }
 
     #[test]
@@ -349,7 +372,7 @@ mod tests {
     #[test]
     fn timeout_accepts_fractions_and_refuses_zero_and_words() {
         let cli = parse(&["--timeout", "0.25", "reload"]).expect("parses");
-        assert_eq!(cli.timeout, Duration::from_millis(250));
+        assert_eq!(cli.answer_timeout(), Duration::from_millis(250));
         assert_eq!(cli.command, Command::Reload);
         for bad in ["0", "-1", "soon", "NaN", "1e300"] {
             let arg = format!("--timeout={bad}");

@@ -15,6 +15,7 @@ use site_proto::{PROTOCOL_VERSION, Request, Response, VersionInfo};
 use std::ffi::OsString;
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The request was carried out (or `validate`: the file is valid).
 pub const EXIT_OK: u8 = 0;
@@ -131,7 +132,12 @@ fn execute(
     stderr: &mut dyn Write,
 ) -> Result<u8, Failure> {
     let socket = cli.socket_path(env.sited_socket.clone());
-    let client = Client::new(socket, cli.timeout);
+    let timeout = match &cli.command {
+        // sited answers once the device has: allow for the device's time and then some.
+        Command::Send { .. } => cli.device_timeout() + Duration::from_secs(5),
+        _ => cli.answer_timeout(),
+    };
+    let client = Client::new(socket, timeout);
     match &cli.command {
         Command::Status { json } => {
             let result = ask(&client, &Request::Status {})?;
@@ -167,6 +173,18 @@ fn execute(
             ask(&client, &Request::Reload {})?;
         }
         Command::Log { lines, follow } => return log(&client, *lines, *follow, stdout),
+        Command::Send { device, command } => {
+            let request = Request::Send {
+                device: device.clone(),
+                command: command.join(" "),
+                timeout_ms: cli.device_timeout().as_millis() as u64,
+            };
+            let result = ask(&client, &request)?;
+            match result.get("reply").and_then(Value::as_str) {
+                Some(reply) => writeln!(stdout, "{}", render::one_line(reply))?,
+                None => writeln!(stdout, "{}: connection closed", render::one_line(device))?,
+            }
+        }
         Command::Devices { json } => {
             let result = ask(&client, &Request::Devices {})?;
             if *json {

@@ -28,12 +28,15 @@ pub struct Peer {
 #[derive(Debug)]
 pub struct Incoming {
     pub conn: usize,
+    /// Tells this connection from a later one in the same slot (for answers that come later).
+    pub generation: u64,
     pub peer: Peer,
     pub request: Request,
 }
 
 struct Conn {
     stream: UnixStream,
+    generation: u64,
     peer: Peer,
     input: LineBuffer,
     output: Vec<u8>,
@@ -55,6 +58,7 @@ pub struct ControlServer {
     operator_gid: Option<u32>,
     /// Bad requests are logged, but a local user must not be able to flood the journal.
     log_limit: RateLimit,
+    next_generation: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +153,7 @@ impl ControlServer {
             conns: Vec::new(),
             operator_gid,
             log_limit: RateLimit::new(10, std::time::Duration::from_secs(60)),
+            next_generation: 0,
         })
     }
 
@@ -197,6 +202,10 @@ impl ControlServer {
                         closing: false,
                         writable_registered: false,
                         following: false,
+                        generation: {
+                            self.next_generation += 1;
+                            self.next_generation
+                        },
                         discarding: None,
                     };
                     if index == self.conns.len() {
@@ -273,6 +282,7 @@ impl ControlServer {
                         } else {
                             out.push(Incoming {
                                 conn: index,
+                                generation: conn.generation,
                                 peer: conn.peer,
                                 request,
                             });
@@ -323,6 +333,20 @@ impl ControlServer {
     }
 
     /// Queues the response to a request and sends what can be sent now.
+    /// Answers a request that completed later (`sitectl send`), if its connection is still
+    /// the one that asked.
+    pub fn respond_later(
+        &mut self,
+        index: usize,
+        generation: u64,
+        response: &Response,
+        registry: &Registry,
+    ) {
+        if matches!(self.conns.get(index), Some(Some(c)) if c.generation == generation) {
+            self.respond(index, response, registry);
+        }
+    }
+
     pub fn respond(&mut self, index: usize, response: &Response, registry: &Registry) {
         if let Some(Some(conn)) = self.conns.get_mut(index) {
             queue(conn, response);

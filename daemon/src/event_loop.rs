@@ -7,6 +7,7 @@
 use crate::config::{self, Config};
 use crate::control::{self, ControlServer, Incoming};
 use crate::devices::{self, DeviceEvent, Devices};
+use crate::hub::server::Asker;
 use crate::hw::{self, Edge, EdgeSink, Hardware, monotonic_now};
 use crate::node::Node;
 use crate::notify::Notifier;
@@ -288,6 +289,14 @@ impl Daemon {
                 }
             }
             self.on_timers();
+            for (asker, response) in self.node.take_replies() {
+                self.control.respond_later(
+                    asker.conn,
+                    asker.generation,
+                    &response,
+                    self.poll.registry(),
+                );
+            }
         }
         self.shutdown();
         Ok(())
@@ -380,15 +389,17 @@ impl Daemon {
         }
         let requests = self.control.readable(conn, self.poll.registry());
         for incoming in requests {
-            let response = self.handle(&incoming);
-            self.control
-                .respond(incoming.conn, &response, self.poll.registry());
+            if let Some(response) = self.handle(&incoming) {
+                self.control
+                    .respond(incoming.conn, &response, self.poll.registry());
+            }
         }
     }
 
     /// Carries out one control request (permission was checked by the control server).
-    fn handle(&mut self, incoming: &Incoming) -> Response {
-        match &incoming.request {
+    /// `None`: the answer comes later (`sitectl send`), through the node's replies.
+    fn handle(&mut self, incoming: &Incoming) -> Option<Response> {
+        Some(match &incoming.request {
             Request::Status {} => Response::ok(self.status()),
             Request::Version {} => Response::ok(VersionInfo {
                 version: env!("CARGO_PKG_VERSION").to_string(),
@@ -436,6 +447,35 @@ impl Daemon {
                 }
                 Err(message) => Response::err(ErrorKind::Rejected, message),
             },
+            Request::Send {
+                device,
+                command,
+                timeout_ms,
+            } => {
+                log::info!(
+                    "control: uid {} sends {device} {command:?}",
+                    incoming.peer.uid
+                );
+                if command.is_empty() || command.len() > 256 || command.contains(['\n', '\r']) {
+                    return Some(Response::err(
+                        ErrorKind::BadRequest,
+                        "a command is one line of at most 256 bytes",
+                    ));
+                }
+                let asker = Asker {
+                    conn: incoming.conn,
+                    generation: incoming.generation,
+                };
+                let timeout = Duration::from_millis((*timeout_ms).clamp(1, 600_000));
+                match self
+                    .node
+                    .send(device, command, timeout, asker, self.poll.registry())
+                {
+                    // The answer comes when the device replies or the timeout passes.
+                    Ok(()) => return None,
+                    Err(message) => Response::err(ErrorKind::Rejected, message),
+                }
+            }
             Request::Devices {} => match self.node.devices() {
                 Ok(list) => Response::ok(list),
                 Err(message) => Response::err(ErrorKind::Rejected, message),
@@ -444,7 +484,7 @@ impl Daemon {
                 Ok(was) => Response::ok(serde_json::json!({ "staff": 0, "was": was })),
                 Err(message) => Response::err(ErrorKind::Rejected, message),
             },
-        }
+        })
     }
 
     fn device_result(&self, device: &str) -> serde_json::Value {

@@ -7,7 +7,7 @@ use crate::config::{Config, site::resolve_addr};
 use crate::devices::{DeviceEvent, Devices};
 use crate::hub::link::{HubLink, LinkOutcome};
 use crate::hub::protocol;
-use crate::hub::server::HubServer;
+use crate::hub::server::{Asker, CommandDone, HubServer};
 use crate::hub::udp::SensorHub;
 use crate::hw::{Hardware, monotonic_now};
 use crate::ledger::Ledger;
@@ -17,6 +17,7 @@ use crate::site::office::{Office, OfficeConfig};
 use crate::site::{Effects, Module, NoteLevel, Site, SiteTimer, TimerRequest};
 use crate::timers::Timers;
 use mio::Registry;
+use site_proto::{ErrorKind, Response};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ enum NodeTimer {
     HubSweep,
     StreamGap,
     HubQuiet(usize),
+    /// An operator command's answer is due: (hub connection, command id).
+    Command(usize, u64),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,8 @@ pub struct Node {
     sensors: Option<SensorHub>,
     links: Vec<(Module, HubLink)>,
     timers: Timers<NodeTimer>,
+    /// Answers to control requests that completed later (`sitectl send`).
+    replies: Vec<(Asker, Response)>,
 }
 
 fn hostname() -> String {
@@ -75,6 +80,7 @@ impl Node {
             sensors: None,
             links: Vec::new(),
             timers: Timers::new(),
+            replies: Vec::new(),
         }
     }
 
@@ -134,6 +140,7 @@ impl Node {
             sensors,
             links: Vec::new(),
             timers: Timers::new(),
+            replies: Vec::new(),
         };
         node.build_site(config, registry)?;
         let fx = node.site.start(|d| devices.state_of(d));
@@ -360,6 +367,60 @@ impl Node {
             ledger.apply_report(report.conn, &report.client, report.seq, report.report);
         }
         self.arm_quiet(index);
+        self.collect_commands();
+    }
+
+    /// `sitectl send`: the answer comes later, through [`Node::take_replies`].
+    pub fn send(
+        &mut self,
+        device: &str,
+        command: &str,
+        timeout: Duration,
+        asker: Asker,
+        registry: &Registry,
+    ) -> Result<(), String> {
+        let hub = self
+            .hub
+            .as_mut()
+            .ok_or("this node runs no hub, so no devices are connected to it")?;
+        hub.send_command(device, command, timeout, asker, registry)?;
+        self.collect_commands();
+        Ok(())
+    }
+
+    /// Arms timeouts for commands just sent and turns finished ones into answers.
+    fn collect_commands(&mut self) {
+        let Some(hub) = &mut self.hub else { return };
+        let now = monotonic_now();
+        for (index, id, timeout) in hub.take_started() {
+            self.timers
+                .arm(NodeTimer::Command(index, id), now + timeout);
+        }
+        for done in hub.take_done() {
+            let (asker, response) = match done {
+                CommandDone::Reply {
+                    asker,
+                    device,
+                    reply,
+                } => (
+                    asker,
+                    Response::ok(serde_json::json!({ "device": device, "reply": reply })),
+                ),
+                CommandDone::Closed { asker, device } => (
+                    asker,
+                    Response::ok(serde_json::json!({ "device": device, "closed": true })),
+                ),
+                CommandDone::Failed { asker, reason } => {
+                    (asker, Response::err(ErrorKind::Failed, reason))
+                }
+            };
+            self.replies.push((asker, response));
+        }
+    }
+
+    /// Answers to deliver to control connections.
+    pub fn take_replies(&mut self) -> Vec<(Asker, Response)> {
+        std::mem::take(&mut self.replies)
     }
 
     /// Unterminated input waits [`crate::hub::server::QUIET`] before it counts as a line.
@@ -488,6 +549,13 @@ impl Node {
                         }
                     }
                     self.arm_quiet(index);
+                    self.collect_commands();
+                }
+                NodeTimer::Command(index, id) => {
+                    if let Some(hub) = &mut self.hub {
+                        hub.command_timeout(index, id, registry);
+                    }
+                    self.collect_commands();
                 }
                 NodeTimer::StreamGap => {
                     if let Some(sensors) = &mut self.sensors {

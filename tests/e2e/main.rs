@@ -3,6 +3,7 @@
 //! plugin cdylibs). One test binary built from modules keeps link times down.
 
 mod bad_input;
+mod commands;
 mod devices;
 mod faults;
 mod lifecycle;

@@ -6,7 +6,7 @@ use std::net::UdpSocket;
 fn hub() -> (SiteDir, Daemon, String) {
     let site = SiteDir::new();
     site.write_config(&format!(
-        "\n[hub]\ntcp = \"127.0.0.1:0\"\nudp = \"127.0.0.1:0\"\ncycle-gap-ms = 300\nevent-log = \"{}\"\n",
+        "\n[hub]\ntcp = \"127.0.0.1:0\"\nudp = \"127.0.0.1:0\"\ncycle-gap-ms = 1000\nevent-log = \"{}\"\n",
         site.event_log_path().display()
     ));
     let daemon = Daemon::start(&site);

@@ -35,6 +35,15 @@ pub enum Request {
     },
     /// Set the staff counter to 0, with an event-log line saying so (operate).
     CountReset {},
+    /// Writes `command` to the TCP device registered as `device` and answers with the line it
+    /// sends back (operate): `{"reply": "ACK ..."}`; `quit` closes its connection instead
+    /// (`{"closed": true}`). No answer within `timeout_ms` is a failure.
+    Send {
+        device: String,
+        command: String,
+        #[serde(default = "default_send_timeout_ms")]
+        timeout_ms: u64,
+    },
     /// Devices registered at the hub (TCP) and sensors streaming to it (UDP) (observe):
     /// `{"devices": [{"name", "via", "address", "state", "last_seen", ...}]}`.
     Devices {},
@@ -44,12 +53,23 @@ fn default_log_lines() -> usize {
     20
 }
 
+/// How long a device has to answer an operator command unless the request says otherwise.
+pub const DEFAULT_SEND_TIMEOUT_MS: u64 = 5000;
+
+fn default_send_timeout_ms() -> u64 {
+    DEFAULT_SEND_TIMEOUT_MS
+}
+
 impl Request {
     /// Does this request change anything? Those need an operator.
     pub fn operates(&self) -> bool {
         matches!(
             self,
-            Request::Sim { .. } | Request::Set { .. } | Request::Reload {} | Request::CountReset {}
+            Request::Sim { .. }
+                | Request::Set { .. }
+                | Request::Reload {}
+                | Request::CountReset {}
+                | Request::Send { .. }
         )
     }
 }

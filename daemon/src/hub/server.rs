@@ -10,6 +10,7 @@ use crate::rate_limit::RateLimit;
 use crate::site::Report;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry};
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -56,6 +57,11 @@ struct Conn {
     partial_since: Option<Instant>,
     /// Local wall-clock time of the last message, for `sitectl devices`.
     last_seen: String,
+    /// Operator commands waiting their turn, and the one waiting for its answer.
+    commands: VecDeque<Command>,
+    in_flight: Option<Command>,
+    /// Answers still owed to commands that timed out: dropped when they come.
+    late_answers: u32,
     /// After an overlong line: our error is sent, then the rest is read and dropped until the
     /// peer closes (see `conn_io::discard_available`).
     discarding: Option<usize>,
@@ -89,11 +95,55 @@ pub struct ClientStatus {
     pub last_seen: String,
 }
 
+/// Who asked for a command: a control connection and its generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Asker {
+    pub conn: usize,
+    pub generation: u64,
+}
+
+#[derive(Debug)]
+struct Command {
+    id: u64,
+    text: String,
+    timeout: Duration,
+    asker: Asker,
+}
+
+/// How an operator command ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CommandDone {
+    Reply {
+        asker: Asker,
+        device: String,
+        reply: String,
+    },
+    Failed {
+        asker: Asker,
+        reason: String,
+    },
+    Closed {
+        asker: Asker,
+        device: String,
+    },
+}
+
+/// What handling lines produced.
+#[derive(Default)]
+struct LineEffects {
+    reports: Vec<IncomingReport>,
+    done: Vec<CommandDone>,
+    registered: Option<String>,
+}
+
 pub struct HubServer {
     listener: TcpListener,
     addr: SocketAddr,
     conns: Vec<Option<Conn>>,
     next_generation: u64,
+    next_command: u64,
+    started: Vec<(usize, u64, Duration)>,
+    done: Vec<CommandDone>,
     log_limit: RateLimit,
 }
 
@@ -107,6 +157,9 @@ impl HubServer {
             addr,
             conns: Vec::new(),
             next_generation: 0,
+            next_command: 0,
+            started: Vec::new(),
+            done: Vec::new(),
             log_limit: RateLimit::new(20, Duration::from_secs(60)),
         })
     }
@@ -151,6 +204,9 @@ impl HubServer {
                         generation: self.next_generation,
                         since: Instant::now(),
                         last_seen: wall_clock(),
+                        commands: VecDeque::new(),
+                        in_flight: None,
+                        late_answers: 0,
                         client: None,
                         input: Vec::new(),
                         output: Vec::new(),
@@ -177,17 +233,17 @@ impl HubServer {
 
     /// Reads what a connection sent; returns the reports it carried, in order.
     pub fn readable(&mut self, index: usize, registry: &Registry) -> Vec<IncomingReport> {
-        let mut out = Vec::new();
+        let mut fx = LineEffects::default();
         let limit = &mut self.log_limit;
         let Some(Some(conn)) = self.conns.get_mut(index) else {
-            return out;
+            return Vec::new();
         };
         if let Some(dropped) = conn.discarding.as_mut() {
             if conn_io::discard_available(&mut conn.stream, dropped, conn_io::DISCARD_LIMIT_BYTES) {
                 conn.discarding = None;
             }
             self.flush(index, registry);
-            return out;
+            return Vec::new();
         }
         if conn_io::read_available(
             &mut conn.stream,
@@ -198,12 +254,12 @@ impl HubServer {
         }
         while let Some(end) = conn.input.iter().position(|&b| b == b'\n') {
             let raw: Vec<u8> = conn.input.drain(..=end).collect();
-            handle_line(conn, limit, index, &raw[..raw.len() - 1], &mut out);
+            handle_line(conn, limit, index, &raw[..raw.len() - 1], &mut fx);
         }
         // A peer that closed after an unterminated message still meant it.
         if conn.closing && !conn.input.is_empty() && conn.input.len() <= protocol::MAX_LINE_BYTES {
             let raw = std::mem::take(&mut conn.input);
-            handle_line(conn, limit, index, &raw, &mut out);
+            handle_line(conn, limit, index, &raw, &mut fx);
         }
         conn.partial_since = (!conn.input.is_empty()).then(Instant::now);
         if conn.input.len() > protocol::MAX_LINE_BYTES {
@@ -219,24 +275,159 @@ impl HubServer {
                 conn.discarding = Some(dropped);
             }
         }
+        self.after_lines(index, fx, registry)
+    }
+
+    /// What every batch of lines leads to: a name registered again replaces its old connection,
+    /// answered commands are done, the next queued command goes out, output is flushed.
+    fn after_lines(
+        &mut self,
+        index: usize,
+        fx: LineEffects,
+        registry: &Registry,
+    ) -> Vec<IncomingReport> {
+        if let Some(name) = fx.registered {
+            let older: Vec<usize> = self
+                .conns
+                .iter()
+                .enumerate()
+                .filter(|(i, c)| *i != index && matches!(c, Some(c) if c.client.as_ref().is_some_and(|cl| cl.name == name)))
+                .map(|(i, _)| i)
+                .collect();
+            for old in older {
+                log::warn!("hub: {name} registered again; the new connection replaces the old one");
+                self.close(old, registry);
+            }
+        }
+        self.done.extend(fx.done);
+        self.start_next(index);
         self.flush(index, registry);
-        out
+        fx.reports
     }
 
     /// Takes unterminated input that has been quiet for [`QUIET`] as a line.
     pub fn quiet(&mut self, index: usize, registry: &Registry) -> Vec<IncomingReport> {
-        let mut out = Vec::new();
+        let mut fx = LineEffects::default();
         let limit = &mut self.log_limit;
         let Some(Some(conn)) = self.conns.get_mut(index) else {
-            return out;
+            return Vec::new();
         };
         if conn.partial_since.is_some_and(|at| at.elapsed() >= QUIET) {
             let raw = std::mem::take(&mut conn.input);
             conn.partial_since = None;
-            handle_line(conn, limit, index, &raw, &mut out);
+            handle_line(conn, limit, index, &raw, &mut fx);
+        }
+        self.after_lines(index, fx, registry)
+    }
+
+    /// An operator command for the device registered as `device` (`sitectl send`). Commands to
+    /// one device go one at a time: each waits for the answer to the one before. `quit`
+    /// closes the device's connection, as seed 001's operator does.
+    pub fn send_command(
+        &mut self,
+        device: &str,
+        text: &str,
+        timeout: Duration,
+        asker: Asker,
+        registry: &Registry,
+    ) -> Result<(), String> {
+        let index = self
+            .conns
+            .iter()
+            .position(
+                |c| matches!(c, Some(c) if c.client.as_ref().is_some_and(|cl| cl.name == device)),
+            )
+            .ok_or_else(|| {
+                format!("no device named \"{device}\" is connected (see sitectl devices)")
+            })?;
+        if text.trim().eq_ignore_ascii_case("quit") {
+            log::info!("hub: closing the connection with {device} at the operator's request");
+            self.close(index, registry);
+            self.done.push(CommandDone::Closed {
+                asker,
+                device: device.to_string(),
+            });
+            return Ok(());
+        }
+        self.next_command += 1;
+        let command = Command {
+            id: self.next_command,
+            text: text.to_string(),
+            timeout,
+            asker,
+        };
+        if let Some(Some(conn)) = self.conns.get_mut(index) {
+            conn.commands.push_back(command);
+        }
+        self.start_next(index);
+        self.flush(index, registry);
+        Ok(())
+    }
+
+    /// Sends the device's next queued command if none is waiting for an answer.
+    fn start_next(&mut self, index: usize) {
+        let Some(Some(conn)) = self.conns.get_mut(index) else {
+            return;
+        };
+        if conn.in_flight.is_some() {
+            return;
+        }
+        let Some(command) = conn.commands.pop_front() else {
+            return;
+        };
+        let device = conn
+            .client
+            .as_ref()
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        log::info!("hub: sent to {device}: {}", command.text);
+        conn.output
+            .extend_from_slice(format!("{}\n", command.text).as_bytes());
+        self.started.push((index, command.id, command.timeout));
+        conn.in_flight = Some(command);
+    }
+
+    /// A command's time is up: if it is still unanswered, it fails, and the answer, should it
+    /// come late, is not taken for the next command's.
+    pub fn command_timeout(&mut self, index: usize, id: u64, registry: &Registry) {
+        let Some(Some(conn)) = self.conns.get_mut(index) else {
+            return;
+        };
+        if conn.in_flight.as_ref().is_some_and(|c| c.id == id) {
+            let Some(command) = conn.in_flight.take() else {
+                return;
+            };
+            let device = conn
+                .client
+                .as_ref()
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
+            log::warn!(
+                "hub: {device} did not answer {:?} within {:?}",
+                command.text,
+                command.timeout
+            );
+            conn.late_answers += 1;
+            self.done.push(CommandDone::Failed {
+                asker: command.asker,
+                reason: format!(
+                    "{device} did not answer within {:.1} s",
+                    command.timeout.as_secs_f64()
+                ),
+            });
+            self.start_next(index);
             self.flush(index, registry);
         }
-        out
+    }
+
+    /// Commands sent since the last look: (connection, command id, timeout), for timers.
+    pub fn take_started(&mut self) -> Vec<(usize, u64, Duration)> {
+        std::mem::take(&mut self.started)
+    }
+
+    /// Commands finished since the last look.
+    pub fn take_done(&mut self) -> Vec<CommandDone> {
+        std::mem::take(&mut self.done)
     }
 
     /// Connections holding unterminated input, and when it went quiet.
@@ -287,6 +478,22 @@ impl HubServer {
             && let Some(mut conn) = slot.take()
         {
             let _ = registry.deregister(&mut conn.stream);
+            let device = conn
+                .client
+                .as_ref()
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
+            for command in conn
+                .in_flight
+                .take()
+                .into_iter()
+                .chain(conn.commands.drain(..))
+            {
+                self.done.push(CommandDone::Failed {
+                    asker: command.asker,
+                    reason: format!("{device} disconnected before answering"),
+                });
+            }
             match &conn.client {
                 Some(client) => {
                     log::info!("hub: {} disconnected ({})", client.describe(), conn.peer)
@@ -348,7 +555,7 @@ fn handle_line(
     limit: &mut RateLimit,
     index: usize,
     raw: &[u8],
-    out: &mut Vec<IncomingReport>,
+    fx: &mut LineEffects,
 ) {
     conn.last_seen = wall_clock();
     if raw.len() > protocol::MAX_LINE_BYTES {
@@ -371,6 +578,7 @@ fn handle_line(
                 return;
             }
             log::info!("hub: {} registered from {}", client.describe(), conn.peer);
+            fx.registered = Some(client.name.clone());
             conn.client = Some(client);
         }
         Ok(Line::Event { seq, report }) => match &conn.client {
@@ -379,7 +587,7 @@ fn handle_line(
                 let reason = format!("a {} client may not report {}", client.kind, report.wire());
                 bad_line(conn, limit, &reason);
             }
-            Some(client) => out.push(IncomingReport {
+            Some(client) => fx.reports.push(IncomingReport {
                 conn: ConnRef {
                     index,
                     generation: conn.generation,
@@ -391,14 +599,30 @@ fn handle_line(
         },
         Ok(Line::Other(text)) => match &conn.client {
             None => bad_line(conn, limit, "register first: DEVICE <name> TYPE <type>"),
-            Some(client) if text.starts_with("ACK") => {
-                log::info!("hub: {} answered: {text}", client.name)
+            Some(client) => {
+                let device = client.name.clone();
+                if let Some(command) = conn.in_flight.take() {
+                    log::info!("hub: {device} answered {:?}: {text}", command.text);
+                    fx.done.push(CommandDone::Reply {
+                        asker: command.asker,
+                        device,
+                        reply: text,
+                    });
+                } else if conn.late_answers > 0 {
+                    conn.late_answers -= 1;
+                    log::warn!(
+                        "hub: {device} answered after its command timed out; ignored: {text}"
+                    );
+                } else if text.starts_with("ACK") {
+                    log::info!("hub: {device} answered: {text}");
+                } else {
+                    bad_line(
+                        conn,
+                        limit,
+                        "unknown command (expected EVENT <seq> <KIND> or ACK ...)",
+                    );
+                }
             }
-            Some(_) => bad_line(
-                conn,
-                limit,
-                "unknown command (expected EVENT <seq> <KIND> or ACK ...)",
-            ),
         },
         Err(reason) => bad_line(conn, limit, &reason),
     }

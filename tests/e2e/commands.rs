@@ -1,0 +1,174 @@
+//! Operator commands to TCP devices (seed 001): `sitectl send` writes the command, waits for the
+//! device's answer and prints it. The devices here behave exactly as the seed's client does: one
+//! `send()` per message, no newline, each command read with one `recv()`.
+
+use site_tests::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+fn hub() -> (SiteDir, Daemon) {
+    let site = SiteDir::new();
+    site.write_config(&site.hub_section());
+    let daemon = Daemon::start(&site);
+    (site, daemon)
+}
+
+/// Connects and registers as the seed client does; waits until the hub has it.
+fn seed_device(daemon: &Daemon, name: &str) -> TcpStream {
+    let mut s = TcpStream::connect(daemon.hub_addr()).expect("connect");
+    s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    s.write_all(format!("DEVICE {name} TYPE temperature").as_bytes())
+        .expect("register");
+    daemon.wait_log(&format!("device {name} (temperature) registered"));
+    s
+}
+
+/// Reads one command the way the seed client does (one recv) and returns it.
+fn receive(s: &mut TcpStream) -> String {
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).expect("a command");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Runs `sitectl send` in a thread so the test can play the device meanwhile.
+fn send_async(daemon: &Daemon, args: &[&str]) -> std::thread::JoinHandle<std::process::Output> {
+    let socket = daemon.socket.clone();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    std::thread::spawn(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        ctl_as_root(&socket, &refs)
+    })
+}
+
+#[test]
+fn a_seed_device_gets_commands_and_its_acks_are_printed_then_quit_closes_it() {
+    let (_site, daemon) = hub();
+    let mut device = seed_device(&daemon, "Sensor01");
+    for command in ["SET_INTERVAL 3", "ACTIVATE_ALARM"] {
+        let words: Vec<&str> = command.split(' ').collect();
+        let mut args = vec!["send", "Sensor01"];
+        args.extend(words);
+        let pending = send_async(&daemon, &args);
+        assert_eq!(receive(&mut device), format!("{command}\n"));
+        device.write_all(b"ACK Command Executed").expect("ack");
+        let out = pending.join().expect("sitectl");
+        assert!(out.status.success(), "{:?}", text(&out));
+        assert_eq!(text(&out).0, "ACK Command Executed\n");
+    }
+    daemon.wait_log("Sensor01 answered \"ACTIVATE_ALARM\": ACK Command Executed");
+    let out = daemon.ctl(&["send", "Sensor01", "quit"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let mut rest = Vec::new();
+    assert_eq!(
+        device.read_to_end(&mut rest).expect("closed"),
+        0,
+        "the hub closed the connection"
+    );
+}
+
+#[test]
+fn commands_to_one_device_wait_for_the_answer_before() {
+    let (_site, daemon) = hub();
+    let mut device = seed_device(&daemon, "Sensor01");
+    let first = send_async(&daemon, &["send", "Sensor01", "ONE"]);
+    assert_eq!(receive(&mut device), "ONE\n");
+    let second = send_async(&daemon, &["send", "Sensor01", "TWO"]);
+    daemon.wait_log("control: uid 0 sends Sensor01 \"TWO\"");
+    device.write_all(b"ACK one").expect("ack");
+    assert_eq!(
+        receive(&mut device),
+        "TWO\n",
+        "the second goes out only after the first's answer"
+    );
+    device.write_all(b"ACK two").expect("ack");
+    assert_eq!(text(&first.join().expect("first")).0, "ACK one\n");
+    assert_eq!(text(&second.join().expect("second")).0, "ACK two\n");
+}
+
+#[test]
+fn several_devices_are_addressed_by_name() {
+    let (_site, daemon) = hub();
+    let mut a = seed_device(&daemon, "SensorA");
+    let mut b = seed_device(&daemon, "SensorB");
+    let to_b = send_async(&daemon, &["send", "SensorB", "PING"]);
+    assert_eq!(receive(&mut b), "PING\n");
+    b.write_all(b"ACK from B").expect("ack");
+    assert_eq!(text(&to_b.join().expect("b")).0, "ACK from B\n");
+    let to_a = send_async(&daemon, &["send", "SensorA", "PING"]);
+    assert_eq!(receive(&mut a), "PING\n");
+    a.write_all(b"ACK from A").expect("ack");
+    assert_eq!(text(&to_a.join().expect("a")).0, "ACK from A\n");
+}
+
+#[test]
+fn a_slow_device_times_out_with_exit_1_and_its_late_answer_is_ignored() {
+    let (_site, daemon) = hub();
+    let mut device = seed_device(&daemon, "Slow01");
+    let pending = send_async(
+        &daemon,
+        &["--timeout", "0.3", "send", "Slow01", "SET_INTERVAL", "3"],
+    );
+    assert_eq!(receive(&mut device), "SET_INTERVAL 3\n");
+    let out = pending.join().expect("sitectl");
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    assert!(
+        text(&out).1.contains("Slow01 did not answer within 0.3 s"),
+        "{:?}",
+        text(&out)
+    );
+    device.write_all(b"ACK late\n").expect("late ack");
+    daemon.wait_log("answered after its command timed out; ignored: ACK late");
+    let next = send_async(&daemon, &["send", "Slow01", "NEXT"]);
+    assert_eq!(receive(&mut device), "NEXT\n");
+    device.write_all(b"ACK next\n").expect("ack");
+    assert_eq!(text(&next.join().expect("next")).0, "ACK next\n");
+}
+
+#[test]
+fn a_device_that_disconnects_mid_command_fails_the_command() {
+    let (_site, daemon) = hub();
+    let mut device = seed_device(&daemon, "Gone01");
+    let pending = send_async(&daemon, &["send", "Gone01", "ACTIVATE_ALARM"]);
+    assert_eq!(receive(&mut device), "ACTIVATE_ALARM\n");
+    drop(device);
+    let out = pending.join().expect("sitectl");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out)
+            .1
+            .contains("Gone01 disconnected before answering"),
+        "{:?}",
+        text(&out)
+    );
+}
+
+#[test]
+fn unknown_or_disconnected_devices_are_refused() {
+    let (_site, daemon) = hub();
+    let out = daemon.ctl(&["send", "Nobody", "PING"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out)
+            .1
+            .contains("no device named \"Nobody\" is connected"),
+        "{:?}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_second_registration_of_a_name_replaces_the_first() {
+    let (_site, daemon) = hub();
+    let mut old = seed_device(&daemon, "Twin01");
+    let mut new = TcpStream::connect(daemon.hub_addr()).expect("connect");
+    new.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    new.write_all(b"DEVICE Twin01 TYPE temperature\n")
+        .expect("register");
+    daemon.wait_log("Twin01 registered again; the new connection replaces the old one");
+    let mut rest = Vec::new();
+    assert_eq!(old.read_to_end(&mut rest).expect("closed"), 0);
+    let pending = send_async(&daemon, &["send", "Twin01", "PING"]);
+    assert_eq!(receive(&mut new), "PING\n");
+    new.write_all(b"ACK new\n").expect("ack");
+    assert_eq!(text(&pending.join().expect("send")).0, "ACK new\n");
+}
