@@ -8,6 +8,7 @@ use crate::devices::{DeviceEvent, Devices};
 use crate::hub::link::{HubLink, LinkOutcome};
 use crate::hub::protocol;
 use crate::hub::server::{Asker, CommandDone, HubServer};
+use crate::hub::stream::{Reading, Readings};
 use crate::hub::udp::SensorHub;
 use crate::hw::{Hardware, monotonic_now};
 use crate::ledger::Ledger;
@@ -60,6 +61,8 @@ pub struct Node {
     timers: Timers<NodeTimer>,
     /// Answers to control requests that completed later (`sitectl send`).
     replies: Vec<(Asker, Response)>,
+    /// The latest sensor readings, from UDP and TCP.
+    readings: Readings,
 }
 
 fn hostname() -> String {
@@ -81,6 +84,7 @@ impl Node {
             links: Vec::new(),
             timers: Timers::new(),
             replies: Vec::new(),
+            readings: Readings::default(),
         }
     }
 
@@ -141,6 +145,7 @@ impl Node {
             links: Vec::new(),
             timers: Timers::new(),
             replies: Vec::new(),
+            readings: Readings::default(),
         };
         node.build_site(config, registry)?;
         let fx = node.site.start(|d| devices.state_of(d));
@@ -368,6 +373,15 @@ impl Node {
         }
         self.arm_quiet(index);
         self.collect_commands();
+        self.collect_readings();
+    }
+
+    /// JSON readings that came over TCP lines.
+    fn collect_readings(&mut self) {
+        if let Some(hub) = &mut self.hub {
+            let readings = hub.take_readings();
+            self.store_readings(&readings);
+        }
     }
 
     /// `sitectl send`: the answer comes later, through [`Node::take_replies`].
@@ -443,14 +457,8 @@ impl Node {
         let Some(sensors) = &mut self.sensors else {
             return;
         };
-        for reading in sensors.readable(monotonic_now()) {
-            log::debug!(
-                "hub udp: {} {}={}",
-                reading.device,
-                reading.quantity,
-                reading.value
-            );
-        }
+        let readings = sensors.readable(monotonic_now());
+        self.store_readings(&readings);
         self.arm_stream_gap();
     }
 
@@ -484,9 +492,23 @@ impl Node {
         Ok(serde_json::json!({ "devices": list }))
     }
 
-    /// `"sensors"` for status, on a node whose hub listens for them.
+    /// Keeps the latest value of each reading (rules will act on them next).
+    fn store_readings(&mut self, readings: &[Reading]) {
+        let at = crate::hub::server::wall_clock();
+        for reading in readings {
+            log::debug!(
+                "hub: reading {} {}={}",
+                reading.device,
+                reading.quantity,
+                reading.value
+            );
+            self.readings.store(reading, at.clone());
+        }
+    }
+
+    /// `"sensors"` for status, on a node that runs the hub.
     pub fn sensors(&self) -> Option<serde_json::Value> {
-        self.sensors.as_ref().map(SensorHub::sensors)
+        self.hub.as_ref().map(|_| self.readings.to_json())
     }
 
     /// The writer finished something: send the `OK`s and reports that waited on it. Returns
@@ -550,6 +572,7 @@ impl Node {
                     }
                     self.arm_quiet(index);
                     self.collect_commands();
+                    self.collect_readings();
                 }
                 NodeTimer::Command(index, id) => {
                     if let Some(hub) = &mut self.hub {

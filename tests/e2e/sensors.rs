@@ -141,3 +141,18 @@ fn sitectl_devices_lists_tcp_devices_and_udp_senders() {
     assert!(table.starts_with("NAME"), "{table}");
     assert!(table.contains("packets=10"), "{table}");
 }
+
+#[test]
+fn json_readings_over_tcp_lines_are_stored_like_udp_ones() {
+    let (_site, daemon, _udp) = hub();
+    let mut peer = std::net::TcpStream::connect(daemon.hub_addr()).expect("connect");
+    use std::io::Write;
+    peer.write_all(b"{\"type\": \"temperature\", \"device\": \"sensor1\", \"value\": 24.8}\n")
+        .expect("send");
+    wait_for("the TCP JSON reading", || {
+        (daemon.status()["sensors"]["sensor1"]["temperature"]["value"] == 24.8).then_some(())
+    });
+    peer.write_all(b"{\"type\": \"temperature\"}\n")
+        .expect("send");
+    daemon.wait_log("bad JSON reading");
+}

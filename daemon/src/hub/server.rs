@@ -62,6 +62,8 @@ struct Conn {
     in_flight: Option<Command>,
     /// Answers still owed to commands that timed out: dropped when they come.
     late_answers: u32,
+    /// A seed 002 peer: it sends JSON readings and never registers, so it is not swept.
+    sends_readings: bool,
     /// After an overlong line: our error is sent, then the rest is read and dropped until the
     /// peer closes (see `conn_io::discard_available`).
     discarding: Option<usize>,
@@ -132,6 +134,7 @@ pub enum CommandDone {
 #[derive(Default)]
 struct LineEffects {
     reports: Vec<IncomingReport>,
+    readings: Vec<super::stream::Reading>,
     done: Vec<CommandDone>,
     registered: Option<String>,
 }
@@ -142,6 +145,7 @@ pub struct HubServer {
     conns: Vec<Option<Conn>>,
     next_generation: u64,
     next_command: u64,
+    readings: Vec<super::stream::Reading>,
     started: Vec<(usize, u64, Duration)>,
     done: Vec<CommandDone>,
     log_limit: RateLimit,
@@ -158,6 +162,7 @@ impl HubServer {
             conns: Vec::new(),
             next_generation: 0,
             next_command: 0,
+            readings: Vec::new(),
             started: Vec::new(),
             done: Vec::new(),
             log_limit: RateLimit::new(20, Duration::from_secs(60)),
@@ -207,6 +212,7 @@ impl HubServer {
                         commands: VecDeque::new(),
                         in_flight: None,
                         late_answers: 0,
+                        sends_readings: false,
                         client: None,
                         input: Vec::new(),
                         output: Vec::new(),
@@ -300,6 +306,7 @@ impl HubServer {
             }
         }
         self.done.extend(fx.done);
+        self.readings.extend(fx.readings);
         self.start_next(index);
         self.flush(index, registry);
         fx.reports
@@ -425,6 +432,11 @@ impl HubServer {
         std::mem::take(&mut self.started)
     }
 
+    /// JSON readings received on TCP lines since the last look.
+    pub fn take_readings(&mut self) -> Vec<super::stream::Reading> {
+        std::mem::take(&mut self.readings)
+    }
+
     /// Commands finished since the last look.
     pub fn take_done(&mut self) -> Vec<CommandDone> {
         std::mem::take(&mut self.done)
@@ -507,7 +519,7 @@ impl HubServer {
     pub fn expire_unregistered(&mut self, registry: &Registry) {
         let now = Instant::now();
         for index in 0..self.conns.len() {
-            let stale = matches!(&self.conns[index], Some(c) if c.client.is_none() && now.duration_since(c.since) > REGISTER_TIMEOUT);
+            let stale = matches!(&self.conns[index], Some(c) if c.client.is_none() && !c.sends_readings && now.duration_since(c.since) > REGISTER_TIMEOUT);
             if stale {
                 if let Some(Some(conn)) = self.conns.get_mut(index) {
                     conn.output.extend_from_slice(
@@ -522,7 +534,10 @@ impl HubServer {
 
     /// Are there connections that have not registered yet (so the expiry timer is needed)?
     pub fn has_unregistered(&self) -> bool {
-        self.conns.iter().flatten().any(|c| c.client.is_none())
+        self.conns
+            .iter()
+            .flatten()
+            .any(|c| c.client.is_none() && !c.sends_readings)
     }
 
     pub fn clients(&self) -> Vec<ClientStatus> {
@@ -568,6 +583,17 @@ fn handle_line(
     };
     let text = text.trim_end_matches('\r');
     if text.is_empty() {
+        return;
+    }
+    // Seed 002 peers send JSON readings, registered or not.
+    if text.starts_with('{') {
+        match super::stream::parse(text.as_bytes()) {
+            Ok(reading) => {
+                conn.sends_readings = true;
+                fx.readings.push(reading);
+            }
+            Err(reason) => bad_line(conn, limit, &reason),
+        }
         return;
     }
     match protocol::parse(text) {

@@ -92,6 +92,34 @@ fn number(v: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("bad value {v:?}"))
 }
 
+/// The latest value of one quantity.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Latest {
+    pub value: f64,
+    /// Local wall-clock time it arrived, `YYYY-MM-DD HH:MM:SS`.
+    pub at: String,
+}
+
+/// The latest reading per device and quantity, from UDP streams and TCP JSON lines alike.
+#[derive(Debug, Default)]
+pub struct Readings {
+    latest: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Latest>>,
+}
+
+impl Readings {
+    pub fn store(&mut self, r: &Reading, at: String) {
+        self.latest
+            .entry(r.device.clone())
+            .or_default()
+            .insert(r.quantity.clone(), Latest { value: r.value, at });
+    }
+
+    /// `"sensors"` for `sitectl status`: `{"<device>": {"<quantity>": {"value", "at"}}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.latest).unwrap_or(serde_json::Value::Null)
+    }
+}
+
 /// A finished cycle, and the reply its sender is owed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClosedCycle {

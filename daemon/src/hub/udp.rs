@@ -1,5 +1,5 @@
-//! The hub's UDP listener for sensor streams (seed 001) and JSON readings (seed 002): keeps the
-//! latest reading per device and quantity, tracks each sender's cycle, and answers a closed
+//! The hub's UDP listener for sensor streams (seed 001) and JSON readings (seed 002): hands the
+//! readings to the node's store, tracks each sender's cycle, and answers a closed
 //! cycle with `STATUS RECEIVED x/10 PACKETS` to the address it came from. Malformed datagrams
 //! are counted per source and logged rate-limited; none of them stops the hub.
 
@@ -13,21 +13,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// The latest value of one quantity.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct Latest {
-    pub value: f64,
-    /// Local wall-clock time it arrived, `YYYY-MM-DD HH:MM:SS`.
-    pub at: String,
-}
-
 pub struct SensorHub {
     socket: UdpSocket,
     addr: SocketAddr,
     gap: Duration,
     /// Per sender address and device name: a sensor restarting on a new port starts afresh.
     streams: HashMap<(SocketAddr, String), Stream>,
-    latest: BTreeMap<String, BTreeMap<String, Latest>>,
     malformed: HashMap<SocketAddr, u64>,
     /// Local wall-clock time of each stream's last packet.
     last_seen: HashMap<(SocketAddr, String), String>,
@@ -44,7 +35,6 @@ impl SensorHub {
             addr,
             gap,
             streams: HashMap::new(),
-            latest: BTreeMap::new(),
             malformed: HashMap::new(),
             last_seen: HashMap::new(),
             log_limit: RateLimit::new(20, Duration::from_secs(60)),
@@ -71,7 +61,6 @@ impl SensorHub {
             };
             match stream::parse(&buf[..n]) {
                 Ok(reading) => {
-                    self.store(&reading);
                     self.last_seen
                         .insert((from, reading.device.clone()), super::server::wall_clock());
                     if let Some(seq) = reading.seq {
@@ -97,14 +86,6 @@ impl SensorHub {
             }
         }
         readings
-    }
-
-    fn store(&mut self, r: &Reading) {
-        let at = chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string();
-        self.latest
-            .entry(r.device.clone())
-            .or_default()
-            .insert(r.quantity.clone(), Latest { value: r.value, at });
     }
 
     fn reply(&mut self, to: SocketAddr, line: &str) {
@@ -134,11 +115,6 @@ impl SensorHub {
         for (to, line) in replies {
             self.reply(to, &line);
         }
-    }
-
-    /// `"sensors"` for `sitectl status`: `{"<device>": {"<quantity>": {"value", "at"}}}`.
-    pub fn sensors(&self) -> serde_json::Value {
-        serde_json::to_value(&self.latest).unwrap_or(serde_json::Value::Null)
     }
 
     /// Every sender seen, for `sitectl devices`: device, address, last packet, statistics.
