@@ -35,10 +35,10 @@ fn main() {
 
 fn edge_to_output() {
     let site = SiteDir::new();
-    let text = format!(
-        "{}[[device]]\nname = \"entry_button\"\nkind = \"button\"\npin = 5\ndebounce-ms = 0\n{SITE_DEVICES_BUT_BUTTON}",
-        site_header(&site)
-    );
+    // The seed site, with the entry button undebounced so that every injected edge counts.
+    let devices = SITE_DEVICES.replacen("pin = 5\n", "pin = 5\ndebounce-ms = 0\n", 1);
+    assert_ne!(devices, SITE_DEVICES, "the entry button is on GPIO 5");
+    let text = format!("{}{devices}", site_header(&site));
     let config = config::parse(&site.config_path(), &text).expect("bench config");
     let mut libs = Libraries::new();
     site_daemon::devices::check(&config, &mut libs).expect("plugins");
@@ -104,31 +104,6 @@ fn edge_to_output() {
     }
     devices.shutdown(&mut sim);
 }
-
-/// The site's devices other than the entry button (which the benchmark sets up without
-/// debounce so that every injected edge counts).
-const SITE_DEVICES_BUT_BUTTON: &str = r#"
-[[device]]
-name = "exit_button"
-kind = "button"
-pin = 6
-[[device]]
-name = "entry_door"
-kind = "servo"
-pin = 12
-[[device]]
-name = "exit_door"
-kind = "servo"
-pin = 13
-[[device]]
-name = "entry_led"
-kind = "led"
-pin = 17
-[[device]]
-name = "exit_led"
-kind = "led"
-pin = 27
-"#;
 
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
