@@ -25,7 +25,7 @@ const MAIN_AFTER_HELP: &str = concat!(
     "\n\n\
 Notes:
   - The socket is taken from -s, else $SITED_SOCKET, else /run/sited/control.sock.
-  - `status`, `log` and `version` need only access to the socket (mode 0660: root,
+  - `status`, `log`, `devices` and `version` need only access to the socket (mode 0660: root,
     sited's user or the socket's group). `sim`, `set`, `reload` and `count reset` operate, and
     also need root, sited's own user, or the operator group named in sited.toml
     (`operator-group`); anyone else is refused with exit status 1.
@@ -108,10 +108,20 @@ Notes:
   - LAST-SEEN is the hub's local time of the last message or packet.";
 
 const COUNT_AFTER_HELP: &str = "\
+The count goes up on each staff entry and down on each exit at the access-control doors;
+`sitectl status` shows it as `staff on premises: N`.
+
 Notes:
-  - `count reset` sets the staff count to 0 and writes an event-log line saying it was
-    reset by hand (with your uid); use it after a roll call, not to hide an anomaly.
-  - Only the node that runs the hub keeps the count.
+  - Only the node that runs the hub ([hub] in sited.toml) keeps the count.
+  - See `sitectl count reset --help` before resetting it.";
+
+const COUNT_RESET_AFTER_HELP: &str = "\
+Prints `staff count reset to 0 (was N)`.
+
+Notes:
+  - Writes an event-log line saying the count was reset by hand (with your uid), so
+    `sitectl log` shows it; use it after a roll call, not to hide an anomaly.
+  - Only the node that runs the hub keeps the count; a door node refuses (exit status 1).
   - Needs operator rights (root, sited's user, or the operator group).";
 
 const VERSION_AFTER_HELP: &str = "\
@@ -218,10 +228,10 @@ pub enum Command {
     /// Show the event log's last lines (the hub's staff entries, exits and emergencies)
     #[command(after_help = LOG_AFTER_HELP)]
     Log {
-        /// How many lines
+        /// How many of the last lines to print (0 with -f: only new ones)
         #[arg(short = 'n', long = "lines", default_value = "20", value_name = "N")]
         lines: usize,
-        /// Keep printing new lines as they are written
+        /// Then keep printing new lines as they are written, until Ctrl-C
         #[arg(short, long)]
         follow: bool,
     },
@@ -269,6 +279,7 @@ pub enum Command {
 #[derive(Debug, Subcommand, PartialEq, Eq)]
 pub enum CountAction {
     /// Set the staff count to 0 (logged as a reset by hand)
+    #[command(after_help = COUNT_RESET_AFTER_HELP)]
     Reset,
 }
 
@@ -393,6 +404,77 @@ mod tests {
             ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
         );
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn log_defaults_to_the_last_20_lines_without_following() {
+        let cli = parse(&["log"]).expect("parses");
+        assert_eq!(
+            cli.command,
+            Command::Log {
+                lines: 20,
+                follow: false
+            }
+        );
+    }
+
+    #[test]
+    fn log_takes_a_line_count_and_follow_in_short_and_long_form() {
+        let short = parse(&["log", "-n", "0", "-f"]).expect("parses");
+        let long = parse(&["log", "--lines=0", "--follow"]).expect("parses");
+        for cli in [short, long] {
+            assert_eq!(
+                cli.command,
+                Command::Log {
+                    lines: 0,
+                    follow: true
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn log_line_count_must_be_a_whole_number() {
+        for bad in ["-1", "ten", "2.5"] {
+            let arg = format!("--lines={bad}");
+            let err = parse(&["log", &arg]).expect_err(bad);
+            assert_eq!(err.kind(), ErrorKind::ValueValidation, "{bad}");
+        }
+    }
+
+    #[test]
+    fn count_needs_an_action() {
+        let cli = parse(&["count", "reset"]).expect("parses");
+        assert_eq!(
+            cli.command,
+            Command::Count {
+                action: CountAction::Reset
+            }
+        );
+        let err = parse(&["count"]).expect_err("must fail");
+        assert_eq!(err.exit_code(), 2);
+        let err = parse(&["count", "set", "3"]).expect_err("must fail");
+        assert_eq!(err.kind(), ErrorKind::InvalidSubcommand);
+    }
+
+    #[test]
+    fn log_and_count_reset_help_end_with_their_caveats() {
+        let mut cmd = Cli::command();
+        let log = cmd
+            .find_subcommand_mut("log")
+            .expect("log")
+            .render_help()
+            .to_string();
+        assert!(log.contains("Only the node that runs the hub"), "{log}");
+        assert!(log.contains("exits 2"), "{log}");
+        let reset = cmd
+            .find_subcommand_mut("count")
+            .and_then(|c| c.find_subcommand_mut("reset"))
+            .expect("count reset")
+            .render_help()
+            .to_string();
+        assert!(reset.contains("reset by hand"), "{reset}");
+        assert!(reset.contains("operator rights"), "{reset}");
     }
 
     #[test]

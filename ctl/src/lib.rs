@@ -198,8 +198,12 @@ fn execute(
             action: CountAction::Reset,
         } => {
             let result = ask(&client, &Request::CountReset {})?;
-            let was = result.get("was").and_then(Value::as_u64).unwrap_or(0);
-            writeln!(stdout, "staff count reset to 0 (was {was})")?;
+            let now = result.get("staff").and_then(Value::as_u64).unwrap_or(0);
+            // Without `was`, say nothing rather than a made-up "was 0".
+            match result.get("was").and_then(Value::as_u64) {
+                Some(was) => writeln!(stdout, "staff count reset to {now} (was {was})")?,
+                None => writeln!(stdout, "staff count reset to {now}")?,
+            }
         }
         Command::Version { json } => return version(&client, *json, stdout),
         Command::Validate { config, plugin_dir } => {
@@ -231,11 +235,7 @@ fn log(client: &Client, lines: usize, follow: bool, stdout: &mut dyn Write) -> R
         .into_iter()
         .flatten()
     {
-        writeln!(
-            stdout,
-            "{}",
-            render::one_line(line.as_str().unwrap_or_default())
-        )?;
+        writeln!(stdout, "{}", log_line(line))?;
     }
     stdout.flush()?;
     if !follow {
@@ -244,8 +244,10 @@ fn log(client: &Client, lines: usize, follow: bool, stdout: &mut dyn Write) -> R
     loop {
         match session.next_pushed() {
             Ok(Response::Ok { result }) => {
-                if let Some(line) = result.get("line").and_then(Value::as_str) {
-                    writeln!(stdout, "{}", render::one_line(line))?;
+                // A pushed answer without a line is something a newer sited says; skip it.
+                if let Some(line) = result.get("line") {
+                    writeln!(stdout, "{}", log_line(line))?;
+                    // Per line: `sitectl log -f | grep` must see each event as it happens.
                     stdout.flush()?;
                 }
             }
@@ -255,6 +257,15 @@ fn log(client: &Client, lines: usize, follow: bool, stdout: &mut dyn Write) -> R
             }
             Err(e) => return Err(Failure::Trouble(e.to_string())),
         }
+    }
+}
+
+/// An event-log line as sited sent it; only control characters are escaped, so a line cannot
+/// drive the terminal. Anything but a string is shown as JSON rather than dropped.
+fn log_line(line: &Value) -> String {
+    match line {
+        Value::String(s) => render::one_line(s),
+        other => render::one_line(&other.to_string()),
     }
 }
 

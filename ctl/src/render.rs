@@ -8,6 +8,9 @@ use std::fmt::Write as _;
 /// The parts of a status result this sitectl knows how to show; newer daemons add more.
 const KNOWN_STATUS_KEYS: [&str; 6] = ["daemon", "devices", "staff", "site", "hub", "sensors"];
 
+/// The site modules this sitectl words, in the order the site block shows them.
+const SITE_MODULES: [&str; 3] = ["access", "emergency", "office"];
+
 /// The human form of a `status` result: header, blank line, table. Fields this version does not
 /// know are ignored; top-level sections it does not know are named in a closing note so the
 /// user knows `--json` has more.
@@ -81,7 +84,15 @@ fn site(out: &mut String, status: &Status) {
             .unwrap_or_else(|| "?".into())
     };
     if let Some(Value::Object(modules)) = &status.site {
-        for (name, m) in modules {
+        // The flow's order (in, out, emergency, office), whatever order the map keeps; modules
+        // a newer sited adds come after, as JSON.
+        let known = SITE_MODULES
+            .iter()
+            .filter_map(|&n| modules.get_key_value(n));
+        let newer = modules
+            .iter()
+            .filter(|(n, _)| !SITE_MODULES.contains(&n.as_str()));
+        for (name, m) in known.chain(newer) {
             let line = match name.as_str() {
                 "access" => {
                     let state = word(m, "state");
@@ -122,9 +133,10 @@ fn site(out: &mut String, status: &Status) {
                     .get("connected")
                     .and_then(Value::as_bool)
                     .unwrap_or(false);
+                // Upper case so a dead link stands out in a screenful of lower-case states.
                 let _ = writeln!(
                     out,
-                    "           -> hub {} as {}: {}, outbox {}",
+                    "  -> hub {} as {}: {}, outbox {}",
                     word(link, "hub"),
                     word(link, "name"),
                     if connected {
@@ -146,9 +158,10 @@ fn site(out: &mut String, status: &Status) {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "hub: listening on {}, {} clients",
+            "hub: listening on {}, {} client{}",
             word(hub, "listen"),
-            clients.len()
+            clients.len(),
+            if clients.len() == 1 { "" } else { "s" }
         );
         for c in &clients {
             let _ = writeln!(
@@ -438,6 +451,9 @@ office_fan    relay   22   output  FAULTED  fault: plugin panicked: index out of
     fn unknown_fields_are_ignored_and_unknown_sections_named() {
         let mut v = sample();
         v["rules"] = json!({});
+        // Sections this sitectl shows are not named as missing.
+        v["staff"] = json!(0);
+        v["hub"] = json!({"listen": "127.0.0.1:5050", "clients": []});
         v["daemon"]["hostname"] = json!("pi-entry");
         v["devices"]["entry_door"]["since"] = json!(12);
         let text = status(&v).expect("renders");
@@ -454,43 +470,81 @@ office_fan    relay   22   output  FAULTED  fault: plugin panicked: index out of
         let mut v = sample();
         v["staff"] = json!(3);
         v["site"] = json!({
+            "office": {"occupied": true, "locked": false, "door": "closed", "light": "on", "fan": "on"},
+            "emergency": {"door": "closed", "siren": "off",
+                          "link": {"hub": "127.0.0.1:5050", "name": "host-emergency", "connected": true, "outbox": 0}},
             "access": {"state": "entry", "open": ["entry_door"],
                        "link": {"hub": "127.0.0.1:5050", "name": "pi-access", "connected": false, "outbox": 2}},
-            "emergency": {"door": "closed", "siren": "off"},
-            "office": {"occupied": true, "locked": false, "door": "closed", "light": "on", "fan": "on"},
         });
         v["hub"] = json!({"listen": "127.0.0.1:5050", "clients": [
-            {"name": "pi-access", "type": "access-control", "address": "127.0.0.1:40000", "connected_secs": 75}
+            {"name": "pi-access", "type": "access-control", "address": "127.0.0.1:40000", "connected_secs": 75},
+            {"name": "host-emergency", "type": "emergency", "address": "127.0.0.1:40002", "connected_secs": 12}
         ]});
         let text = status(&v).expect("renders");
-        assert!(text.contains("staff on premises: 3\n"), "{text}");
-        assert!(
-            text.contains("access:    entry (entry_door open)\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("-> hub 127.0.0.1:5050 as pi-access: DISCONNECTED, outbox 2\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("emergency: door closed, siren off\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("office:    occupied, unlocked, light on, fan on\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("hub: listening on 127.0.0.1:5050, 1 clients\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "  pi-access (access-control) from 127.0.0.1:40000, connected for 1m 15s\n"
-            ),
-            "{text}"
-        );
+        let expected = "\
+uptime:  1h 02m 03s
+
+staff on premises: 3
+access:    entry (entry_door open)
+  -> hub 127.0.0.1:5050 as pi-access: DISCONNECTED, outbox 2
+emergency: door closed, siren off
+  -> hub 127.0.0.1:5050 as host-emergency: connected, outbox 0
+office:    occupied, unlocked, light on, fan on
+hub: listening on 127.0.0.1:5050, 2 clients
+  pi-access (access-control) from 127.0.0.1:40000, connected for 1m 15s
+  host-emergency (emergency) from 127.0.0.1:40002, connected for 12s
+
+NAME ";
+        assert!(text.contains(expected), "{text}");
         assert!(!text.contains("not shown"), "{text}");
+    }
+
+    #[test]
+    fn idle_access_empty_office_and_a_lone_client_read_naturally() {
+        let mut v = sample();
+        v["site"] = json!({
+            "access": {"state": "idle", "open": []},
+            "office": {"occupied": false, "locked": false, "light": "off", "fan": "off"},
+        });
+        v["hub"] = json!({"listen": "0.0.0.0:5050", "clients": [
+            {"name": "Sensor01", "type": "temperature", "address": "10.0.0.7:5000", "connected_secs": 5}
+        ]});
+        let text = status(&v).expect("renders");
+        assert!(text.contains("\naccess:    idle\n"), "{text}");
+        assert!(
+            text.contains("\noffice:    empty, unlocked, light off, fan off\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nhub: listening on 0.0.0.0:5050, 1 client\n"),
+            "{text}"
+        );
+        assert!(!text.contains("staff on premises"), "{text}");
+    }
+
+    #[test]
+    fn a_module_unknown_to_this_sitectl_is_shown_as_json_after_the_known_ones() {
+        let mut v = sample();
+        v["site"] = json!({
+            "aquarium": {"pump": "on"},
+            "access": {"state": "exit", "open": ["exit_door"]},
+        });
+        let text = status(&v).expect("renders");
+        assert!(
+            text.contains("access:    exit (exit_door open)\naquarium:  {\"pump\":\"on\"}\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_hub_with_no_clients_says_so() {
+        let mut v = sample();
+        v["hub"] = json!({"listen": "127.0.0.1:5050", "clients": []});
+        let text = status(&v).expect("renders");
+        assert!(
+            text.contains("\nhub: listening on 127.0.0.1:5050, 0 clients\n\nNAME"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use site_ctl::Environment;
 use site_proto::{ErrorKind, MAX_LINE_BYTES, PROTOCOL_VERSION, Request, Response, encode};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
@@ -23,6 +23,9 @@ enum Behaviour {
     Answer(Vec<u8>),
     /// Write nothing and wait until the client hangs up.
     Silent,
+    /// Hand the connection to this script (a daemon that pushes lines, `log -f`); the
+    /// connection closes when it returns.
+    Script(Box<dyn FnOnce(&mut UnixStream) + Send>),
 }
 
 struct FakeSited {
@@ -50,6 +53,10 @@ impl FakeSited {
                 }
                 Behaviour::Silent => {
                     let _ = reader.read_to_end(&mut Vec::new());
+                }
+                Behaviour::Script(script) => {
+                    let mut stream = stream;
+                    script(&mut stream);
                 }
             }
         });
@@ -598,4 +605,246 @@ fn count_reset_says_what_the_count_was() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(fake.request(), request_line(&Request::CountReset {}));
     assert_eq!(out.stdout, "staff count reset to 0 (was 4)\n");
+}
+
+#[test]
+fn log_with_no_lines_yet_prints_nothing() {
+    let fake = FakeSited::answering(&Response::ok(json!({ "lines": [] })));
+    let out = sitectl(&["-s", fake.socket(), "log"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (0, "", "")
+    );
+    assert_eq!(
+        fake.request(),
+        request_line(&Request::Log {
+            lines: 20,
+            follow: false
+        })
+    );
+}
+
+#[test]
+fn log_follow_from_zero_prints_only_new_lines() {
+    let mut bytes = encode(&Response::ok(json!({ "lines": [] })));
+    bytes.extend(encode(&Response::ok(json!({
+        "line": "2026-11-22 09:14:03, Staff member entered via access control (door1-access), 3"
+    }))));
+    let fake = FakeSited::start(Behaviour::Answer(bytes));
+    let out = sitectl(&["-s", fake.socket(), "log", "-n", "0", "-f"]);
+    assert_eq!(
+        fake.request(),
+        request_line(&Request::Log {
+            lines: 0,
+            follow: true
+        })
+    );
+    assert_eq!(
+        out.stdout,
+        "2026-11-22 09:14:03, Staff member entered via access control (door1-access), 3\n"
+    );
+    assert_eq!(out.code, 2);
+    assert_eq!(out.stderr, "sitectl: sited closed the connection\n");
+}
+
+/// A stdout that hands each flushed chunk to the fake daemon, so a test sees what a terminal
+/// or pipe would see, and when.
+struct FlushedStdout {
+    pending: Vec<u8>,
+    flushed: mpsc::Sender<String>,
+}
+
+impl Write for FlushedStdout {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.pending.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            let chunk = String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned();
+            let _ = self.flushed.send(chunk);
+        }
+        Ok(())
+    }
+}
+
+/// How long the fake stays quiet while sitectl follows: well past the --timeout the test gives.
+/// Waiting is the behaviour under test here (no timeout while following), so no condition can
+/// stand in for it.
+const QUIET_WHILE_FOLLOWING: Duration = Duration::from_millis(500);
+
+#[test]
+fn log_follow_flushes_each_line_as_it_arrives_and_never_times_out_while_following() {
+    let (flushed_tx, flushed_rx) = mpsc::channel::<String>();
+    let (seen_tx, seen_rx) = mpsc::channel::<Vec<String>>();
+    // The fake pushes each line only once sitectl has flushed the one before, and reports what
+    // it saw flushed (a panic in its thread would only look like sited hanging up).
+    let script = move |stream: &mut UnixStream| {
+        let mut seen = Vec::new();
+        let mut push_and_wait = |stream: &mut UnixStream, response: Response| {
+            if stream.write_all(&encode(&response)).is_err() {
+                seen.push("<sitectl hung up>".to_string());
+                return;
+            }
+            seen.push(
+                flushed_rx
+                    .recv_timeout(FAKE_REPORT_TIMEOUT)
+                    .unwrap_or_else(|_| "<nothing flushed>".to_string()),
+            );
+        };
+        push_and_wait(stream, Response::ok(json!({ "lines": ["old, 1"] })));
+        thread::sleep(QUIET_WHILE_FOLLOWING);
+        push_and_wait(stream, Response::ok(json!({ "line": "new, 2" })));
+        push_and_wait(stream, Response::ok(json!({ "line": "newer, 1" })));
+        let _ = seen_tx.send(seen);
+    };
+    let fake = FakeSited::start(Behaviour::Script(Box::new(script)));
+    let mut stdout = FlushedStdout {
+        pending: Vec::new(),
+        flushed: flushed_tx,
+    };
+    let mut stderr = Vec::new();
+    let code = site_ctl::run_with(
+        &Environment::default(),
+        [
+            "sitectl",
+            "-s",
+            fake.socket(),
+            "--timeout",
+            "0.1",
+            "log",
+            "--follow",
+        ],
+        &mut stdout,
+        &mut stderr,
+    );
+    let seen = seen_rx
+        .recv_timeout(FAKE_REPORT_TIMEOUT)
+        .expect("the fake reports");
+    assert_eq!(seen, ["old, 1\n", "new, 2\n", "newer, 1\n"]);
+    assert_eq!(
+        String::from_utf8_lossy(&stderr),
+        "sitectl: sited closed the connection\n"
+    );
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn log_follow_into_a_closed_pipe_exits_quietly() {
+    let script = |stream: &mut UnixStream| {
+        let _ = stream.write_all(&encode(&Response::ok(json!({ "lines": ["old, 1"] }))));
+        // Stay connected, as a following sited does, until sitectl hangs up.
+        let _ = stream.read_to_end(&mut Vec::new());
+    };
+    let fake = FakeSited::start(Behaviour::Script(Box::new(script)));
+    let mut stderr = Vec::new();
+    let code = site_ctl::run_with(
+        &Environment::default(),
+        ["sitectl", "-s", fake.socket(), "log", "-f"],
+        &mut FailingStdout(io::ErrorKind::BrokenPipe),
+        &mut stderr,
+    );
+    assert_eq!((code, String::from_utf8_lossy(&stderr).as_ref()), (0, ""));
+}
+
+#[test]
+fn log_follow_refused_is_exit_1_before_following() {
+    let fake = FakeSited::answering(&Response::err(
+        ErrorKind::Rejected,
+        "this node runs no hub, so it keeps no event log",
+    ));
+    let out = sitectl(&["-s", fake.socket(), "log", "-f"]);
+    assert_eq!(out.code, 1);
+    assert_eq!(out.stdout, "");
+    assert_eq!(
+        out.stderr,
+        "sitectl: this node runs no hub, so it keeps no event log\n"
+    );
+}
+
+#[test]
+fn count_reset_without_operator_rights_is_exit_1() {
+    let fake = FakeSited::answering(&Response::err(
+        ErrorKind::Denied,
+        "count-reset needs operator rights",
+    ));
+    let out = sitectl(&["-s", fake.socket(), "count", "reset"]);
+    assert_eq!(out.code, 1);
+    assert_eq!(fake.request(), request_line(&Request::CountReset {}));
+    assert_eq!(out.stdout, "");
+    assert_eq!(out.stderr, "sitectl: count-reset needs operator rights\n");
+}
+
+#[test]
+fn count_reset_with_no_answer_in_time_is_exit_2() {
+    let fake = FakeSited::start(Behaviour::Silent);
+    let out = sitectl(&["-s", fake.socket(), "--timeout", "0.2", "count", "reset"]);
+    assert_eq!(out.code, 2);
+    assert_eq!(out.stdout, "");
+    assert!(
+        out.stderr
+            .starts_with("sitectl: sited did not answer within 0.2 s"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn status_shows_staff_site_modules_links_and_hub_before_the_devices() {
+    let mut result = sample_status();
+    result["staff"] = json!(2);
+    result["site"] = json!({
+        "access": {"state": "released", "open": ["entry_door", "exit_door"],
+                   "link": {"hub": "127.0.0.1:5050", "name": "host-access", "connected": false, "outbox": 3}},
+        "emergency": {"door": "open", "siren": "on",
+                      "link": {"hub": "127.0.0.1:5050", "name": "host-emergency", "connected": true, "outbox": 0}},
+    });
+    result["hub"] = json!({"listen": "127.0.0.1:5050", "clients": [
+        {"name": "host-emergency", "type": "emergency", "address": "127.0.0.1:41000", "connected_secs": 12}
+    ]});
+    let fake = FakeSited::answering(&Response::ok(result));
+    let out = sitectl(&["-s", fake.socket(), "status"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let block: Vec<&str> = out
+        .stdout
+        .split("\n\n")
+        .nth(1)
+        .expect("a block after the header")
+        .lines()
+        .collect();
+    assert_eq!(
+        block,
+        [
+            "staff on premises: 2",
+            "access:    released (emergency: both doors open)",
+            "  -> hub 127.0.0.1:5050 as host-access: DISCONNECTED, outbox 3",
+            "emergency: door open, siren on",
+            "  -> hub 127.0.0.1:5050 as host-emergency: connected, outbox 0",
+            "hub: listening on 127.0.0.1:5050, 1 client",
+            "  host-emergency (emergency) from 127.0.0.1:41000, connected for 12s",
+        ]
+    );
+    assert!(
+        out.stdout
+            .split("\n\n")
+            .nth(2)
+            .is_some_and(|t| t.starts_with("NAME")),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("not shown by this sitectl: rules"));
+}
+
+#[test]
+fn log_and_count_reset_help_name_their_caveats() {
+    let out = sitectl(&["log", "--help"]);
+    assert_eq!(out.code, 0);
+    assert!(
+        out.stdout.contains("Only the node that runs the hub"),
+        "{}",
+        out.stdout
+    );
+    let out = sitectl(&["count", "reset", "--help"]);
+    assert_eq!(out.code, 0);
+    assert!(out.stdout.contains("reset by hand"), "{}", out.stdout);
 }
