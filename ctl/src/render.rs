@@ -91,7 +91,7 @@ fn site(out: &mut String, status: &Status) {
             .filter_map(|&n| modules.get_key_value(n));
         let newer = modules
             .iter()
-            .filter(|(n, _)| !SITE_MODULES.contains(&n.as_str()));
+            .filter(|(n, _)| !SITE_MODULES.contains(&n.as_str()) && *n != "rules");
         for (name, m) in known.chain(newer) {
             let line = match name.as_str() {
                 "access" => {
@@ -149,6 +149,15 @@ fn site(out: &mut String, status: &Status) {
             }
             any = true;
         }
+        for rule in modules
+            .get("rules")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let _ = writeln!(out, "{}", rule_line(rule));
+            any = true;
+        }
     }
     if let Some(hub) = &status.hub {
         let clients = hub
@@ -200,6 +209,37 @@ fn site(out: &mut String, status: &Status) {
 }
 
 /// The human form of a `devices` result: one row per TCP device or UDP sender.
+/// `rule hot: ACTIVE, Sensor01 temperature 26.1 (on above 25, off below 24.5) -> office_fan`:
+/// upper case when active, like a dead link, because it is the state that drives a device.
+fn rule_line(rule: &Value) -> String {
+    let text = |key: &str| {
+        rule.get(key)
+            .and_then(Value::as_str)
+            .map(one_line)
+            .unwrap_or_else(|| "?".into())
+    };
+    let number = |key: &str| rule.get(key).and_then(Value::as_f64);
+    let state = match text("state").as_str() {
+        "active" => "ACTIVE".to_string(),
+        other => other.to_string(),
+    };
+    let last = match rule.get("last") {
+        Some(v @ Value::Number(_)) => detail_value(v),
+        _ => "no reading yet".into(),
+    };
+    let bounds = match (number("above"), number("hysteresis")) {
+        (Some(above), Some(h)) => format!(" (on above {above}, off below {})", above - h),
+        _ => String::new(),
+    };
+    format!(
+        "rule {}: {state}, {} {} {last}{bounds} -> {}",
+        text("name"),
+        text("sensor"),
+        text("quantity"),
+        text("device")
+    )
+}
+
 pub fn devices(result: &Value) -> String {
     let list = result
         .get("devices")
@@ -497,6 +537,25 @@ hub: listening on 127.0.0.1:5050, 2 clients
 NAME ";
         assert!(text.contains(expected), "{text}");
         assert!(!text.contains("not shown"), "{text}");
+    }
+
+    #[test]
+    fn rules_show_one_line_each_after_the_modules() {
+        let mut v = sample();
+        v["site"] = json!({
+            "rules": [
+                {"name": "hot", "sensor": "Sensor01", "quantity": "temperature", "above": 25.0,
+                 "hysteresis": 0.5, "device": "office_fan", "state": "active", "last": 26.1},
+                {"name": "damp", "sensor": "s2", "quantity": "humidity", "above": 70.0,
+                 "hysteresis": 5.0, "device": "dehumidifier", "state": "idle", "last": null}
+            ],
+            "office": {"occupied": false, "locked": false, "light": "off", "fan": "on"},
+        });
+        let text = status(&v).expect("renders");
+        assert!(
+            text.contains("\noffice:    empty, unlocked, light off, fan on\nrule hot: ACTIVE, Sensor01 temperature 26.1 (on above 25, off below 24.5) -> office_fan\nrule damp: idle, s2 humidity no reading yet (on above 70, off below 65) -> dehumidifier\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -282,8 +282,16 @@ impl Daemon {
                     Some(Tok::ControlListener) => self.control.accept(self.poll.registry()),
                     Some(Tok::ControlConn(i)) => self.on_control(i, event.is_writable()),
                     Some(Tok::HubListener) => self.node.on_hub_listener(self.poll.registry()),
-                    Some(Tok::HubConn(i)) => self.node.on_hub_conn(i, self.poll.registry()),
-                    Some(Tok::HubUdp) => self.node.on_udp(),
+                    Some(Tok::HubConn(i)) => self.node.on_hub_conn(
+                        i,
+                        &mut self.devices,
+                        self.hw.as_mut(),
+                        self.poll.registry(),
+                    ),
+                    Some(Tok::HubUdp) => {
+                        self.node
+                            .on_udp(&mut self.devices, self.hw.as_mut(), self.poll.registry())
+                    }
                     Some(Tok::LinkConn(i)) => self.node.on_link(i, self.poll.registry()),
                     None => log::debug!("event for unknown token {:?} ignored", event.token()),
                 }

@@ -6,8 +6,10 @@
 
 use crate::hub::server::ConnRef;
 use crate::hub::staff;
+use crate::site::rules::RuleState;
 use crate::site::{Module, Report};
 use crate::store::{self, CommitId, Done, EventLog, OutboxEntry, State, Store};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -204,6 +206,13 @@ impl Ledger {
     pub fn set_office_occupied(&mut self, occupied: bool) {
         if self.state.office_occupied != occupied {
             self.state.office_occupied = occupied;
+            self.commit(Vec::new());
+        }
+    }
+
+    pub fn set_rule_states(&mut self, rules: BTreeMap<String, RuleState>) {
+        if self.state.rules != rules {
+            self.state.rules = rules;
             self.commit(Vec::new());
         }
     }

@@ -15,6 +15,7 @@ use crate::ledger::Ledger;
 use crate::site::access::{AccessConfig, AccessControl};
 use crate::site::emergency::{Emergency, EmergencyConfig};
 use crate::site::office::{Office, OfficeConfig};
+use crate::site::rules::{Rule, RuleConfig, RuleState};
 use crate::site::{Effects, Module, NoteLevel, Site, SiteTimer, TimerRequest};
 use crate::timers::Timers;
 use mio::Registry;
@@ -220,6 +221,25 @@ impl Node {
                 state.office_occupied,
             )
         });
+        self.site.rules = config
+            .rules
+            .iter()
+            .map(|r| {
+                let name = r.name();
+                let saved = state.rules.get(&name).copied();
+                Rule::new(
+                    RuleConfig {
+                        name,
+                        sensor: r.sensor.clone(),
+                        quantity: r.quantity.clone(),
+                        above: r.above,
+                        hysteresis: r.hysteresis,
+                        device: r.device.clone(),
+                    },
+                    saved.unwrap_or(RuleState::Idle),
+                )
+            })
+            .collect();
         for slot in 0..self.links.len() {
             let (module, link) = &mut self.links[slot];
             if let Some(ledger) = &self.ledger {
@@ -234,7 +254,8 @@ impl Node {
     }
 
     /// Re-binds the site modules after a reload (the hub itself needs a restart). Access is
-    /// idle with its doors closed afterwards; occupancy and outboxes carry over.
+    /// idle with its doors closed afterwards; occupancy, rule states and outboxes carry over. A
+    /// device that a removed rule drove, and that nothing drives now, is switched off.
     pub fn reload(
         &mut self,
         config: &Config,
@@ -249,8 +270,21 @@ impl Node {
                 "adding site modules to a node that ran none needs a restart".into(),
             ));
         }
+        let ruled: Vec<String> = self
+            .site
+            .rules
+            .iter()
+            .map(|r| r.config().device.clone())
+            .collect();
         self.build_site(config, registry)?;
-        let fx = self.site.start(|d| devices.state_of(d));
+        let mut fx = self.site.start(|d| devices.state_of(d));
+        for device in ruled {
+            let still_driven = fx.commands.iter().any(|c| c.device == device);
+            if !still_driven && devices.state_of(&device).is_some() {
+                fx.info(format!("{device}: no rule drives it any more; off"));
+                fx.command(&device, "off");
+            }
+        }
         self.apply(fx, devices, hw);
         Ok(())
     }
@@ -317,6 +351,7 @@ impl Node {
             if let Some(office) = &self.site.office {
                 ledger.set_office_occupied(office.occupied());
             }
+            ledger.set_rule_states(self.site.rule_states());
         }
         caused
     }
@@ -364,7 +399,13 @@ impl Node {
         }
     }
 
-    pub fn on_hub_conn(&mut self, index: usize, registry: &Registry) {
+    pub fn on_hub_conn(
+        &mut self,
+        index: usize,
+        devices: &mut Devices,
+        hw: &mut (dyn Hardware + 'static),
+        registry: &Registry,
+    ) {
         let (Some(hub), Some(ledger)) = (&mut self.hub, &mut self.ledger) else {
             return;
         };
@@ -373,14 +414,19 @@ impl Node {
         }
         self.arm_quiet(index);
         self.collect_commands();
-        self.collect_readings();
+        self.collect_readings(devices, hw, registry);
     }
 
     /// JSON readings that came over TCP lines.
-    fn collect_readings(&mut self) {
+    fn collect_readings(
+        &mut self,
+        devices: &mut Devices,
+        hw: &mut (dyn Hardware + 'static),
+        registry: &Registry,
+    ) {
         if let Some(hub) = &mut self.hub {
             let readings = hub.take_readings();
-            self.store_readings(&readings);
+            self.on_readings(&readings, devices, hw, registry);
         }
     }
 
@@ -452,13 +498,19 @@ impl Node {
         }
     }
 
-    /// Sensor datagrams arrived: readings are stored, closed cycles answered.
-    pub fn on_udp(&mut self) {
+    /// Sensor datagrams arrived: readings are stored and go to the rules, closed cycles are
+    /// answered.
+    pub fn on_udp(
+        &mut self,
+        devices: &mut Devices,
+        hw: &mut (dyn Hardware + 'static),
+        registry: &Registry,
+    ) {
         let Some(sensors) = &mut self.sensors else {
             return;
         };
         let readings = sensors.readable(monotonic_now());
-        self.store_readings(&readings);
+        self.on_readings(&readings, devices, hw, registry);
         self.arm_stream_gap();
     }
 
@@ -492,9 +544,20 @@ impl Node {
         Ok(serde_json::json!({ "devices": list }))
     }
 
-    /// Keeps the latest value of each reading (rules will act on them next).
-    fn store_readings(&mut self, readings: &[Reading]) {
+    /// Keeps the latest value of each reading, and hands each to the rules, whose commands go
+    /// to the devices like the site modules' do.
+    fn on_readings(
+        &mut self,
+        readings: &[Reading],
+        devices: &mut Devices,
+        hw: &mut (dyn Hardware + 'static),
+        registry: &Registry,
+    ) {
+        if readings.is_empty() {
+            return;
+        }
         let at = crate::hub::server::wall_clock();
+        let mut caused = Vec::new();
         for reading in readings {
             log::debug!(
                 "hub: reading {} {}={}",
@@ -503,7 +566,14 @@ impl Node {
                 reading.value
             );
             self.readings.store(reading, at.clone());
+            if !self.site.rules.is_empty() {
+                let fx = self
+                    .site
+                    .on_reading(&reading.device, &reading.quantity, reading.value);
+                caused.extend(self.apply(fx, devices, hw));
+            }
         }
+        self.on_device_events(&mut caused, devices, hw, registry);
     }
 
     /// `"sensors"` for status, on a node that runs the hub.
@@ -572,7 +642,7 @@ impl Node {
                     }
                     self.arm_quiet(index);
                     self.collect_commands();
-                    self.collect_readings();
+                    self.collect_readings(devices, hw, registry);
                 }
                 NodeTimer::Command(index, id) => {
                     if let Some(hub) = &mut self.hub {

@@ -40,6 +40,8 @@ pub struct State {
     pub office_occupied: bool,
     /// Emergency: what the hub was last told about the door.
     pub emergency_reported_open: bool,
+    /// Threshold rules' states, by rule name (an active rule's device comes back on at start).
+    pub rules: BTreeMap<String, crate::site::rules::RuleState>,
     /// Module outboxes, by module (`access`, `emergency`).
     pub outbox: BTreeMap<String, Vec<OutboxEntry>>,
     /// Module sequence counters: the next report's number.

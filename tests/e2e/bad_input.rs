@@ -97,6 +97,22 @@ fn pin_used_twice_is_reported() {
 }
 
 #[test]
+fn a_rule_naming_an_unknown_device_is_reported_with_its_line() {
+    let site = SiteDir::new();
+    site.write_config(&format!(
+        "{}\n[[rule]]\nsensor = \"Sensor01\"\nquantity = \"temperature\"\nabove = 25.0\ndevice = \"attic_fan\"\n",
+        site.hub_section()
+    ));
+    let (code, err) = check_config(&site.config_path());
+    assert_eq!(code, 1, "{err}");
+    one_line(&err);
+    assert!(
+        err.contains(":18: rule[0].device: no device named \"attic_fan\""),
+        "{err}"
+    );
+}
+
+#[test]
 fn unknown_kind_names_the_missing_plugin_file() {
     let site = SiteDir::new();
     site.write_config("[[device]]\nname = \"zap\"\nkind = \"laser\"\npin = 17\n");

@@ -7,5 +7,6 @@ mod commands;
 mod devices;
 mod faults;
 mod lifecycle;
+mod rules;
 mod sensors;
 mod site;

@@ -7,7 +7,7 @@ pub mod site;
 
 use crate::hw::{BackendKind, Pin};
 use serde::Deserialize;
-pub use site::{AccessSection, EmergencySection, HubSection, OfficeSection};
+pub use site::{AccessSection, EmergencySection, HubSection, OfficeSection, RuleSection};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -52,6 +52,8 @@ pub struct Config {
     pub emergency: Option<EmergencySection>,
     pub office: Option<OfficeSection>,
     pub hub: Option<HubSection>,
+    /// `[[rule]]` tables: threshold rules on hub readings.
+    pub rules: Vec<RuleSection>,
     /// The file's text, kept to locate errors found later (plugin checks).
     pub source: String,
 }
@@ -140,6 +142,8 @@ struct RawConfig {
     emergency: Option<EmergencySection>,
     office: Option<OfficeSection>,
     hub: Option<HubSection>,
+    #[serde(default)]
+    rule: Vec<RuleSection>,
 }
 
 #[derive(Deserialize)]
@@ -252,6 +256,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
         emergency: raw.emergency,
         office: raw.office,
         hub,
+        rules: raw.rule,
         source: text.to_string(),
     };
     config.check_site()?;
@@ -307,6 +312,15 @@ impl Config {
             text: &self.source,
         }
         .at_device(index, key, message)
+    }
+
+    /// An error about `[[rule]]` number `index`'s `key`, located in this config's file.
+    pub fn rule_error(&self, index: usize, key: &str, message: String) -> Error {
+        Locator {
+            file: &self.file,
+            text: &self.source,
+        }
+        .at_item("rule", index, key, message)
     }
 
     /// An error a plugin reported about device `index`: points at the key the message names
@@ -409,12 +423,18 @@ impl Locator<'_> {
 
     /// An error about `device[index].key` (or the device table itself when `key` is empty).
     fn at_device(&self, index: usize, key: &str, message: String) -> Error {
+        self.at_item("device", index, key, message)
+    }
+
+    /// An error about `array[index].key` of an array of tables (`[[device]]`, `[[rule]]`), or
+    /// about the table itself when `key` is empty.
+    fn at_item(&self, array: &str, index: usize, key: &str, message: String) -> Error {
         let mut line = None;
         if let Ok(doc) = toml::de::DeTable::parse(self.text) {
             let device = doc
                 .get_ref()
                 .iter()
-                .find(|(k, _)| k.get_ref() == "device")
+                .find(|(k, _)| k.get_ref() == array)
                 .and_then(|(_, v)| match v.get_ref() {
                     toml::de::DeValue::Array(items) => items.get(index),
                     _ => None,
@@ -429,9 +449,9 @@ impl Locator<'_> {
             }
         }
         let path = if key.is_empty() {
-            format!("device[{index}]")
+            format!("{array}[{index}]")
         } else {
-            format!("device[{index}].{key}")
+            format!("{array}[{index}].{key}")
         };
         Error {
             file: self.file.to_path_buf(),

@@ -1,8 +1,10 @@
-//! The optional site sections: `[access]`, `[emergency]`, `[office]` and `[hub]`. A node runs
-//! only the modules it has a section for. Checks: every named device exists and is of a kind
-//! that can do the job, no output is driven by two modules, a module has a hub to report to, and
-//! the hub listens beyond loopback only when `allow-remote` says so (its plain protocol has no
-//! authentication: anyone who can reach it could report entries).
+//! The optional site sections: `[access]`, `[emergency]`, `[office]`, `[hub]` and `[[rule]]`. A
+//! node runs only the modules it has a section for. Checks: every named device exists and is of
+//! a kind that can do the job, no output is driven by two modules, a module has a hub to report
+//! to, and the hub listens beyond loopback only when `allow-remote` says so (its plain protocol
+//! has no authentication: anyone who can reach it could report entries). A rule's device may be
+//! shared only with other rules and the office's light and fan, which are on/off wishes that
+//! the site combines (on if anyone wants it on, see `site::Site`).
 
 use super::{Config, Error};
 use serde::Deserialize;
@@ -132,6 +134,45 @@ pub struct HubSection {
     pub cycle_gap_ms: u64,
 }
 
+/// One `[[rule]]` (seed 002): `device` is on while `sensor`'s `quantity` is above `above`,
+/// until it falls below `above - hysteresis`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RuleSection {
+    /// Shown in status and keys the rule's saved state; default `<sensor>-<quantity>-<device>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The device name as it reports to the hub (`Sensor01`).
+    pub sensor: String,
+    pub quantity: String,
+    pub above: f64,
+    #[serde(default = "hysteresis")]
+    pub hysteresis: f64,
+    /// An on/off output.
+    pub device: String,
+}
+
+impl RuleSection {
+    pub fn name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}-{}", self.sensor, self.quantity, self.device))
+    }
+}
+
+fn hysteresis() -> f64 {
+    0.5
+}
+
+/// What a sensor or quantity name may be: what the seed's datagrams and JSON can carry.
+fn valid_reading_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != ',' && c != '"')
+}
+
 fn cycle_gap_ms() -> u64 {
     2000
 }
@@ -151,6 +192,7 @@ const REEDS: &[&str] = &["reed"];
 const SIRENS: &[&str] = &["siren", "relay", "led"];
 const SWITCHES: &[&str] = &["switch"];
 const LOCKS: &[&str] = &["relay", "servo"];
+const ON_OFF: &[&str] = &["relay", "led", "siren"];
 
 /// Resolves `host:port` (names allowed; looked up once, at load).
 pub fn resolve_addr(text: &str) -> Result<SocketAddr, String> {
@@ -266,6 +308,95 @@ impl Config {
                 ));
             }
         }
+        self.check_rules(&outputs)
+    }
+
+    /// `[[rule]]`s act on this node's hub readings and drive an on/off output that no module
+    /// owns outright (the office's light and fan may be shared).
+    fn check_rules(&self, outputs: &[(String, String)]) -> Result<(), Error> {
+        let mut names: Vec<String> = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let err = |key: &str, message: String| self.rule_error(i, key, message);
+            if self.hub.is_none() {
+                return Err(err(
+                    "",
+                    "rules act on the readings this node's hub receives: add a [hub] section"
+                        .into(),
+                ));
+            }
+            for (key, value) in [("sensor", &rule.sensor), ("quantity", &rule.quantity)] {
+                if !valid_reading_name(value) {
+                    return Err(err(
+                        key,
+                        format!(
+                            "\"{value}\" is not a {key} name (1-64 printable characters, no spaces, commas or quotes)"
+                        ),
+                    ));
+                }
+            }
+            if !rule.above.is_finite() {
+                return Err(err("above", format!("{} is not a number", rule.above)));
+            }
+            if !(rule.hysteresis.is_finite() && rule.hysteresis >= 0.0) {
+                return Err(err(
+                    "hysteresis",
+                    format!("{} is not a number of 0 or more", rule.hysteresis),
+                ));
+            }
+            let Some(dev) = self.devices.iter().find(|d| d.name == rule.device) else {
+                return Err(err(
+                    "device",
+                    format!(
+                        "no device named \"{}\" (add a [[device]] with that name)",
+                        rule.device
+                    ),
+                ));
+            };
+            if !ON_OFF.contains(&dev.kind.as_str()) {
+                return Err(err(
+                    "device",
+                    format!(
+                        "\"{}\" is a {}; a rule switches a {}",
+                        rule.device,
+                        dev.kind,
+                        ON_OFF.join(" or ")
+                    ),
+                ));
+            }
+            let shareable = self
+                .office
+                .as_ref()
+                .is_some_and(|o| o.light == rule.device || o.fan == rule.device);
+            if let Some((section, _)) = outputs.iter().find(|(_, d)| *d == rule.device)
+                && !shareable
+            {
+                return Err(err(
+                    "device",
+                    format!(
+                        "\"{}\" is driven by [{section}]; a rule may share only the office's light or fan",
+                        rule.device
+                    ),
+                ));
+            }
+            let name = rule.name();
+            if !crate::config::valid_name(&name) {
+                return Err(err(
+                    "name",
+                    format!(
+                        "\"{name}\" is not a valid rule name (use letters, digits, `_` and `-`, starting with a letter, at most 64 characters; set name = ...)"
+                    ),
+                ));
+            }
+            if names.contains(&name) {
+                return Err(err(
+                    "name",
+                    format!(
+                        "a rule named \"{name}\" is already defined; give each rule its own name"
+                    ),
+                ));
+            }
+            names.push(name);
+        }
         Ok(())
     }
 }
@@ -308,6 +439,26 @@ pin = 16
 name = "siren"
 kind = "siren"
 pin = 22
+[[device]]
+name = "office_door"
+kind = "reed"
+pin = 20
+[[device]]
+name = "lock_switch"
+kind = "switch"
+pin = 21
+[[device]]
+name = "office_lock"
+kind = "relay"
+pin = 23
+[[device]]
+name = "office_light"
+kind = "relay"
+pin = 24
+[[device]]
+name = "office_fan"
+kind = "relay"
+pin = 25
 "#;
 
     fn check(sections: &str) -> Result<crate::config::Config, crate::config::Error> {
@@ -378,6 +529,83 @@ pin = 22
     fn open_secs_out_of_range_is_refused() {
         let err = check("[hub]\n[access]\nopen-secs = 0.0\n").expect_err("range");
         assert_eq!(err.key.as_deref(), Some("access.open-secs"));
+    }
+
+    const FAN_RULE: &str =
+        "[[rule]]\nsensor = \"Sensor01\"\nquantity = \"temperature\"\nabove = 25.0\n";
+
+    #[test]
+    fn a_rule_binds_to_an_on_off_output_with_defaults() {
+        let cfg = check(&format!("[hub]\n{FAN_RULE}device = \"office_fan\"\n")).expect("valid");
+        assert_eq!(cfg.rules.len(), 1);
+        assert_eq!(cfg.rules[0].hysteresis, 0.5);
+        assert_eq!(cfg.rules[0].name(), "Sensor01-temperature-office_fan");
+    }
+
+    #[test]
+    fn a_rule_naming_an_unknown_device_is_an_error_at_its_line() {
+        let err =
+            check(&format!("[hub]\n{FAN_RULE}device = \"attic_fan\"\n")).expect_err("unknown");
+        assert_eq!(err.key.as_deref(), Some("rule[0].device"), "{err}");
+        assert_eq!(err.line, Some(6), "{err}");
+        assert!(
+            err.message.contains("no device named \"attic_fan\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_rule_may_share_the_office_fan_but_not_a_door_or_the_siren() {
+        assert!(
+            check(&format!(
+                "[hub]\n[office]\n{FAN_RULE}device = \"office_fan\"\n"
+            ))
+            .is_ok()
+        );
+        assert!(
+            check(&format!(
+                "[hub]\n[office]\n{FAN_RULE}device = \"office_light\"\n"
+            ))
+            .is_ok()
+        );
+        let err = check(&format!(
+            "[hub]\n[office]\n{FAN_RULE}device = \"office_lock\"\n"
+        ))
+        .expect_err("lock");
+        assert!(err.message.contains("driven by [office]"), "{err}");
+        let err = check(&format!(
+            "[hub]\n[emergency]\n{FAN_RULE}device = \"siren\"\n"
+        ))
+        .expect_err("siren");
+        assert!(err.message.contains("driven by [emergency]"), "{err}");
+        let err = check(&format!("[hub]\n{FAN_RULE}device = \"entry_door\"\n")).expect_err("servo");
+        assert!(
+            err.message
+                .contains("is a servo; a rule switches a relay or led or siren"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rules_need_a_hub_a_sane_hysteresis_and_unique_names() {
+        let err = check(&format!("{FAN_RULE}device = \"office_fan\"\n")).expect_err("no hub");
+        assert!(err.message.contains("add a [hub] section"), "{err}");
+        let err = check(&format!(
+            "[hub]\n{FAN_RULE}device = \"office_fan\"\nhysteresis = -1.0\n"
+        ))
+        .expect_err("negative");
+        assert_eq!(err.key.as_deref(), Some("rule[0].hysteresis"), "{err}");
+        let twice = format!(
+            "[hub]\n{FAN_RULE}device = \"office_fan\"\n{FAN_RULE}device = \"office_fan\"\nhysteresis = 2.0\n"
+        );
+        let err = check(&twice).expect_err("same name");
+        assert_eq!(err.key.as_deref(), Some("rule[1].name"), "{err}");
+        let err = check("[hub]\n[[rule]]\nsensor = \"Sensor 01\"\nquantity = \"t\"\nabove = 1.0\ndevice = \"office_fan\"\n")
+            .expect_err("space");
+        assert!(err.message.contains("not a sensor name"), "{err}");
+        let err = check("[hub]\n[[rule]]\nsensor = \"S\"\nquantity = \"t\"\nabove = 1.0\ndevice = \"office_fan\"\nspeed = 3\n")
+            .expect_err("unknown key");
+        assert!(err.message.contains("unknown field"), "{err}");
     }
 
     #[test]

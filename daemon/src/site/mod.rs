@@ -102,13 +102,20 @@ impl Effects {
     }
 }
 
-/// The modules this node runs, bound together: device events go to each, and the emergency
-/// door releases access control's doors on the same node.
+/// The modules this node runs, bound together: device events go to each, the emergency door
+/// releases access control's doors on the same node, and hub readings go to the rules.
+///
+/// A rule's device may also be the office's light or fan, or another rule's device. Such a
+/// shared output is a set of on/off wishes and whoever wants it on wins: the fan runs while the
+/// office is occupied *or* any of its rules is active, and goes off only when nobody wants it.
+/// So a hot empty office is still cooled, and a rule going idle does not switch off the fan of
+/// an occupied office. Every command for a shared output is rewritten to that combination.
 #[derive(Default)]
 pub struct Site {
     pub access: Option<access::AccessControl>,
     pub emergency: Option<emergency::Emergency>,
     pub office: Option<office::Office>,
+    pub rules: Vec<rules::Rule>,
 }
 
 /// Which module a report came from (its outbox and hub link).
@@ -136,6 +143,10 @@ impl Report {
     }
 }
 
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
 impl Site {
     /// Outputs from the inputs as they are now (`state_of` gives a device's state word).
     pub fn start(&mut self, state_of: impl Fn(&str) -> Option<String>) -> Effects {
@@ -156,7 +167,100 @@ impl Site {
             let switch = state_of(&o.config().lock_switch);
             fx.merge(o.start(door.as_deref(), switch.as_deref()));
         }
+        for rule in &self.rules {
+            let device = &rule.config().device;
+            fx.command(device, on_off(rule.wants_on()));
+            if rule.wants_on() {
+                fx.info(format!("rule {}: active at start", rule.config().name));
+            }
+        }
+        self.combine(&mut fx);
         fx
+    }
+
+    /// A hub reading: rules whose state changes switch their device.
+    pub fn on_reading(&mut self, sensor: &str, quantity: &str, value: f64) -> Effects {
+        let mut fx = Effects::default();
+        for i in 0..self.rules.len() {
+            let Some(state) = self.rules[i].on_reading(sensor, quantity, value) else {
+                continue;
+            };
+            let rule = &self.rules[i];
+            let c = rule.config();
+            let why = match state {
+                rules::RuleState::Active => format!("{value} > {}", c.above),
+                rules::RuleState::Idle => format!("{value} < {}", c.above - c.hysteresis),
+            };
+            let wanted = on_off(self.wants_on(&c.device));
+            let outcome = if wanted == on_off(rule.wants_on()) {
+                format!("{} {wanted}", c.device)
+            } else {
+                format!(
+                    "{} stays {wanted} ({} also {})",
+                    c.device,
+                    self.wanted_by(&c.device).join(", "),
+                    if wanted == "on" {
+                        "wants it on"
+                    } else {
+                        "want it off"
+                    }
+                )
+            };
+            fx.info(format!(
+                "rule {}: {} ({sensor} {quantity} {why}); {outcome}",
+                c.name,
+                match state {
+                    rules::RuleState::Active => "active",
+                    rules::RuleState::Idle => "idle",
+                }
+            ));
+            fx.command(&c.device, on_off(rule.wants_on()));
+        }
+        self.combine(&mut fx);
+        fx
+    }
+
+    /// Rule states to save, by rule name.
+    pub fn rule_states(&self) -> std::collections::BTreeMap<String, rules::RuleState> {
+        self.rules
+            .iter()
+            .map(|r| (r.config().name.clone(), r.state()))
+            .collect()
+    }
+
+    /// A rule names this output, so it may have several wishes.
+    fn is_shared(&self, device: &str) -> bool {
+        self.rules.iter().any(|r| r.config().device == device)
+    }
+
+    /// Who wants `device` on: the office (occupied, for its light and fan) and active rules.
+    fn wanted_by(&self, device: &str) -> Vec<String> {
+        let mut who = Vec::new();
+        if let Some(o) = &self.office
+            && o.occupied()
+            && (o.config().light == device || o.config().fan == device)
+        {
+            who.push("office".to_string());
+        }
+        for rule in &self.rules {
+            if rule.wants_on() && rule.config().device == device {
+                who.push(format!("rule {}", rule.config().name));
+            }
+        }
+        who
+    }
+
+    fn wants_on(&self, device: &str) -> bool {
+        !self.wanted_by(device).is_empty()
+    }
+
+    /// Rewrites commands for shared outputs to the combined wish (on if anyone wants it on).
+    fn combine(&self, fx: &mut Effects) {
+        for command in &mut fx.commands {
+            if self.is_shared(&command.device) {
+                command.value = on_off(self.wants_on(&command.device));
+            }
+        }
     }
 
     pub fn on_device(&mut self, device: &str, event: &str) -> Effects {
@@ -178,6 +282,7 @@ impl Site {
         if let Some(o) = &mut self.office {
             fx.merge(o.on_device(device, event));
         }
+        self.combine(&mut fx);
         fx
     }
 
@@ -198,7 +303,18 @@ impl Site {
             map.insert("emergency".into(), e.status());
         }
         if let Some(o) = &self.office {
-            map.insert("office".into(), o.status());
+            let mut office = o.status();
+            // What the light and fan really get, when a rule shares them.
+            for (key, device) in [("light", &o.config().light), ("fan", &o.config().fan)] {
+                if self.is_shared(device) {
+                    office[key] = on_off(self.wants_on(device)).into();
+                }
+            }
+            map.insert("office".into(), office);
+        }
+        if !self.rules.is_empty() {
+            let list = self.rules.iter().map(rules::Rule::status).collect();
+            map.insert("rules".into(), serde_json::Value::Array(list));
         }
         serde_json::Value::Object(map)
     }
@@ -227,7 +343,115 @@ mod tests {
                 false,
             )),
             office: None,
+            rules: Vec::new(),
         }
+    }
+
+    fn office_with_fan_rule(occupied: bool, rule: rules::RuleState) -> Site {
+        let mut s = Site {
+            office: Some(office::Office::new(
+                office::OfficeConfig {
+                    door: "office_door".into(),
+                    lock_switch: "lock_switch".into(),
+                    lock: "office_lock".into(),
+                    light: "office_light".into(),
+                    fan: "office_fan".into(),
+                },
+                occupied,
+            )),
+            rules: vec![rules::Rule::new(
+                rules::RuleConfig {
+                    name: "hot".into(),
+                    sensor: "Sensor01".into(),
+                    quantity: "temperature".into(),
+                    above: 25.0,
+                    hysteresis: 0.5,
+                    device: "office_fan".into(),
+                },
+                rule,
+            )],
+            ..Site::default()
+        };
+        s.start(|_| Some("closed".into()));
+        s
+    }
+
+    /// The value the last command for `device` in `fx` sets.
+    fn last(fx: &Effects, device: &str) -> Option<&'static str> {
+        fx.commands
+            .iter()
+            .rev()
+            .find(|c| c.device == device)
+            .map(|c| c.value)
+    }
+
+    #[test]
+    fn a_rule_switches_its_device_with_hysteresis() {
+        let mut s = office_with_fan_rule(false, rules::RuleState::Idle);
+        assert_eq!(
+            last(&s.on_reading("Sensor01", "temperature", 25.0), "office_fan"),
+            None
+        );
+        let fx = s.on_reading("Sensor01", "temperature", 26.0);
+        assert_eq!(last(&fx, "office_fan"), Some("on"));
+        assert!(fx.notes[0].1.contains("rule hot: active"), "{:?}", fx.notes);
+        assert_eq!(
+            last(&s.on_reading("Sensor01", "temperature", 24.8), "office_fan"),
+            None
+        );
+        assert_eq!(
+            last(&s.on_reading("Sensor01", "temperature", 24.4), "office_fan"),
+            Some("off")
+        );
+        assert_eq!(s.status()["rules"][0]["state"], "idle");
+        assert_eq!(s.status()["rules"][0]["last"], 24.4);
+    }
+
+    #[test]
+    fn an_idle_rule_does_not_switch_off_an_occupied_offices_fan() {
+        let mut s = office_with_fan_rule(true, rules::RuleState::Idle);
+        s.on_reading("Sensor01", "temperature", 26.0);
+        let fx = s.on_reading("Sensor01", "temperature", 20.0);
+        assert_eq!(last(&fx, "office_fan"), Some("on"), "office still wants it");
+        assert!(
+            fx.notes[0].1.contains("stays on (office also wants it on)"),
+            "{:?}",
+            fx.notes
+        );
+        // The office empties: now nobody wants the fan.
+        s.on_device("office_door", "open");
+        let fx = s.on_device("office_door", "closed");
+        assert_eq!(last(&fx, "office_fan"), Some("off"));
+        assert_eq!(last(&fx, "office_light"), Some("off"));
+    }
+
+    #[test]
+    fn an_active_rule_keeps_the_fan_on_when_the_office_empties() {
+        let mut s = office_with_fan_rule(true, rules::RuleState::Idle);
+        s.on_reading("Sensor01", "temperature", 30.0);
+        s.on_device("office_door", "open");
+        let fx = s.on_device("office_door", "closed");
+        assert_eq!(
+            last(&fx, "office_light"),
+            Some("off"),
+            "the light is not shared"
+        );
+        assert_eq!(
+            last(&fx, "office_fan"),
+            Some("on"),
+            "the rule still wants it"
+        );
+        assert_eq!(s.status()["office"]["fan"], "on");
+        assert_eq!(s.status()["office"]["light"], "off");
+    }
+
+    #[test]
+    fn a_saved_active_rule_switches_its_device_on_at_start() {
+        let mut s = office_with_fan_rule(false, rules::RuleState::Active);
+        let fx = s.start(|_| Some("closed".into()));
+        assert_eq!(last(&fx, "office_fan"), Some("on"));
+        assert_eq!(last(&fx, "office_light"), Some("off"));
+        assert_eq!(s.rule_states().get("hot"), Some(&rules::RuleState::Active));
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! Threshold rules (seed 002, submission 3): a rule is idle or active; it becomes active when a
 //! reading exceeds `above`, and idle again only when a reading falls below `above -
-//! hysteresis`, so a reading that wobbles around the threshold does not flap the fan. Pure;
-//! issue 4 wires rules to the hub's readings and to their device.
+//! hysteresis`, so a reading that wobbles around the threshold does not flap the fan. Pure:
+//! the node hands it the hub's readings, and [`super::Site`] turns its wish into a command for
+//! its device (combined with the office's wish when they share one).
 
 /// What a rule watches and drives.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RuleConfig {
+    /// Keys the saved state and names the rule in status and logs.
+    pub name: String,
     pub sensor: String,
     pub quantity: String,
     pub above: f64,
@@ -23,12 +26,18 @@ pub enum RuleState {
 pub struct Rule {
     config: RuleConfig,
     state: RuleState,
+    /// The last reading this rule saw (not saved: status only).
+    last: Option<f64>,
 }
 
 impl Rule {
     /// `state` comes from the state file, so a restart does not forget an active rule.
     pub fn new(config: RuleConfig, state: RuleState) -> Self {
-        Rule { config, state }
+        Rule {
+            config,
+            state,
+            last: None,
+        }
     }
 
     pub fn config(&self) -> &RuleConfig {
@@ -39,12 +48,22 @@ impl Rule {
         self.state
     }
 
-    /// The command the rule's device should have now.
-    pub fn command(&self) -> &'static str {
-        match self.state {
-            RuleState::Idle => "off",
-            RuleState::Active => "on",
-        }
+    /// The rule wants its device on.
+    pub fn wants_on(&self) -> bool {
+        self.state == RuleState::Active
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.config.name,
+            "sensor": self.config.sensor,
+            "quantity": self.config.quantity,
+            "above": self.config.above,
+            "hysteresis": self.config.hysteresis,
+            "device": self.config.device,
+            "state": self.state,
+            "last": self.last,
+        })
     }
 
     /// A reading arrived; returns the new state if it changed.
@@ -52,6 +71,7 @@ impl Rule {
         if sensor != self.config.sensor || quantity != self.config.quantity || !value.is_finite() {
             return None;
         }
+        self.last = Some(value);
         let next = match self.state {
             RuleState::Idle if value > self.config.above => RuleState::Active,
             RuleState::Active if value < self.config.above - self.config.hysteresis => {
@@ -73,6 +93,7 @@ mod tests {
     fn fan_rule() -> Rule {
         Rule::new(
             RuleConfig {
+                name: "fan".into(),
                 sensor: "Sensor01".into(),
                 quantity: "temperature".into(),
                 above: 25.0,
@@ -95,7 +116,7 @@ mod tests {
             r.on_reading("Sensor01", "temperature", 25.1),
             Some(RuleState::Active)
         );
-        assert_eq!(r.command(), "on");
+        assert!(r.wants_on());
     }
 
     #[test]
@@ -112,7 +133,7 @@ mod tests {
             r.on_reading("Sensor01", "temperature", 24.4),
             Some(RuleState::Idle)
         );
-        assert_eq!(r.command(), "off");
+        assert!(!r.wants_on());
     }
 
     #[test]
@@ -127,6 +148,6 @@ mod tests {
     #[test]
     fn a_persisted_active_state_is_kept() {
         let r = Rule::new(fan_rule().config().clone(), RuleState::Active);
-        assert_eq!(r.command(), "on");
+        assert!(r.wants_on());
     }
 }
