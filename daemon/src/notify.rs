@@ -43,11 +43,15 @@ impl Notifier {
     }
 
     pub fn to(address: Option<Address>) -> Notifier {
-        let target = address.and_then(|a| match UnixDatagram::unbound() {
-            Ok(socket) => Some((socket, a)),
-            Err(e) => {
-                log::warn!("sd_notify: cannot create a socket: {e}");
-                None
+        // Non-blocking: a full notify socket (a stuck PID 1) must not stall the loop; the
+        // notification is dropped and logged instead, and the watchdog sorts it out.
+        let target = address.and_then(|a| {
+            match UnixDatagram::unbound().and_then(|s| s.set_nonblocking(true).map(|()| s)) {
+                Ok(socket) => Some((socket, a)),
+                Err(e) => {
+                    log::warn!("sd_notify: cannot create a socket: {e}");
+                    None
+                }
             }
         });
         Notifier { target }
@@ -72,6 +76,8 @@ impl Notifier {
     }
 
     pub fn ready(&self, status: &str) {
+        // One assignment per line: a newline in the text would start a bogus one.
+        let status = status.replace(['\n', '\r'], " ");
         self.send(&format!("READY=1\nSTATUS={status}"));
     }
 
@@ -147,6 +153,37 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = listener.recv(&mut buf).expect("recv");
         assert_eq!(&buf[..n], b"STOPPING=1");
+    }
+
+    #[test]
+    fn a_newline_in_the_status_cannot_add_an_assignment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notify");
+        let listener = UnixDatagram::bind(&path).expect("bind");
+        Notifier::to(Some(Address::Path(path))).ready("ok\nWATCHDOG=trigger");
+        let mut buf = [0u8; 256];
+        let n = listener.recv(&mut buf).expect("recv");
+        assert_eq!(&buf[..n], b"READY=1\nSTATUS=ok WATCHDOG=trigger");
+    }
+
+    #[test]
+    fn a_full_notify_socket_drops_the_message_instead_of_blocking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notify");
+        let _listener = UnixDatagram::bind(&path).expect("bind");
+        let notifier = Notifier::to(Some(Address::Path(path)));
+        // Nobody reads: the receive queue fills (a few hundred datagrams at most), and every
+        // send after that fails at once. A blocking socket would never finish.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for _ in 0..10_000 {
+                notifier.watchdog();
+            }
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("sends to a full socket return instead of blocking");
     }
 
     #[test]
