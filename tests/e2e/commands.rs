@@ -19,7 +19,7 @@ fn seed_device(daemon: &Daemon, name: &str) -> TcpStream {
     s.set_read_timeout(Some(DEADLINE)).expect("timeout");
     s.write_all(format!("DEVICE {name} TYPE temperature").as_bytes())
         .expect("register");
-    daemon.wait_log(&format!("device {name} (temperature) registered"));
+    daemon.wait_log(&format!("registered DEVICE={name} TYPE=temperature"));
     s
 }
 
@@ -55,7 +55,15 @@ fn a_seed_device_gets_commands_and_its_acks_are_printed_then_quit_closes_it() {
         assert!(out.status.success(), "{:?}", text(&out));
         assert_eq!(text(&out).0, "ACK Command Executed\n");
     }
-    daemon.wait_log("Sensor01 answered \"ACTIVATE_ALARM\": ACK Command Executed");
+    let log = daemon.wait_log("Sensor01 answered \"ACTIVATE_ALARM\": ACK Command Executed");
+    assert!(
+        log.contains("hub: sent command to Sensor01: SET_INTERVAL 3"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Sensor01 answered \"SET_INTERVAL 3\": ACK Command Executed"),
+        "{log}"
+    );
     let out = daemon.ctl(&["send", "Sensor01", "quit"]);
     assert!(out.status.success(), "{:?}", text(&out));
     let mut rest = Vec::new();

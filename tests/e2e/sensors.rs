@@ -113,7 +113,7 @@ fn sitectl_devices_lists_tcp_devices_and_udp_senders() {
     device
         .write_all(b"DEVICE Sensor01 TYPE temperature\n")
         .expect("register");
-    daemon.wait_log("device Sensor01 (temperature) registered");
+    daemon.wait_log("registered DEVICE=Sensor01 TYPE=temperature");
     let s = sensor(&udp);
     send(&s, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     assert_eq!(status_reply(&s), "STATUS RECEIVED 10/10 PACKETS");

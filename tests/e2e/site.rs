@@ -305,7 +305,7 @@ fn a_second_daemon_as_a_door_node_reports_to_the_first_ones_hub() {
         ),
         "{lines:?}"
     );
-    hub.wait_log("access control client door-node registered");
+    hub.wait_log("registered DEVICE=door-node TYPE=access-control");
     assert_eq!(node.staff(), None, "the door node keeps no count");
 }
 
@@ -458,12 +458,12 @@ fn unterminated_messages_count_once_they_go_quiet_as_seed_clients_send_them() {
     stream
         .write_all(b"DEVICE Sensor01 TYPE temperature")
         .expect("register");
-    daemon.wait_log("device Sensor01 (temperature) registered");
+    daemon.wait_log("registered DEVICE=Sensor01 TYPE=temperature");
     let mut door = std::net::TcpStream::connect(daemon.hub_addr()).expect("connect");
     door.set_read_timeout(Some(DEADLINE)).expect("timeout");
     door.write_all(b"DEVICE quiet-door TYPE access-control")
         .expect("register");
-    daemon.wait_log("access control client quiet-door registered");
+    daemon.wait_log("registered DEVICE=quiet-door TYPE=access-control");
     door.write_all(b"EVENT 1 ENTRY").expect("event");
     let mut reply = [0u8; 16];
     let n = door.read(&mut reply).expect("OK");

@@ -387,7 +387,7 @@ impl HubServer {
             .as_ref()
             .map(|c| c.name.clone())
             .unwrap_or_default();
-        log::info!("hub: sent to {device}: {}", command.text);
+        log::info!("hub: sent command to {device}: {}", command.text);
         conn.output
             .extend_from_slice(format!("{}\n", command.text).as_bytes());
         self.started.push((index, command.id, command.timeout));
@@ -603,7 +603,13 @@ fn handle_line(
                 bad_line(conn, limit, &format!("already registered as {}", old.name));
                 return;
             }
-            log::info!("hub: {} registered from {}", client.describe(), conn.peer);
+            // Seed 001's server line, with where it came from.
+            log::info!(
+                "hub: registered DEVICE={} TYPE={} from {}",
+                client.name,
+                client.kind,
+                conn.peer
+            );
             fx.registered = Some(client.name.clone());
             conn.client = Some(client);
         }
