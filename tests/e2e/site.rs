@@ -305,7 +305,8 @@ fn a_second_daemon_as_a_door_node_reports_to_the_first_ones_hub() {
         ),
         "{lines:?}"
     );
-    hub.wait_log("registered DEVICE=door-node TYPE=access-control");
+    let log = hub.wait_log("registered DEVICE=door-node TYPE=access-control");
+    assert!(log.contains("(access control client door-node)"), "{log}");
     assert_eq!(node.staff(), None, "the door node keeps no count");
 }
 

@@ -603,9 +603,15 @@ fn handle_line(
                 bad_line(conn, limit, &format!("already registered as {}", old.name));
                 return;
             }
-            // Seed 001's server line, with where it came from.
+            // Seed 001's server line, with where it came from; modules named as such (seed 000).
+            let role = match client.kind.as_str() {
+                protocol::TYPE_ACCESS | protocol::TYPE_EMERGENCY => {
+                    format!(" ({})", client.describe())
+                }
+                _ => String::new(),
+            };
             log::info!(
-                "hub: registered DEVICE={} TYPE={} from {}",
+                "hub: registered DEVICE={} TYPE={} from {}{role}",
                 client.name,
                 client.kind,
                 conn.peer
