@@ -365,15 +365,25 @@ pub fn ctl_as_uid(socket: &Path, uid: u32, args: &[&str]) -> Output {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let bin = dir.path().join("sitectl");
     std::fs::copy(sitectl_bin(), &bin).expect("copy sitectl");
-    Command::new(&bin)
-        .arg("-s")
-        .arg(socket)
-        .args(args)
-        .env_remove("SITED_SOCKET")
-        .uid(uid)
-        .gid(uid)
-        .output()
-        .expect("run sitectl as another user")
+    // While the copy was open for writing, another test thread may have forked: its child holds
+    // the write descriptor until it execs, and exec of a file open for writing fails with
+    // ETXTBSY. That passes within moments, so retry until the deadline.
+    wait_for(
+        "sitectl copy to become executable",
+        || match Command::new(&bin)
+            .arg("-s")
+            .arg(socket)
+            .args(args)
+            .env_remove("SITED_SOCKET")
+            .uid(uid)
+            .gid(uid)
+            .output()
+        {
+            Ok(out) => Some(out),
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => None,
+            Err(e) => panic!("run sitectl as another user: {e}"),
+        },
+    )
 }
 
 pub fn is_root() -> bool {
@@ -519,4 +529,15 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
+}
+
+/// Runs a blocking socket call again when a signal interrupts it (EINTR): the test process
+/// gets signals from the children it starts and stops.
+pub fn retry_eintr<T>(mut call: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    loop {
+        match call() {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
 }

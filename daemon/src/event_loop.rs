@@ -148,10 +148,54 @@ pub struct Daemon {
     events: Vec<DeviceEvent>,
 }
 
+/// Raises the soft open-file limit to the hard one and returns it. The soft default (often
+/// 1024) only protects `select()` users, and sited uses epoll; every hub client needs one.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// The soft open-file limit now (u64::MAX if unlimited or unknown).
+pub fn fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+    {
+        return u64::MAX;
+    }
+    limit.rlim_cur
+}
+
 impl Daemon {
     /// Loads the config, opens the hardware, creates every device (outputs at their safe level
     /// first) and binds the control socket. Nothing is half-started on error.
     pub fn start(config_path: &Path) -> Result<Daemon, StartError> {
+        match raise_fd_limit() {
+            Ok(limit) => log::info!("open-file limit: {limit}"),
+            Err(e) => log::warn!("could not raise the open-file limit: {e}"),
+        }
         let mut libs = Libraries::new();
         let config = config::load(config_path)?;
         devices::check(&config, &mut libs)?;

@@ -25,6 +25,9 @@ use std::time::Duration;
 
 /// How often connections that never registered are swept.
 const HUB_SWEEP: Duration = Duration::from_secs(5);
+/// Descriptors kept for everything but hub clients (plugins, pins, control connections, the
+/// store), when the open-file limit caps `max-clients`.
+const FDS_KEPT: u64 = 256;
 /// Device commands can cause device events (rarely); this bounds the back-and-forth.
 const MAX_ROUNDS: usize = 8;
 
@@ -108,9 +111,22 @@ impl Node {
         let hub = match &config.hub {
             Some(h) => {
                 let addr = resolve_addr(&h.tcp).map_err(Error::Config)?;
-                let server = HubServer::bind(addr, registry).map_err(|source| Error::HubBind {
-                    addr: h.tcp.clone(),
-                    source,
+                // Each client is a descriptor; keep some for the rest of the daemon.
+                let fds = crate::event_loop::fd_limit().saturating_sub(FDS_KEPT);
+                let max_clients = h
+                    .max_clients
+                    .min(usize::try_from(fds).unwrap_or(usize::MAX));
+                if max_clients < h.max_clients {
+                    log::warn!(
+                        "hub: max-clients {} lowered to {max_clients} by the open-file limit (raise LimitNOFILE)",
+                        h.max_clients
+                    );
+                }
+                let server = HubServer::bind(addr, max_clients, registry).map_err(|source| {
+                    Error::HubBind {
+                        addr: h.tcp.clone(),
+                        source,
+                    }
                 })?;
                 log::info!(
                     "hub: listening on {} (event log {})",
@@ -556,7 +572,7 @@ impl Node {
         if readings.is_empty() {
             return;
         }
-        let at = crate::hub::server::wall_clock();
+        let at = std::time::SystemTime::now();
         let mut caused = Vec::new();
         for reading in readings {
             log::debug!(
@@ -565,7 +581,7 @@ impl Node {
                 reading.quantity,
                 reading.value
             );
-            self.readings.store(reading, at.clone());
+            self.readings.store(reading, at);
             if !self.site.rules.is_empty() {
                 let fx = self
                     .site

@@ -7,8 +7,15 @@
 //!    servo and led plugins -> backend (DESIGN.md §3 steps 1 to 4).
 //! 2. Idle: the real `sited` with all seven plugins loaded (the demo site), left alone for
 //!    `--idle-secs`: its wakeups per second (context switches from /proc) and its RSS.
+//! 3. UDP: seed-001 datagrams blasted at the real `sited`'s hub on loopback, beside a bare
+//!    `recv_from` loop on the same machine in the same run: the rate each reaches, what each
+//!    loses, and what the hub loses when the datagrams come at the bare loop's rate.
+//! 4. TCP: N devices registered at the real `sited`'s hub at once (`--devices`, default 1000
+//!    and 10000): the daemon's RSS, and the round trip of `send` -> `ACK` through the control
+//!    socket, as `sitectl send` makes it, with the bench playing the device.
 //!
 //! Run: cargo build --workspace --release --locked && target/release/sited-bench
+//! (`--only edge|idle|udp|tcp` runs one part; `--udp-secs`, `--devices 1000,10000`.)
 
 use site_daemon::config;
 use site_daemon::devices::{DeviceEvent, Devices};
@@ -22,16 +29,46 @@ use std::time::{Duration, Instant};
 
 const EDGES: usize = 20_000;
 
+/// The value after `--name`, if given.
+fn flag(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
+}
+
 fn main() {
-    let idle_secs: u64 = std::env::args()
-        .skip_while(|a| a != "--idle-secs")
-        .nth(1)
+    let idle_secs: u64 = flag("--idle-secs")
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    println!("sited-bench (plugins from {})", build_dir().display());
-    edge_to_output();
-    idle(idle_secs);
+    let udp_secs: f64 = flag("--udp-secs")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3.0);
+    let devices: Vec<usize> = flag("--devices")
+        .unwrap_or_else(|| "1000,10000".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    let only = flag("--only");
+    let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    println!(
+        "sited-bench (binaries and plugins from {})",
+        build_dir().display()
+    );
+    if run("edge") {
+        edge_to_output();
+    }
+    if run("idle") {
+        idle(idle_secs);
+    }
+    if run("udp") {
+        hub::udp(Duration::from_secs_f64(udp_secs));
+    }
+    if run("tcp") {
+        for n in devices {
+            hub::tcp(n, 1000);
+        }
+    }
 }
+
+mod hub;
 
 fn edge_to_output() {
     let site = SiteDir::new();

@@ -26,7 +26,7 @@ fn seed_device(daemon: &Daemon, name: &str) -> TcpStream {
 /// Reads one command the way the seed client does (one recv) and returns it.
 fn receive(s: &mut TcpStream) -> String {
     let mut buf = [0u8; 1024];
-    let n = s.read(&mut buf).expect("a command");
+    let n = retry_eintr(|| s.read(&mut buf)).expect("a command");
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 

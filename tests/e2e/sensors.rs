@@ -33,7 +33,7 @@ fn send(s: &UdpSocket, seqs: &[u8]) {
 
 fn status_reply(s: &UdpSocket) -> String {
     let mut buf = [0u8; 256];
-    let n = s.recv(&mut buf).expect("a STATUS reply");
+    let n = retry_eintr(|| s.recv(&mut buf)).expect("a STATUS reply");
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 

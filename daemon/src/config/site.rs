@@ -132,6 +132,13 @@ pub struct HubSection {
     /// A sensor's cycle closes after this long without a packet.
     #[serde(default = "cycle_gap_ms")]
     pub cycle_gap_ms: u64,
+    /// TCP connections beyond this are turned away (`ERR too many clients`).
+    #[serde(default = "max_clients")]
+    pub max_clients: usize,
+}
+
+fn max_clients() -> usize {
+    16384
 }
 
 /// One `[[rule]]` (seed 002): `device` is on while `sensor`'s `quantity` is above `above`,
@@ -287,6 +294,13 @@ impl Config {
                     "hub",
                     "cycle-gap-ms",
                     format!("{} is not within 100..=600000", h.cycle_gap_ms),
+                ));
+            }
+            if !(1..=1_000_000).contains(&h.max_clients) {
+                return Err(self.section_error(
+                    "hub",
+                    "max-clients",
+                    format!("{} is not within 1..=1000000", h.max_clients),
                 ));
             }
             if let Some(udp) = &h.udp {

@@ -10,13 +10,18 @@ use crate::rate_limit::RateLimit;
 use crate::site::Report;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// More clients than this are turned away (raised for the IoT hub later).
-pub const MAX_CLIENTS: usize = 1024;
+/// Dead peers (a device unplugged mid-connection) are found by TCP keepalive, which sends no
+/// application data, so seed devices that sit silent waiting for commands are unaffected: the
+/// first probe after this long without traffic, then every [`KEEPALIVE_INTERVAL`], and the
+/// connection is dropped after [`KEEPALIVE_PROBES`] unanswered ones (about two minutes).
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const KEEPALIVE_PROBES: u32 = 6;
 /// How long an unterminated message must stay quiet before it counts as a line (seed 001
 /// clients end nothing with a newline; each of their messages is one `send()`).
 pub const QUIET: Duration = Duration::from_millis(100);
@@ -143,6 +148,16 @@ pub struct HubServer {
     listener: TcpListener,
     addr: SocketAddr,
     conns: Vec<Option<Conn>>,
+    /// Open connections, and the free slots in `conns` (reused before it grows).
+    live: usize,
+    free: Vec<usize>,
+    /// Registered names and their connection: a command finds its device without a scan.
+    by_name: HashMap<String, usize>,
+    /// More connections than this are turned away with `ERR too many clients`.
+    max_clients: usize,
+    /// A descriptor held in reserve: when the process runs out (EMFILE), it is closed to
+    /// accept the waiting connection and turn it away, so the backlog does not stall.
+    spare_fd: Option<std::fs::File>,
     next_generation: u64,
     next_command: u64,
     readings: Vec<super::stream::Reading>,
@@ -152,7 +167,11 @@ pub struct HubServer {
 }
 
 impl HubServer {
-    pub fn bind(addr: SocketAddr, registry: &Registry) -> io::Result<HubServer> {
+    pub fn bind(
+        addr: SocketAddr,
+        max_clients: usize,
+        registry: &Registry,
+    ) -> io::Result<HubServer> {
         let mut listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         registry.register(&mut listener, Tok::HubListener.into(), Interest::READABLE)?;
@@ -160,6 +179,11 @@ impl HubServer {
             listener,
             addr,
             conns: Vec::new(),
+            live: 0,
+            free: Vec::new(),
+            by_name: HashMap::new(),
+            max_clients,
+            spare_fd: std::fs::File::open("/dev/null").ok(),
             next_generation: 0,
             next_command: 0,
             readings: Vec::new(),
@@ -178,29 +202,30 @@ impl HubServer {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, peer)) => {
-                    let live = self.conns.iter().filter(|c| c.is_some()).count();
-                    if live >= MAX_CLIENTS {
+                    if self.live >= self.max_clients {
                         let _ = stream.write_all(protocol::err_line("too many clients").as_bytes());
                         crate::warn_limited!(
                             self.log_limit,
-                            "hub: turned away {peer}: {MAX_CLIENTS} clients connected"
+                            "hub: turned away {peer}: {} clients connected (max-clients)",
+                            self.live
                         );
                         continue;
                     }
-                    let index = self
-                        .conns
-                        .iter()
-                        .position(Option::is_none)
-                        .unwrap_or(self.conns.len());
+                    let index = self.free.pop().unwrap_or(self.conns.len());
                     if let Err(e) = registry.register(
                         &mut stream,
                         Tok::HubConn(index).into(),
                         Interest::READABLE,
                     ) {
                         log::warn!("hub: could not register a connection from {peer}: {e}");
+                        if index < self.conns.len() {
+                            self.free.push(index);
+                        }
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
+                    keepalive(&stream);
+                    self.live += 1;
                     self.next_generation += 1;
                     log::info!("hub: connection from {peer}");
                     let conn = Conn {
@@ -229,6 +254,23 @@ impl HubServer {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    // Out of descriptors: use the spare to take the connection off the backlog
+                    // and turn it away (edge-triggered: left there, it would never be seen
+                    // again), then take the spare back.
+                    crate::warn_limited!(
+                        self.log_limit,
+                        "hub: out of file descriptors with {} clients ({e}); turning connections away (raise LimitNOFILE or lower max-clients)",
+                        self.live
+                    );
+                    if self.spare_fd.take().is_none() {
+                        return;
+                    }
+                    if let Ok((mut stream, _)) = self.listener.accept() {
+                        let _ = stream.write_all(protocol::err_line("too many clients").as_bytes());
+                    }
+                    self.spare_fd = std::fs::File::open("/dev/null").ok();
+                }
                 Err(e) => {
                     log::warn!("hub: accept failed: {e}");
                     return;
@@ -293,17 +335,13 @@ impl HubServer {
         registry: &Registry,
     ) -> Vec<IncomingReport> {
         if let Some(name) = fx.registered {
-            let older: Vec<usize> = self
-                .conns
-                .iter()
-                .enumerate()
-                .filter(|(i, c)| *i != index && matches!(c, Some(c) if c.client.as_ref().is_some_and(|cl| cl.name == name)))
-                .map(|(i, _)| i)
-                .collect();
-            for old in older {
+            if let Some(&old) = self.by_name.get(&name)
+                && old != index
+            {
                 log::warn!("hub: {name} registered again; the new connection replaces the old one");
                 self.close(old, registry);
             }
+            self.by_name.insert(name, index);
         }
         self.done.extend(fx.done);
         self.readings.extend(fx.readings);
@@ -338,15 +376,9 @@ impl HubServer {
         asker: Asker,
         registry: &Registry,
     ) -> Result<(), String> {
-        let index = self
-            .conns
-            .iter()
-            .position(
-                |c| matches!(c, Some(c) if c.client.as_ref().is_some_and(|cl| cl.name == device)),
-            )
-            .ok_or_else(|| {
-                format!("no device named \"{device}\" is connected (see sitectl devices)")
-            })?;
+        let index = *self.by_name.get(device).ok_or_else(|| {
+            format!("no device named \"{device}\" is connected (see sitectl devices)")
+        })?;
         if text.trim().eq_ignore_ascii_case("quit") {
             log::info!("hub: closing the connection with {device} at the operator's request");
             self.close(index, registry);
@@ -490,11 +522,16 @@ impl HubServer {
             && let Some(mut conn) = slot.take()
         {
             let _ = registry.deregister(&mut conn.stream);
+            self.live -= 1;
+            self.free.push(index);
             let device = conn
                 .client
                 .as_ref()
                 .map(|c| c.name.clone())
                 .unwrap_or_default();
+            if self.by_name.get(&device) == Some(&index) {
+                self.by_name.remove(&device);
+            }
             for command in conn
                 .in_flight
                 .take()
@@ -560,6 +597,19 @@ impl HubServer {
 }
 
 /// Now, as `sitectl devices` shows it.
+/// Turns on TCP keepalive with the hub's timings (see [`KEEPALIVE_IDLE`]); best effort.
+fn keepalive(stream: &TcpStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    let result = setsockopt(stream, sockopt::KeepAlive, &true)
+        .and_then(|()| setsockopt(stream, sockopt::TcpKeepIdle, &secs(KEEPALIVE_IDLE)))
+        .and_then(|()| setsockopt(stream, sockopt::TcpKeepInterval, &secs(KEEPALIVE_INTERVAL)))
+        .and_then(|()| setsockopt(stream, sockopt::TcpKeepCount, &KEEPALIVE_PROBES));
+    if let Err(e) = result {
+        log::debug!("hub: keepalive not set: {e}");
+    }
+}
+
 pub fn wall_clock() -> String {
     chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string()
 }

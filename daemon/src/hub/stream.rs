@@ -33,11 +33,19 @@ pub fn parse(bytes: &[u8]) -> Result<Reading, String> {
     if text.starts_with('{') {
         return parse_json(text);
     }
-    let fields: Vec<&str> = text.split(',').map(str::trim).collect();
-    let [device, _timestamp, quantity, value, seq] = fields.as_slice() else {
+    // Five fields, without collecting them (this is the hub's per-datagram path).
+    let mut fields = text.split(',').map(str::trim);
+    let (Some(device), Some(_timestamp), Some(quantity), Some(value), Some(seq), None) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
         return Err(format!(
             "expected 5 comma-separated fields (name,timestamp,type,value,SEQ:n), got {}",
-            fields.len()
+            text.split(',').count()
         ));
     };
     let seq = seq
@@ -92,32 +100,63 @@ fn number(v: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("bad value {v:?}"))
 }
 
-/// The latest value of one quantity.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+/// The latest value of one quantity, and when it arrived.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Latest {
     pub value: f64,
-    /// Local wall-clock time it arrived, `YYYY-MM-DD HH:MM:SS`.
-    pub at: String,
+    pub at: std::time::SystemTime,
 }
 
 /// The latest reading per device and quantity, from UDP streams and TCP JSON lines alike.
+/// Storing allocates only for a device or quantity not seen before.
 #[derive(Debug, Default)]
 pub struct Readings {
     latest: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Latest>>,
 }
 
 impl Readings {
-    pub fn store(&mut self, r: &Reading, at: String) {
-        self.latest
-            .entry(r.device.clone())
-            .or_default()
-            .insert(r.quantity.clone(), Latest { value: r.value, at });
+    pub fn store(&mut self, r: &Reading, at: std::time::SystemTime) {
+        let latest = Latest { value: r.value, at };
+        let quantities = match self.latest.get_mut(r.device.as_str()) {
+            Some(q) => q,
+            None => self.latest.entry(r.device.clone()).or_default(),
+        };
+        match quantities.get_mut(r.quantity.as_str()) {
+            Some(slot) => *slot = latest,
+            None => {
+                quantities.insert(r.quantity.clone(), latest);
+            }
+        }
     }
 
-    /// `"sensors"` for `sitectl status`: `{"<device>": {"<quantity>": {"value", "at"}}}`.
+    /// `"sensors"` for `sitectl status`: `{"<device>": {"<quantity>": {"value", "at"}}}`, `at`
+    /// in local wall-clock time.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(&self.latest).unwrap_or(serde_json::Value::Null)
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .latest
+            .iter()
+            .map(|(device, quantities)| {
+                let q: serde_json::Map<String, serde_json::Value> = quantities
+                    .iter()
+                    .map(|(name, l)| {
+                        (
+                            name.clone(),
+                            serde_json::json!({ "value": l.value, "at": local_time(l.at) }),
+                        )
+                    })
+                    .collect();
+                (device.clone(), serde_json::Value::Object(q))
+            })
+            .collect();
+        serde_json::Value::Object(map)
     }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in local time, as the event log and `sitectl` show times.
+pub fn local_time(t: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Local>::from(t)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 /// A finished cycle, and the reply its sender is owed.
@@ -168,24 +207,29 @@ impl Stream {
         !self.received.is_empty()
     }
 
-    /// A packet with sequence `seq` arrived at `now`; returns the cycles it closed.
-    pub fn packet(&mut self, seq: u8, now: Duration) -> Vec<ClosedCycle> {
+    /// A packet with sequence `seq` arrived at `now`; returns the cycles it closed, and whether
+    /// it is fresh: neither a duplicate nor older than one already seen in its cycle, so its
+    /// value is the sensor's latest.
+    pub fn packet(&mut self, seq: u8, now: Duration) -> (Vec<ClosedCycle>, bool) {
         let mut closed = Vec::new();
         self.stats.packets += 1;
         if seq == 1 && self.is_open() {
             closed.push(self.close());
         }
+        let mut fresh = false;
         if !self.received.insert(seq) {
             self.stats.duplicates += 1;
         } else if seq < self.highest {
             self.stats.out_of_order += 1;
+        } else {
+            fresh = true;
         }
         self.highest = self.highest.max(seq);
         self.last_packet = Some(now);
         if seq == CYCLE_LEN {
             closed.push(self.close());
         }
-        closed
+        (closed, fresh)
     }
 
     /// Closes an open cycle that has been quiet for `gap`.
@@ -292,9 +336,9 @@ mod tests {
     fn a_full_cycle_closes_on_seq_10_with_nothing_missing() {
         let mut s = Stream::default();
         for n in 1..=9 {
-            assert!(s.packet(n, ms(u64::from(n))).is_empty());
+            assert!(s.packet(n, ms(u64::from(n))).0.is_empty());
         }
-        let closed = s.packet(10, ms(10));
+        let closed = s.packet(10, ms(10)).0;
         assert_eq!(
             closed,
             vec![ClosedCycle {
@@ -312,7 +356,7 @@ mod tests {
         for n in [1, 2, 4, 5, 6, 8, 9] {
             s.packet(n, ms(1));
         }
-        let closed = s.packet(10, ms(2));
+        let closed = s.packet(10, ms(2)).0;
         assert_eq!(
             closed[0].status_line(),
             "STATUS RECEIVED 8/10 PACKETS; MISSING: [3, 7]"
@@ -333,11 +377,45 @@ mod tests {
     }
 
     #[test]
+    fn only_fresh_packets_carry_the_latest_value() {
+        let mut s = Stream::default();
+        assert!(s.packet(1, ms(1)).1);
+        assert!(s.packet(3, ms(2)).1);
+        assert!(!s.packet(2, ms(3)).1, "older than SEQ:3");
+        assert!(!s.packet(3, ms(4)).1, "a duplicate");
+        assert!(s.packet(4, ms(5)).1);
+        assert!(s.packet(1, ms(6)).1, "a new cycle");
+    }
+
+    #[test]
+    fn readings_keep_the_latest_per_device_and_quantity() {
+        let mut r = Readings::default();
+        let at = std::time::SystemTime::UNIX_EPOCH;
+        for (device, quantity, value) in [("s1", "t", 1.0), ("s1", "h", 2.0), ("s1", "t", 3.0)] {
+            let reading = Reading {
+                device: device.into(),
+                quantity: quantity.into(),
+                value,
+                seq: None,
+            };
+            r.store(&reading, at);
+        }
+        let json = r.to_json();
+        assert_eq!(json["s1"]["t"]["value"], 3.0);
+        assert_eq!(json["s1"]["h"]["value"], 2.0);
+        assert!(
+            json["s1"]["t"]["at"]
+                .as_str()
+                .is_some_and(|t| t.len() == 19)
+        );
+    }
+
+    #[test]
     fn seq_1_while_open_closes_the_old_cycle_first() {
         let mut s = Stream::default();
         s.packet(1, ms(1));
         s.packet(2, ms(2));
-        let closed = s.packet(1, ms(3));
+        let closed = s.packet(1, ms(3)).0;
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].received, 2);
         assert!(s.is_open(), "the new cycle has its SEQ:1");

@@ -2,8 +2,12 @@
 //! readings to the node's store, tracks each sender's cycle, and answers a closed
 //! cycle with `STATUS RECEIVED x/10 PACKETS` to the address it came from. Malformed datagrams
 //! are counted per source and logged rate-limited; none of them stops the hub.
+//!
+//! This is the hub's hottest path, so a datagram from a known sender allocates only for its
+//! reading: senders are found by address and then by name without building a key, and times
+//! are kept as `SystemTime` and formatted only when someone asks.
 
-use super::stream::{self, Reading, Stream};
+use super::stream::{self, Reading, Stream, local_time};
 use crate::event_loop::Tok;
 use crate::rate_limit::RateLimit;
 use mio::net::UdpSocket;
@@ -11,33 +15,64 @@ use mio::{Interest, Registry};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+/// Senders (address and device name) kept at most; beyond it, the one quiet the longest is
+/// forgotten to make room, so a sender spraying from many ports cannot grow the table.
+pub const MAX_SENDERS: usize = 4096;
+/// The receive buffer asked for: room for a few thousand datagrams, so a burst from many
+/// sensors, or a moment when the loop is busy with something else, loses nothing. The kernel
+/// caps it at `net.core.rmem_max` (4 MiB on this development machine, 208 KiB on some).
+pub const RECEIVE_BUFFER_BYTES: usize = 1 << 20;
+/// Sources of malformed datagrams kept at most (the same reasoning).
+pub const MAX_MALFORMED_SOURCES: usize = 1024;
+
+/// One device sending from one address: a sensor restarting on a new port starts afresh.
+struct Sender {
+    device: String,
+    stream: Stream,
+    /// Wall-clock time of the last packet (for `sitectl devices`).
+    last_seen: SystemTime,
+    /// Monotonic time of the last packet (for eviction).
+    last_packet: Duration,
+}
 
 pub struct SensorHub {
     socket: UdpSocket,
     addr: SocketAddr,
     gap: Duration,
-    /// Per sender address and device name: a sensor restarting on a new port starts afresh.
-    streams: HashMap<(SocketAddr, String), Stream>,
+    senders: HashMap<SocketAddr, Vec<Sender>>,
+    sender_count: usize,
     malformed: HashMap<SocketAddr, u64>,
-    /// Local wall-clock time of each stream's last packet.
-    last_seen: HashMap<(SocketAddr, String), String>,
     log_limit: RateLimit,
+    /// Receive buffers, kept between wake-ups.
+    batch: Option<Box<Batch>>,
 }
 
 impl SensorHub {
     pub fn bind(addr: SocketAddr, gap: Duration, registry: &Registry) -> io::Result<SensorHub> {
         let mut socket = UdpSocket::bind(addr)?;
         let addr = socket.local_addr()?;
+        {
+            use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+            if let Err(e) = setsockopt(&socket, sockopt::RcvBuf, &RECEIVE_BUFFER_BYTES) {
+                log::warn!("hub udp: could not enlarge the receive buffer: {e}");
+            }
+            // Linux reports double what it was asked for (its bookkeeping overhead).
+            if let Ok(size) = getsockopt(&socket, sockopt::RcvBuf) {
+                log::info!("hub udp: receive buffer {} KiB", size / 2 / 1024);
+            }
+        }
         registry.register(&mut socket, Tok::HubUdp.into(), Interest::READABLE)?;
         Ok(SensorHub {
             socket,
             addr,
             gap,
-            streams: HashMap::new(),
+            senders: HashMap::new(),
+            sender_count: 0,
             malformed: HashMap::new(),
-            last_seen: HashMap::new(),
             log_limit: RateLimit::new(20, Duration::from_secs(60)),
+            batch: None,
         })
     }
 
@@ -45,12 +80,16 @@ impl SensorHub {
         self.addr
     }
 
-    /// Reads every waiting datagram; returns the readings, in order.
+    /// Reads every waiting datagram; returns the readings that are news, in order: JSON
+    /// readings, and stream packets that are neither duplicates nor older than one already
+    /// seen in their cycle (a late packet must not overwrite a newer value or flip a rule).
     pub fn readable(&mut self, now: Duration) -> Vec<Reading> {
         let mut readings = Vec::new();
-        let mut buf = [0u8; stream::MAX_DATAGRAM_BYTES + 1];
+        // Taken out while the datagrams are handled (which needs `self`), then put back.
+        let mut batch = self.batch.take().unwrap_or_else(Batch::new);
+        let wall = SystemTime::now();
         loop {
-            let (n, from) = match self.socket.recv_from(&mut buf) {
+            let got = match batch.receive(&self.socket) {
                 Ok(got) => got,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -59,33 +98,121 @@ impl SensorHub {
                     break;
                 }
             };
-            match stream::parse(&buf[..n]) {
-                Ok(reading) => {
-                    self.last_seen
-                        .insert((from, reading.device.clone()), super::server::wall_clock());
-                    if let Some(seq) = reading.seq {
-                        let s = self
-                            .streams
-                            .entry((from, reading.device.clone()))
-                            .or_default();
-                        for cycle in s.packet(seq, now) {
-                            self.reply(from, &cycle.status_line());
-                        }
-                    }
-                    readings.push(reading);
-                }
-                Err(reason) => {
-                    let count = self.malformed.entry(from).or_default();
-                    *count += 1;
-                    let count = *count;
-                    crate::warn_limited!(
-                        self.log_limit,
-                        "hub udp: malformed datagram from {from} ({count} so far): {reason}"
-                    );
-                }
+            for i in 0..got {
+                let Some((bytes, from)) = batch.datagram(i) else {
+                    continue;
+                };
+                self.datagram(bytes, from, now, wall, &mut readings);
             }
         }
+        self.batch = Some(batch);
         readings
+    }
+
+    fn datagram(
+        &mut self,
+        bytes: &[u8],
+        from: SocketAddr,
+        now: Duration,
+        wall: SystemTime,
+        readings: &mut Vec<Reading>,
+    ) {
+        {
+            match stream::parse(bytes) {
+                Ok(reading) => {
+                    let sender = self.sender(from, &reading.device, now);
+                    sender.last_seen = wall;
+                    sender.last_packet = now;
+                    let fresh = match reading.seq {
+                        Some(seq) => {
+                            let (closed, fresh) = sender.stream.packet(seq, now);
+                            for cycle in closed {
+                                self.reply(from, &cycle.status_line());
+                            }
+                            fresh
+                        }
+                        None => true,
+                    };
+                    if fresh {
+                        readings.push(reading);
+                    }
+                }
+                Err(reason) => self.malformed(from, &reason),
+            }
+        }
+    }
+
+    /// The sender `device` at `from`, made if new (evicting the quietest one when full).
+    fn sender(&mut self, from: SocketAddr, device: &str, now: Duration) -> &mut Sender {
+        let known = self
+            .senders
+            .get(&from)
+            .and_then(|list| list.iter().position(|s| s.device == device));
+        if known.is_none() && self.sender_count >= MAX_SENDERS {
+            self.evict_quietest();
+        }
+        let list = self.senders.entry(from).or_default();
+        let index = match known {
+            Some(i) => i,
+            None => {
+                self.sender_count += 1;
+                list.push(Sender {
+                    device: device.to_string(),
+                    stream: Stream::default(),
+                    last_seen: SystemTime::now(),
+                    last_packet: now,
+                });
+                list.len() - 1
+            }
+        };
+        &mut list[index]
+    }
+
+    fn evict_quietest(&mut self) {
+        let quietest = self
+            .senders
+            .iter()
+            .flat_map(|(addr, list)| {
+                list.iter()
+                    .enumerate()
+                    .map(move |(i, s)| (s.last_packet, *addr, i))
+            })
+            .min();
+        if let Some((_, addr, i)) = quietest
+            && let Some(list) = self.senders.get_mut(&addr)
+        {
+            let gone = list.swap_remove(i);
+            self.sender_count -= 1;
+            if list.is_empty() {
+                self.senders.remove(&addr);
+            }
+            crate::warn_limited!(
+                self.log_limit,
+                "hub udp: {MAX_SENDERS} senders known; forgot {} at {addr}, the quietest",
+                gone.device
+            );
+        }
+    }
+
+    fn malformed(&mut self, from: SocketAddr, reason: &str) {
+        if !self.malformed.contains_key(&from) && self.malformed.len() >= MAX_MALFORMED_SOURCES {
+            // Forget the source with the fewest: a steady offender keeps its count.
+            if let Some(least) = self
+                .malformed
+                .iter()
+                .min_by_key(|(_, n)| **n)
+                .map(|(a, _)| *a)
+            {
+                self.malformed.remove(&least);
+            }
+        }
+        let count = self.malformed.entry(from).or_default();
+        *count += 1;
+        let count = *count;
+        crate::warn_limited!(
+            self.log_limit,
+            "hub udp: malformed datagram from {from} ({count} so far): {reason}"
+        );
     }
 
     fn reply(&mut self, to: SocketAddr, line: &str) {
@@ -95,11 +222,16 @@ impl SensorHub {
         }
     }
 
+    fn all(&self) -> impl Iterator<Item = (SocketAddr, &Sender)> {
+        self.senders
+            .iter()
+            .flat_map(|(addr, list)| list.iter().map(move |s| (*addr, s)))
+    }
+
     /// When the earliest open cycle goes quiet for the gap.
     pub fn next_deadline(&self) -> Option<Duration> {
-        self.streams
-            .values()
-            .filter_map(|s| s.deadline(self.gap))
+        self.all()
+            .filter_map(|(_, s)| s.stream.deadline(self.gap))
             .min()
     }
 
@@ -107,9 +239,11 @@ impl SensorHub {
     pub fn expire(&mut self, now: Duration) {
         let gap = self.gap;
         let mut replies = Vec::new();
-        for ((from, _), s) in &mut self.streams {
-            if let Some(cycle) = s.expire(now, gap) {
-                replies.push((*from, cycle.status_line()));
+        for (from, list) in &mut self.senders {
+            for s in list {
+                if let Some(cycle) = s.stream.expire(now, gap) {
+                    replies.push((*from, cycle.status_line()));
+                }
             }
         }
         for (to, line) in replies {
@@ -120,14 +254,12 @@ impl SensorHub {
     /// Every sender seen, for `sitectl devices`: device, address, last packet, statistics.
     pub fn senders(&self) -> Vec<serde_json::Value> {
         let mut out: Vec<serde_json::Value> = self
-            .last_seen
-            .iter()
-            .map(|((from, device), at)| {
-                let stats = self.streams.get(&(*from, device.clone())).map(|s| serde_json::json!(s.stats));
+            .all()
+            .map(|(from, s)| {
                 serde_json::json!({
-                    "name": device, "via": "udp", "address": from.to_string(),
-                    "state": if self.streams.get(&(*from, device.clone())).is_some_and(Stream::is_open) { "in cycle" } else { "idle" },
-                    "last_seen": at, "stats": stats,
+                    "name": s.device, "via": "udp", "address": from.to_string(),
+                    "state": if s.stream.is_open() { "in cycle" } else { "idle" },
+                    "last_seen": local_time(s.last_seen), "stats": s.stream.stats,
                 })
             })
             .collect();
@@ -138,9 +270,9 @@ impl SensorHub {
     /// Per-sender stream statistics and malformed counts, for status.
     pub fn streams(&self) -> serde_json::Value {
         let streams: Vec<serde_json::Value> = self
-            .streams
-            .iter()
-            .map(|((from, device), s)| serde_json::json!({ "device": device, "from": from.to_string(), "stats": s.stats }))
+            .all()
+            .filter(|(_, s)| s.stream.stats.packets > 0)
+            .map(|(from, s)| serde_json::json!({ "device": s.device, "from": from.to_string(), "stats": s.stream.stats }))
             .collect();
         let malformed: BTreeMap<String, u64> = self
             .malformed
@@ -148,5 +280,99 @@ impl SensorHub {
             .map(|(a, n)| (a.to_string(), *n))
             .collect();
         serde_json::json!({ "listen": self.addr.to_string(), "streams": streams, "malformed": malformed })
+    }
+}
+
+/// Datagrams received per system call (`recvmmsg`): the hub takes a burst in one call where a
+/// `recv_from` loop makes one call per datagram.
+const BATCH: usize = 32;
+/// Room for the longest datagram the hub accepts, plus one byte to notice a longer one.
+const SLOT: usize = stream::MAX_DATAGRAM_BYTES + 1;
+
+/// Buffers for one `recvmmsg`.
+struct Batch {
+    data: Vec<u8>,
+    addrs: [libc::sockaddr_storage; BATCH],
+    lens: [usize; BATCH],
+}
+
+impl Batch {
+    fn new() -> Box<Batch> {
+        Box::new(Batch {
+            data: vec![0; SLOT * BATCH],
+            // SAFETY: sockaddr_storage is plain data; all zeroes is a valid (AF_UNSPEC) value.
+            addrs: unsafe { std::mem::zeroed() },
+            lens: [0; BATCH],
+        })
+    }
+
+    /// Receives up to [`BATCH`] datagrams without blocking; returns how many.
+    fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let base = self.data.as_mut_ptr();
+        let mut iovecs: [libc::iovec; BATCH] = std::array::from_fn(|i| libc::iovec {
+            // SAFETY: `data` holds BATCH slots of SLOT bytes, so slot i is in bounds.
+            iov_base: unsafe { base.add(i * SLOT) }.cast(),
+            iov_len: SLOT,
+        });
+        // SAFETY: mmsghdr is plain data; the fields that matter are set just below.
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for (i, header) in headers.iter_mut().enumerate() {
+            header.msg_hdr.msg_name = (&raw mut self.addrs[i]).cast();
+            header.msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            header.msg_hdr.msg_iov = &raw mut iovecs[i];
+            header.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every header points at its own buffer and address slot, all of which live
+        // (borrowed mutably) for the length of the call.
+        let got = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if got < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let got = got as usize;
+        for (len, header) in self.lens.iter_mut().zip(&headers).take(got) {
+            // A datagram longer than its slot is cut to the slot and MSG_TRUNC is set; the
+            // slot's spare byte already makes it too long for `parse`.
+            *len = (header.msg_len as usize).min(SLOT);
+        }
+        Ok(got)
+    }
+
+    /// The `i`th datagram of the last `receive` and who sent it (None for an address family
+    /// other than IPv4 or IPv6, which a UDP socket bound to one of them does not produce).
+    fn datagram(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+        let bytes = &self.data[i * SLOT..i * SLOT + self.lens[i]];
+        let storage = &self.addrs[i];
+        let from = match libc::c_int::from(storage.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: the family says the storage holds a sockaddr_in.
+                let a: &libc::sockaddr_in = unsafe { &*(&raw const *storage).cast() };
+                SocketAddr::from((
+                    std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                    u16::from_be(a.sin_port),
+                ))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the family says the storage holds a sockaddr_in6.
+                let a: &libc::sockaddr_in6 = unsafe { &*(&raw const *storage).cast() };
+                SocketAddr::V6(std::net::SocketAddrV6::new(
+                    std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
+                    u16::from_be(a.sin6_port),
+                    a.sin6_flowinfo,
+                    a.sin6_scope_id,
+                ))
+            }
+            _ => return None,
+        };
+        Some((bytes, from))
     }
 }
