@@ -1,7 +1,7 @@
 //! One request, one answer over sited's control socket. Blocking std I/O with a deadline is
 //! enough for a client that asks once and exits; the framing and types come from `site_proto`.
 
-use site_proto::{FrameError, LineBuffer, MAX_LINE_BYTES, Request, Response, encode};
+use site_proto::{FrameError, LineBuffer, MAX_RESPONSE_BYTES, Request, Response, encode};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
@@ -22,7 +22,7 @@ pub enum Error {
     Closed,
     #[error("sited did not answer within {} (raise --timeout; the request may still have been carried out)", seconds(*.0))]
     Timeout(Duration),
-    #[error("sited's answer is longer than {MAX_LINE_BYTES} bytes; refusing it")]
+    #[error("sited's answer is longer than {MAX_RESPONSE_BYTES} bytes; refusing it")]
     TooLong,
     #[error("sited's answer is not UTF-8")]
     NotUtf8,
@@ -70,7 +70,7 @@ impl Client {
         }
         let mut session = Session {
             stream,
-            lines: LineBuffer::new(),
+            lines: LineBuffer::with_limit(MAX_RESPONSE_BYTES),
             timeout: self.timeout,
         };
         let line = session.read_line(Some(deadline))?;

@@ -10,6 +10,8 @@ const KNOWN_STATUS_KEYS: [&str; 6] = ["daemon", "devices", "staff", "site", "hub
 
 /// The site modules this sitectl words, in the order the site block shows them.
 const SITE_MODULES: [&str; 3] = ["access", "emergency", "office"];
+/// Hub clients listed one per line in `status` before the rest are summed up.
+const STATUS_CLIENTS: usize = 10;
 
 /// The human form of a `status` result: header, blank line, table. Fields this version does not
 /// know are ignored; top-level sections it does not know are named in a closing note so the
@@ -172,7 +174,8 @@ fn site(out: &mut String, status: &Status) {
             clients.len(),
             if clients.len() == 1 { "" } else { "s" }
         );
-        for c in &clients {
+        // A hub with thousands of devices: the first few here, all of them in `sitectl devices`.
+        for c in clients.iter().take(STATUS_CLIENTS) {
             let _ = writeln!(
                 out,
                 "  {} ({}) from {}, connected for {}",
@@ -180,6 +183,13 @@ fn site(out: &mut String, status: &Status) {
                 word(c, "type"),
                 word(c, "address"),
                 uptime(c.get("connected_secs").and_then(Value::as_u64).unwrap_or(0))
+            );
+        }
+        if clients.len() > STATUS_CLIENTS {
+            let _ = writeln!(
+                out,
+                "  ... and {} more (sitectl devices lists them all)",
+                clients.len() - STATUS_CLIENTS
             );
         }
         any = true;
@@ -537,6 +547,26 @@ hub: listening on 127.0.0.1:5050, 2 clients
 NAME ";
         assert!(text.contains(expected), "{text}");
         assert!(!text.contains("not shown"), "{text}");
+    }
+
+    #[test]
+    fn a_hub_with_many_clients_lists_the_first_ten_and_counts_the_rest() {
+        let mut v = sample();
+        let clients: Vec<Value> = (0..25)
+            .map(|k| json!({"name": format!("dev{k}"), "type": "temperature", "address": "127.0.0.1:4000", "connected_secs": 1}))
+            .collect();
+        v["hub"] = json!({"listen": "127.0.0.1:5050", "clients": clients});
+        let text = status(&v).expect("renders");
+        assert!(
+            text.contains("hub: listening on 127.0.0.1:5050, 25 clients\n"),
+            "{text}"
+        );
+        assert!(text.contains("  dev9 (temperature)"), "{text}");
+        assert!(!text.contains("  dev10 "), "{text}");
+        assert!(
+            text.contains("  ... and 15 more (sitectl devices lists them all)\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 use site_ctl::Environment;
-use site_proto::{ErrorKind, MAX_LINE_BYTES, PROTOCOL_VERSION, Request, Response, encode};
+use site_proto::{ErrorKind, MAX_RESPONSE_BYTES, PROTOCOL_VERSION, Request, Response, encode};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -385,14 +385,14 @@ fn silent_daemon_times_out_with_exit_2() {
 
 #[test]
 fn oversized_answer_is_refused() {
-    let mut huge = vec![b'x'; MAX_LINE_BYTES + 1];
+    let mut huge = vec![b'x'; MAX_RESPONSE_BYTES + 1];
     huge.push(b'\n');
     let fake = FakeSited::start(Behaviour::Answer(huge));
     let out = sitectl(&["-s", fake.socket(), "status"]);
     assert_eq!(out.code, 2);
     assert_eq!(
         out.stderr,
-        format!("sitectl: sited's answer is longer than {MAX_LINE_BYTES} bytes; refusing it\n")
+        format!("sitectl: sited's answer is longer than {MAX_RESPONSE_BYTES} bytes; refusing it\n")
     );
 }
 

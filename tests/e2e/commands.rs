@@ -180,3 +180,81 @@ fn a_second_registration_of_a_name_replaces_the_first() {
     new.write_all(b"ACK new\n").expect("ack");
     assert_eq!(text(&pending.join().expect("send")).0, "ACK new\n");
 }
+
+/// The 10,000-device benchmark (`sited-bench --only tcp`) at a size CI can afford: enough
+/// devices that `status` and `devices` run past the 64 KiB a request may have.
+const MANY: usize = 600;
+
+#[test]
+fn many_devices_at_once_are_all_listed_and_each_reachable() {
+    // All e2e tests share this process's descriptors.
+    site_daemon::event_loop::raise_fd_limit().expect("raise the open-file limit");
+    let (_site, daemon) = hub();
+    let hub_addr = daemon.hub_addr();
+    let mut devices: Vec<TcpStream> = (0..MANY)
+        .map(|k| {
+            let mut s = TcpStream::connect(&hub_addr).expect("connect");
+            s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+            s.write_all(format!("DEVICE dev{k} TYPE temperature\n").as_bytes())
+                .expect("register");
+            s
+        })
+        .collect();
+    let listed = wait_for(&format!("{MANY} devices listed"), || {
+        let out = daemon.ctl(&["devices", "--json"]);
+        assert!(out.status.success(), "{:?}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let list = v["devices"].as_array().cloned().unwrap_or_default();
+        (list.len() == MANY).then_some(list)
+    });
+    assert!(
+        listed
+            .iter()
+            .all(|d| d["type"] == "temperature" && d["via"] == "tcp")
+    );
+    let out = daemon.ctl(&["status", "--json"]);
+    assert!(
+        out.stdout.len() > site_proto::MAX_LINE_BYTES,
+        "a big status"
+    );
+    assert_eq!(
+        daemon.status()["hub"]["clients"].as_array().map(Vec::len),
+        Some(MANY)
+    );
+    let (shown, _) = text(&daemon.ctl(&["status"]));
+    assert!(
+        shown.contains(&format!(
+            "... and {} more (sitectl devices lists them all)",
+            MANY - 10
+        )),
+        "{shown}"
+    );
+    for k in [0, MANY / 2, MANY - 1] {
+        let name = format!("dev{k}");
+        let pending = send_async(&daemon, &["send", &name, "SET_INTERVAL", "3"]);
+        assert_eq!(receive(&mut devices[k]), "SET_INTERVAL 3\n");
+        devices[k]
+            .write_all(format!("ACK from {name}").as_bytes())
+            .expect("ack");
+        let out = pending.join().expect("sitectl");
+        assert_eq!(text(&out).0, format!("ACK from {name}\n"));
+    }
+}
+
+#[test]
+fn connections_beyond_max_clients_are_turned_away_until_one_leaves() {
+    let site = SiteDir::new();
+    site.write_config(&format!("{}max-clients = 2\n", site.hub_section()));
+    let daemon = Daemon::start(&site);
+    let first = seed_device(&daemon, "One");
+    let _second = seed_device(&daemon, "Two");
+    let mut third = TcpStream::connect(daemon.hub_addr()).expect("connect");
+    third.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut answer = String::new();
+    retry_eintr(|| third.read_to_string(&mut answer)).expect("turned away");
+    assert_eq!(answer, "ERR too many clients\n");
+    daemon.wait_log("turned away");
+    drop(first);
+    daemon.wait_log("device One (temperature) disconnected");
+    let _again = seed_device(&daemon, "Three");
+}

@@ -4,8 +4,11 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The longest request or response line either side accepts, newline included.
+/// The longest request line the daemon accepts, newline included.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// The longest response line `sitectl` accepts: `status` and `devices` on a hub with ten
+/// thousand devices run to a few MiB.
+pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
 
 /// The default socket path, used when neither `-s` nor `SITED_SOCKET` is given.
 pub const DEFAULT_SOCKET: &str = "/run/sited/control.sock";
@@ -213,7 +216,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
-    #[error("line longer than {MAX_LINE_BYTES} bytes")]
+    #[error("line too long")]
     TooLong,
     #[error("line is not UTF-8")]
     NotUtf8,
@@ -231,15 +234,33 @@ pub fn decode_request(line: &str) -> Result<Request, String> {
     serde_json::from_str(line).map_err(|e| format!("malformed request: {e}"))
 }
 
-/// Splits a byte stream into lines, refusing any longer than [`MAX_LINE_BYTES`].
-#[derive(Debug, Default)]
+/// Splits a byte stream into lines, refusing any longer than its limit ([`MAX_LINE_BYTES`]
+/// unless made [`LineBuffer::with_limit`]).
+#[derive(Debug)]
 pub struct LineBuffer {
     buf: Vec<u8>,
+    limit: usize,
+    /// How much of `buf` is known to hold no newline, so a long line is scanned once.
+    scanned: usize,
+}
+
+impl Default for LineBuffer {
+    fn default() -> Self {
+        LineBuffer::with_limit(MAX_LINE_BYTES)
+    }
 }
 
 impl LineBuffer {
     pub fn new() -> Self {
         LineBuffer::default()
+    }
+
+    pub fn with_limit(limit: usize) -> Self {
+        LineBuffer {
+            buf: Vec::new(),
+            limit,
+            scanned: 0,
+        }
     }
 
     /// Appends bytes read from the socket.
@@ -250,9 +271,17 @@ impl LineBuffer {
     /// The next complete line, without its newline; `Ok(None)` if none is complete yet.
     /// After an error the stream is unusable and the connection should be closed.
     pub fn next_line(&mut self) -> Result<Option<String>, FrameError> {
-        match self.buf.iter().position(|&b| b == b'\n') {
+        let found = self.buf[self.scanned..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| self.scanned + i);
+        self.scanned = match found {
+            Some(_) => 0,
+            None => self.buf.len(),
+        };
+        match found {
             Some(end) => {
-                if end + 1 > MAX_LINE_BYTES {
+                if end + 1 > self.limit {
                     return Err(FrameError::TooLong);
                 }
                 let line: Vec<u8> = self.buf.drain(..=end).take(end).collect();
@@ -260,7 +289,7 @@ impl LineBuffer {
                     .map(Some)
                     .map_err(|_| FrameError::NotUtf8)
             }
-            None if self.buf.len() >= MAX_LINE_BYTES => Err(FrameError::TooLong),
+            None if self.buf.len() >= self.limit => Err(FrameError::TooLong),
             None => Ok(None),
         }
     }
@@ -273,6 +302,21 @@ impl LineBuffer {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_long_response_arriving_in_chunks_is_one_line_within_its_limit() {
+        let mut lb = super::LineBuffer::with_limit(super::MAX_RESPONSE_BYTES);
+        let chunk = vec![b'x'; 4096];
+        for _ in 0..512 {
+            lb.extend(&chunk);
+            assert_eq!(lb.next_line(), Ok(None));
+        }
+        lb.extend(b"\n{}\n");
+        let line = lb.next_line().expect("frames").expect("a line");
+        assert_eq!(line.len(), 512 * 4096);
+        assert_eq!(lb.next_line(), Ok(Some("{}".to_string())));
+        assert_eq!(lb.next_line(), Ok(None));
+    }
+
     use super::*;
 
     #[test]

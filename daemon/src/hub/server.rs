@@ -172,7 +172,7 @@ impl HubServer {
         max_clients: usize,
         registry: &Registry,
     ) -> io::Result<HubServer> {
-        let mut listener = TcpListener::bind(addr)?;
+        let mut listener = listen(addr)?;
         let addr = listener.local_addr()?;
         registry.register(&mut listener, Tok::HubListener.into(), Interest::READABLE)?;
         Ok(HubServer {
@@ -597,6 +597,39 @@ impl HubServer {
 }
 
 /// Now, as `sitectl devices` shows it.
+/// Connections the kernel holds for us while the loop is busy elsewhere (capped by
+/// `net.core.somaxconn`). Devices coming back after a power cut all connect at once; a full
+/// queue drops their SYNs and costs each a retransmission of a second or more.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds the hub's listener with [`LISTEN_BACKLOG`] (std and mio use 128 and 1024).
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, setsockopt, socket,
+        sockopt,
+    };
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // As std and mio do: a restarted daemon can bind while old connections sit in TIME_WAIT.
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(addr),
+    )?;
+    let backlog = Backlog::new(LISTEN_BACKLOG).map_err(io::Error::from)?;
+    nix::sys::socket::listen(&fd, backlog)?;
+    Ok(TcpListener::from_std(std::net::TcpListener::from(fd)))
+}
+
 /// Turns on TCP keepalive with the hub's timings (see [`KEEPALIVE_IDLE`]); best effort.
 fn keepalive(stream: &TcpStream) {
     use nix::sys::socket::{setsockopt, sockopt};

@@ -47,6 +47,8 @@ pub struct SensorHub {
     log_limit: RateLimit,
     /// Receive buffers, kept between wake-ups.
     batch: Option<Box<Batch>>,
+    /// `STATUS` replies owed, sent after each batch.
+    replies: Vec<(SocketAddr, String)>,
 }
 
 impl SensorHub {
@@ -73,6 +75,7 @@ impl SensorHub {
             malformed: HashMap::new(),
             log_limit: RateLimit::new(20, Duration::from_secs(60)),
             batch: None,
+            replies: Vec::new(),
         })
     }
 
@@ -104,6 +107,13 @@ impl SensorHub {
                 };
                 self.datagram(bytes, from, now, wall, &mut readings);
             }
+            self.send_replies();
+            // Fewer than asked for: the queue was empty a moment ago, and a datagram arriving
+            // since raises a new readiness event (each arrival does, edge-triggered or not),
+            // so the extra call that would only say EAGAIN is saved.
+            if got < BATCH {
+                break;
+            }
         }
         self.batch = Some(batch);
         readings
@@ -127,7 +137,7 @@ impl SensorHub {
                         Some(seq) => {
                             let (closed, fresh) = sender.stream.packet(seq, now);
                             for cycle in closed {
-                                self.reply(from, &cycle.status_line());
+                                self.replies.push((from, cycle.status_line()));
                             }
                             fresh
                         }
@@ -215,11 +225,59 @@ impl SensorHub {
         );
     }
 
-    fn reply(&mut self, to: SocketAddr, line: &str) {
-        // One datagram, no newline: seed clients print exactly what they receive.
-        if let Err(e) = self.socket.send_to(line.as_bytes(), to) {
-            crate::warn_limited!(self.log_limit, "hub udp: could not answer {to}: {e}");
+    /// Sends the `STATUS` lines owed, each as one datagram without a newline (seed clients
+    /// print exactly what they receive), up to [`BATCH`] per system call (`sendmmsg`). A reply
+    /// that cannot go (the sender's address unreachable, our buffer full) is logged and
+    /// dropped: the sensor's next cycle gets its own.
+    fn send_replies(&mut self) {
+        use std::os::fd::AsRawFd;
+        for chunk in self.replies.chunks(BATCH) {
+            let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
+                chunk.iter().map(|(to, _)| storage_of(*to)).collect();
+            let mut iovecs: Vec<libc::iovec> = chunk
+                .iter()
+                .map(|(_, line)| libc::iovec {
+                    iov_base: line.as_ptr().cast_mut().cast(),
+                    iov_len: line.len(),
+                })
+                .collect();
+            // SAFETY: mmsghdr is plain data; the fields that matter are set just below.
+            let mut headers: Vec<libc::mmsghdr> = (0..chunk.len())
+                .map(|_| unsafe { std::mem::zeroed() })
+                .collect();
+            for (i, header) in headers.iter_mut().enumerate() {
+                header.msg_hdr.msg_name = (&raw mut addrs[i].0).cast();
+                header.msg_hdr.msg_namelen = addrs[i].1;
+                header.msg_hdr.msg_iov = &raw mut iovecs[i];
+                header.msg_hdr.msg_iovlen = 1;
+            }
+            let mut sent = 0;
+            while sent < headers.len() {
+                // SAFETY: each header points at its own address and at a line in `chunk`,
+                // all alive and unmoved for the call; the kernel only reads them.
+                let n = unsafe {
+                    libc::sendmmsg(
+                        self.socket.as_raw_fd(),
+                        headers[sent..].as_mut_ptr(),
+                        (headers.len() - sent) as libc::c_uint,
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    // Skip the one that failed and carry on with the rest.
+                    let to = chunk[sent].0;
+                    crate::warn_limited!(self.log_limit, "hub udp: could not answer {to}: {e}");
+                    sent += 1;
+                } else {
+                    sent += n as usize;
+                }
+            }
         }
+        self.replies.clear();
     }
 
     fn all(&self) -> impl Iterator<Item = (SocketAddr, &Sender)> {
@@ -246,9 +304,8 @@ impl SensorHub {
                 }
             }
         }
-        for (to, line) in replies {
-            self.reply(to, &line);
-        }
+        self.replies.extend(replies);
+        self.send_replies();
     }
 
     /// Every sender seen, for `sitectl devices`: device, address, last packet, statistics.
@@ -375,4 +432,31 @@ impl Batch {
         };
         Some((bytes, from))
     }
+}
+
+/// `to` as the kernel's socket address.
+fn storage_of(to: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value to fill in.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match to {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
+            let sin: &mut libc::sockaddr_in = unsafe { &mut *(&raw mut storage).cast() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above.
+            let sin6: &mut libc::sockaddr_in6 = unsafe { &mut *(&raw mut storage).cast() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
 }
