@@ -156,3 +156,38 @@ fn json_readings_over_tcp_lines_are_stored_like_udp_ones() {
         .expect("send");
     daemon.wait_log("bad JSON reading");
 }
+
+#[test]
+fn a_late_or_repeated_packet_does_not_replace_the_latest_reading() {
+    let (_site, daemon, udp) = hub();
+    let s = sensor(&udp);
+    // send() gives SEQ:n the value 2n.5: SEQ:3 is 23.5, SEQ:2 22.5.
+    send(&s, &[1, 3]);
+    wait_for("SEQ:3's value", || {
+        (daemon.status()["sensors"]["Sensor01"]["temperature"]["value"] == 23.5).then_some(())
+    });
+    send(&s, &[2, 3, 4]);
+    wait_for("SEQ:4's value", || {
+        (daemon.status()["sensors"]["Sensor01"]["temperature"]["value"] == 24.5).then_some(())
+    });
+    let stats = daemon.status()["hub"]["udp"]["streams"][0]["stats"].clone();
+    assert_eq!(stats["out_of_order"], 1, "{stats}");
+    assert_eq!(stats["duplicates"], 1, "{stats}");
+    // Now a stale packet last of all: once it is counted, the value must still be SEQ:5's.
+    send(&s, &[2]);
+    send(&s, &[5]);
+    wait_for("SEQ:5's value", || {
+        (daemon.status()["sensors"]["Sensor01"]["temperature"]["value"] == 25.5).then_some(())
+    });
+    send(&s, &[4]);
+    let stats = wait_for("the repeated SEQ:4 to be counted", || {
+        let stats = daemon.status()["hub"]["udp"]["streams"][0]["stats"].clone();
+        (stats["duplicates"] == 3).then_some(stats)
+    });
+    assert_eq!(stats["packets"], 8, "{stats}");
+    assert_eq!(
+        daemon.status()["sensors"]["Sensor01"]["temperature"]["value"],
+        25.5,
+        "the late SEQ:4 (24.5) did not replace SEQ:5's value"
+    );
+}
