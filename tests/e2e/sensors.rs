@@ -132,6 +132,7 @@ fn sitectl_devices_lists_tcp_devices_and_udp_senders() {
         .find(|d| d["via"] == "udp")
         .expect("the UDP sender");
     assert_eq!(udp_dev["stats"]["complete_cycles"], 1);
+    assert_eq!(udp_dev["type"], "temperature", "what it reports");
     assert_eq!(
         udp_dev["address"],
         s.local_addr().expect("addr").to_string()

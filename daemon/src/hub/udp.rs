@@ -30,6 +30,8 @@ pub const MAX_MALFORMED_SOURCES: usize = 1024;
 /// One device sending from one address: a sensor restarting on a new port starts afresh.
 struct Sender {
     device: String,
+    /// What it last reported (`temperature`): its type in `sitectl devices`.
+    quantity: String,
     stream: Stream,
     /// Wall-clock time of the last packet (for `sitectl devices`).
     last_seen: SystemTime,
@@ -131,6 +133,9 @@ impl SensorHub {
             match stream::parse(bytes) {
                 Ok(reading) => {
                     let sender = self.sender(from, &reading.device, now);
+                    if sender.quantity != reading.quantity {
+                        sender.quantity.clone_from(&reading.quantity);
+                    }
                     sender.last_seen = wall;
                     sender.last_packet = now;
                     let fresh = match reading.seq {
@@ -168,6 +173,7 @@ impl SensorHub {
                 self.sender_count += 1;
                 list.push(Sender {
                     device: device.to_string(),
+                    quantity: String::new(),
                     stream: Stream::default(),
                     last_seen: SystemTime::now(),
                     last_packet: now,
@@ -314,7 +320,7 @@ impl SensorHub {
             .all()
             .map(|(from, s)| {
                 serde_json::json!({
-                    "name": s.device, "via": "udp", "address": from.to_string(),
+                    "name": s.device, "type": s.quantity, "via": "udp", "address": from.to_string(),
                     "state": if s.stream.is_open() { "in cycle" } else { "idle" },
                     "last_seen": local_time(s.last_seen), "stats": s.stream.stats,
                 })
