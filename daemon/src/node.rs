@@ -530,9 +530,16 @@ impl Node {
         self.arm_stream_gap();
     }
 
+    /// Keeps the gap timer at or before the earliest open cycle's deadline. Packets only move
+    /// deadlines later, so an armed earlier timer is left alone (it re-arms when it fires):
+    /// under a stream of datagrams this is no heap work per wake-up.
     fn arm_stream_gap(&mut self) {
+        let armed = self.timers.deadline_of(&NodeTimer::StreamGap);
         match self.sensors.as_ref().and_then(SensorHub::next_deadline) {
-            Some(at) => self.timers.arm(NodeTimer::StreamGap, at),
+            Some(at) if armed.is_none_or(|armed| at < armed) => {
+                self.timers.arm(NodeTimer::StreamGap, at)
+            }
+            Some(_) => {}
             None => {
                 self.timers.cancel(&NodeTimer::StreamGap);
             }

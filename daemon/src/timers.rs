@@ -14,7 +14,7 @@ pub struct Timers<K> {
     /// The live arming of each key: its sequence number and key. Heap entries whose sequence
     /// is no longer live were cancelled or re-armed.
     live: HashMap<u64, K>,
-    seq_of: HashMap<K, u64>,
+    seq_of: HashMap<K, (u64, Duration)>,
     next_seq: u64,
 }
 
@@ -41,13 +41,13 @@ impl<K: Clone + Eq + Hash> Timers<K> {
         self.next_seq += 1;
         self.heap.push(Reverse((deadline, seq)));
         self.live.insert(seq, key.clone());
-        self.seq_of.insert(key, seq);
+        self.seq_of.insert(key, (seq, deadline));
     }
 
     /// Cancels `key` if armed. Returns whether it was.
     pub fn cancel(&mut self, key: &K) -> bool {
         match self.seq_of.remove(key) {
-            Some(seq) => {
+            Some((seq, _)) => {
                 self.live.remove(&seq);
                 true
             }
@@ -65,6 +65,11 @@ impl<K: Clone + Eq + Hash> Timers<K> {
 
     pub fn is_armed(&self, key: &K) -> bool {
         self.seq_of.contains_key(key)
+    }
+
+    /// When `key` fires, if armed.
+    pub fn deadline_of(&self, key: &K) -> Option<Duration> {
+        self.seq_of.get(key).map(|(_, at)| *at)
     }
 
     /// The earliest live deadline.
