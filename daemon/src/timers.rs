@@ -125,6 +125,21 @@ mod tests {
     }
 
     #[test]
+    fn deadline_of_follows_arming_cancelling_and_firing() {
+        let mut t: Timers<&str> = Timers::new();
+        assert_eq!(t.deadline_of(&"gap"), None);
+        t.arm("gap", Duration::from_secs(2));
+        assert_eq!(t.deadline_of(&"gap"), Some(Duration::from_secs(2)));
+        t.arm("gap", Duration::from_secs(3));
+        assert_eq!(t.deadline_of(&"gap"), Some(Duration::from_secs(3)));
+        assert_eq!(t.pop_due(Duration::from_secs(3)), Some("gap"));
+        assert_eq!(t.deadline_of(&"gap"), None, "fired");
+        t.arm("gap", Duration::from_secs(5));
+        t.cancel(&"gap");
+        assert_eq!(t.deadline_of(&"gap"), None, "cancelled");
+    }
+
+    #[test]
     fn timers_fire_in_deadline_order() {
         let mut t = Timers::new();
         t.arm("b", ms(20));
