@@ -258,3 +258,32 @@ fn connections_beyond_max_clients_are_turned_away_until_one_leaves() {
     daemon.wait_log("device One (temperature) disconnected");
     let _again = seed_device(&daemon, "Three");
 }
+
+/// The daemon's side of a connection in /proc/net/tcp: its timer field (`tr:when`).
+fn server_side_timer(hub_port: u16, peer_port: u16) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port = |f: &str| u16::from_str_radix(f.rsplit(':').next()?, 16).ok();
+        (port(fields.get(1)?) == Some(hub_port) && port(fields.get(2)?) == Some(peer_port))
+            .then(|| fields.get(5).map(|t| t.to_string()))
+            .flatten()
+    })
+}
+
+#[test]
+fn registered_devices_are_watched_by_tcp_keepalive_not_an_idle_timeout() {
+    let (_site, daemon) = hub();
+    let device = seed_device(&daemon, "Quiet01");
+    let hub_port = device.peer_addr().expect("peer").port();
+    let peer_port = device.local_addr().expect("local").port();
+    // Timer kind 2 is the keepalive timer (0: none); the kernel arms it for an idle socket
+    // with SO_KEEPALIVE, counting down from the hub's 60 s.
+    let timer = wait_for("the hub's side of the connection", || {
+        server_side_timer(hub_port, peer_port)
+    });
+    let (kind, when) = timer.split_once(':').expect("tr:when");
+    assert_eq!(kind, "02", "keepalive timer armed: {timer}");
+    let ticks = u64::from_str_radix(when, 16).expect("hex");
+    assert!(ticks > 0, "{timer}");
+}

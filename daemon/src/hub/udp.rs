@@ -45,6 +45,8 @@ pub struct SensorHub {
     gap: Duration,
     senders: HashMap<SocketAddr, Vec<Sender>>,
     sender_count: usize,
+    /// [`MAX_SENDERS`] (smaller in tests).
+    max_senders: usize,
     malformed: HashMap<SocketAddr, u64>,
     log_limit: RateLimit,
     /// Receive buffers, kept between wake-ups.
@@ -74,6 +76,7 @@ impl SensorHub {
             gap,
             senders: HashMap::new(),
             sender_count: 0,
+            max_senders: MAX_SENDERS,
             malformed: HashMap::new(),
             log_limit: RateLimit::new(20, Duration::from_secs(60)),
             batch: None,
@@ -163,7 +166,7 @@ impl SensorHub {
             .senders
             .get(&from)
             .and_then(|list| list.iter().position(|s| s.device == device));
-        if known.is_none() && self.sender_count >= MAX_SENDERS {
+        if known.is_none() && self.sender_count >= self.max_senders {
             self.evict_quietest();
         }
         let list = self.senders.entry(from).or_default();
@@ -204,7 +207,8 @@ impl SensorHub {
             }
             crate::warn_limited!(
                 self.log_limit,
-                "hub udp: {MAX_SENDERS} senders known; forgot {} at {addr}, the quietest",
+                "hub udp: {} senders known; forgot {} at {addr}, the quietest",
+                self.max_senders,
                 gone.device
             );
         }
@@ -465,4 +469,66 @@ fn storage_of(to: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         }
     };
     (storage, len as libc::socklen_t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(max_senders: usize) -> (mio::Poll, SensorHub) {
+        let poll = mio::Poll::new().expect("poll");
+        let addr = "127.0.0.1:0".parse().expect("addr");
+        let mut hub = SensorHub::bind(addr, Duration::from_secs(2), poll.registry()).expect("bind");
+        hub.max_senders = max_senders;
+        (poll, hub)
+    }
+
+    fn sender(to: SocketAddr) -> std::net::UdpSocket {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        s.connect(to).expect("connect");
+        s
+    }
+
+    #[test]
+    fn a_full_sender_table_forgets_the_quietest_sender() {
+        let (_poll, mut hub) = hub(2);
+        let to = hub.local_addr();
+        let sockets: Vec<_> = (0..3).map(|_| sender(to)).collect();
+        for (i, s) in sockets.iter().enumerate() {
+            s.send(format!("S{i},t,temperature,20.0,SEQ:1").as_bytes())
+                .expect("send");
+            // Loopback delivers at once; each arrives at its own (later) time.
+            let readings = hub.readable(Duration::from_secs(i as u64 + 1));
+            assert_eq!(readings.len(), 1, "S{i}'s reading");
+        }
+        let names: Vec<String> = hub
+            .senders()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(names, ["S1", "S2"], "S0 was the quietest");
+        assert_eq!(hub.sender_count, 2);
+    }
+
+    #[test]
+    fn a_batch_larger_than_one_receive_and_every_status_reply_go_through() {
+        let (_poll, mut hub) = hub(MAX_SENDERS);
+        let s = sender(hub.local_addr());
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        // 100 datagrams: four batches of 32 and then some, ten complete cycles.
+        for k in 0..100u8 {
+            let n = k % 10 + 1;
+            s.send(format!("S0,t,temperature,{k}.0,SEQ:{n}").as_bytes())
+                .expect("send");
+        }
+        let readings = hub.readable(Duration::from_secs(1));
+        assert_eq!(readings.len(), 100);
+        assert_eq!(readings[99].value, 99.0, "in order");
+        let mut buf = [0u8; 64];
+        for _ in 0..10 {
+            let n = s.recv(&mut buf).expect("a STATUS reply per cycle");
+            assert_eq!(&buf[..n], b"STATUS RECEIVED 10/10 PACKETS");
+        }
+    }
 }
