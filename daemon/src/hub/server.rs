@@ -60,8 +60,8 @@ struct Conn {
     /// When the unterminated input last grew: seed clients send each message as one `send()`
     /// without a newline, so input that stays unterminated for [`QUIET`] is taken as a line.
     partial_since: Option<Instant>,
-    /// Local wall-clock time of the last message, for `sitectl devices`.
-    last_seen: String,
+    /// When the last message came, for `sitectl devices` (formatted only when asked).
+    last_seen: std::time::SystemTime,
     /// Operator commands waiting their turn, and the one waiting for its answer.
     commands: VecDeque<Command>,
     in_flight: Option<Command>,
@@ -233,7 +233,7 @@ impl HubServer {
                         peer,
                         generation: self.next_generation,
                         since: Instant::now(),
-                        last_seen: wall_clock(),
+                        last_seen: std::time::SystemTime::now(),
                         commands: VecDeque::new(),
                         in_flight: None,
                         late_answers: 0,
@@ -589,7 +589,7 @@ impl HubServer {
                     kind: client.kind.clone(),
                     address: c.peer.to_string(),
                     connected_secs: now.duration_since(c.since).as_secs(),
-                    last_seen: c.last_seen.clone(),
+                    last_seen: super::stream::local_time(c.last_seen),
                 })
             })
             .collect()
@@ -643,10 +643,6 @@ fn keepalive(stream: &TcpStream) {
     }
 }
 
-pub fn wall_clock() -> String {
-    chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string()
-}
-
 /// Handles one line (without its newline) from a client.
 fn handle_line(
     conn: &mut Conn,
@@ -655,7 +651,7 @@ fn handle_line(
     raw: &[u8],
     fx: &mut LineEffects,
 ) {
-    conn.last_seen = wall_clock();
+    conn.last_seen = std::time::SystemTime::now();
     if raw.len() > protocol::MAX_LINE_BYTES {
         bad_line(conn, limit, "line too long");
         return;
