@@ -250,8 +250,14 @@ impl Site {
         who
     }
 
+    /// [`Site::wanted_by`] is not empty, without building the names (it runs per command).
     fn wants_on(&self, device: &str) -> bool {
-        !self.wanted_by(device).is_empty()
+        self.office.as_ref().is_some_and(|o| {
+            o.occupied() && (o.config().light == device || o.config().fan == device)
+        }) || self
+            .rules
+            .iter()
+            .any(|r| r.wants_on() && r.config().device == device)
     }
 
     /// Rewrites commands for shared outputs to the combined wish (on if anyone wants it on).
