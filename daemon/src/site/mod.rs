@@ -235,29 +235,31 @@ impl Site {
 
     /// Who wants `device` on: the office (occupied, for its light and fan) and active rules.
     fn wanted_by(&self, device: &str) -> Vec<String> {
-        let mut who = Vec::new();
-        if let Some(o) = &self.office
-            && o.occupied()
-            && (o.config().light == device || o.config().fan == device)
-        {
-            who.push("office".to_string());
-        }
-        for rule in &self.rules {
-            if rule.wants_on() && rule.config().device == device {
-                who.push(format!("rule {}", rule.config().name));
-            }
-        }
-        who
+        self.wishes(device)
+            .map(|rule| match rule {
+                None => "office".to_string(),
+                Some(name) => format!("rule {name}"),
+            })
+            .collect()
     }
 
-    /// [`Site::wanted_by`] is not empty, without building the names (it runs per command).
+    /// Whoever wants `device` on: `None` for the office, `Some(name)` for an active rule.
+    fn wishes<'a>(&'a self, device: &'a str) -> impl Iterator<Item = Option<&'a str>> + 'a {
+        let office = self
+            .office
+            .as_ref()
+            .filter(|o| o.occupied() && (o.config().light == device || o.config().fan == device));
+        office.map(|_| None).into_iter().chain(
+            self.rules
+                .iter()
+                .filter(move |r| r.wants_on() && r.config().device == device)
+                .map(|r| Some(r.config().name.as_str())),
+        )
+    }
+
+    /// Somebody wants `device` on (no names built: this runs per command).
     fn wants_on(&self, device: &str) -> bool {
-        self.office.as_ref().is_some_and(|o| {
-            o.occupied() && (o.config().light == device || o.config().fan == device)
-        }) || self
-            .rules
-            .iter()
-            .any(|r| r.wants_on() && r.config().device == device)
+        self.wishes(device).next().is_some()
     }
 
     /// Rewrites commands for shared outputs to the combined wish (on if anyone wants it on).
