@@ -541,3 +541,40 @@ pub fn retry_eintr<T>(mut call: impl FnMut() -> std::io::Result<T>) -> std::io::
         }
     }
 }
+
+/// A TCP connection to `to` from the loopback address `from` (any of 127.0.0.0/8), so tests
+/// can play clients on several hosts. std cannot bind before connecting, so this does.
+pub fn connect_from(from: std::net::Ipv4Addr, to: std::net::SocketAddr) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let std::net::SocketAddr::V4(to) = to else {
+        panic!("connect_from: IPv4 only");
+    };
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket(2); the descriptor is checked and then owned by the TcpStream.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: fd is a fresh socket nobody else owns; from here the stream closes it.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let local = sockaddr(from, 0);
+    // SAFETY: `local` is a valid sockaddr_in of `len` bytes for the duration of the call.
+    let rc = unsafe { libc::bind(fd, (&raw const local).cast(), len) };
+    assert_eq!(rc, 0, "bind {from}: {}", std::io::Error::last_os_error());
+    let remote = sockaddr(*to.ip(), to.port());
+    // SAFETY: as above, for `remote`.
+    let rc = retry_eintr(
+        || match unsafe { libc::connect(fd, (&raw const remote).cast(), len) } {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        },
+    );
+    rc.unwrap_or_else(|e| panic!("connect {to} from {from}: {e}"));
+    stream
+}

@@ -1,7 +1,14 @@
 //! The control socket `sitectl` talks to: a Unix stream socket, one JSON request per line and
 //! one response line back (`ctl/proto`). Anyone who can connect may observe; operating needs
-//! root, sited's own user or the operator group, checked with SO_PEERCRED on every request.
+//! root, sited's own user or the operator group (the peer's groups come from SO_PEERGROUPS,
+//! so a supplementary group given to the process counts), checked on every request.
 //! Bad requests get a one-line error; oversized or undecodable ones also close the connection.
+//!
+//! A local user must not be able to exhaust it: connections are limited per uid (root and
+//! sited's own user have room of their own, so an observer cannot lock out an operator), a
+//! connection takes its next request only once the answer to the last has gone out (a client
+//! that never reads holds at most one answer, and one over [`MAX_QUEUED_OUTPUT_BYTES`] is
+//! closed), and a request left half-sent for [`REQUEST_TIMEOUT`] closes its connection.
 
 use crate::conn_io;
 use crate::event_loop::Tok;
@@ -9,19 +16,37 @@ use crate::rate_limit::RateLimit;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry};
 use site_proto::{ErrorKind, FrameError, LineBuffer, Request, Response};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-/// More simultaneous `sitectl`s than this are turned away.
-pub const MAX_CONNECTIONS: usize = 64;
+/// Connections in all (the token range is sized for it).
+pub const MAX_CONNECTIONS: usize = 256;
+/// Connections one ordinary uid may hold (observers, operator-group members).
+pub const MAX_CONNECTIONS_PER_UID: usize = 16;
+/// Connections root and sited's own user may hold each; ordinary users together never take
+/// the room these need.
+pub const MAX_CONNECTIONS_PRIVILEGED: usize = 64;
+/// Answers queued for one connection beyond this close it: it is not reading (a `log -f`
+/// that stopped, say). One answer is always allowed in full (`status` on a big hub).
+pub const MAX_QUEUED_OUTPUT_BYTES: usize = site_proto::MAX_RESPONSE_BYTES;
+/// A connection takes no new request while more than this waits to go out.
+const BACKPRESSURE_BYTES: usize = 64 * 1024;
+/// A request started but not finished within this long closes its connection.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests taken from one connection per wake-up before the other sources get a turn.
+pub const REQUESTS_PER_WAKEUP: usize = 16;
 
 /// Who is on the other end of a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
     pub uid: u32,
     pub gid: u32,
     pub pid: i32,
+    /// Supplementary groups of the peer process (SO_PEERGROUPS), when the kernel says.
+    pub groups: Option<Vec<u32>>,
 }
 
 /// A request ready to be carried out, with who asked.
@@ -39,7 +64,14 @@ struct Conn {
     generation: u64,
     peer: Peer,
     input: LineBuffer,
+    /// Reading stopped at the input limit with more in the socket: read again once lines
+    /// are taken (edge-triggered: no new event will say so).
+    unread: bool,
+    /// Since when a request has been half there.
+    partial_since: Option<Instant>,
     output: Vec<u8>,
+    /// The peer closed its side: its requests are answered, then the connection closes.
+    eof: bool,
     /// Close once the output is flushed (after a framing error).
     closing: bool,
     writable_registered: bool,
@@ -55,6 +87,7 @@ pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
     conns: Vec<Option<Conn>>,
+    per_uid: HashMap<u32, usize>,
     operator_gid: Option<u32>,
     /// Bad requests are logged, but a local user must not be able to flood the journal.
     log_limit: RateLimit,
@@ -87,6 +120,11 @@ pub fn operator_gid(group: Option<&str>) -> Result<Option<u32>, Error> {
             _ => Err(Error::NoSuchGroup(name.to_string())),
         },
     }
+}
+
+/// Root and sited's own user.
+fn privileged(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::geteuid().as_raw()
 }
 
 impl ControlServer {
@@ -151,6 +189,7 @@ impl ControlServer {
             listener,
             path: path.to_path_buf(),
             conns: Vec::new(),
+            per_uid: HashMap::new(),
             operator_gid,
             log_limit: RateLimit::new(10, std::time::Duration::from_secs(60)),
             next_generation: 0,
@@ -165,27 +204,36 @@ impl ControlServer {
         self.operator_gid = gid;
     }
 
-    /// Accepts every pending connection.
-    pub fn accept(&mut self, registry: &Registry) {
-        loop {
+    /// Accepts pending connections (a bounded number per wake-up); true if more may wait.
+    pub fn accept(&mut self, registry: &Registry) -> bool {
+        for _ in 0..MAX_CONNECTIONS {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
                     let Some(peer) = peer_of(&stream) else {
-                        log::warn!(
+                        crate::warn_limited!(
+                            self.log_limit,
                             "control: could not read the peer's credentials; connection closed"
                         );
                         continue;
                     };
-                    let free = self.conns.iter().position(Option::is_none);
-                    let live = self.conns.iter().filter(|c| c.is_some()).count();
-                    if live >= MAX_CONNECTIONS {
+                    if let Err(reason) = self.room_for(peer.uid) {
+                        crate::warn_limited!(
+                            self.log_limit,
+                            "control: turned away uid {} (pid {}): {reason}",
+                            peer.uid,
+                            peer.pid
+                        );
                         let _ = stream.write_all(&site_proto::encode(&Response::err(
                             ErrorKind::Failed,
-                            "too many control connections; try again",
+                            reason,
                         )));
                         continue;
                     }
-                    let index = free.unwrap_or(self.conns.len());
+                    let index = self
+                        .conns
+                        .iter()
+                        .position(Option::is_none)
+                        .unwrap_or(self.conns.len());
                     if let Err(e) = registry.register(
                         &mut stream,
                         Tok::ControlConn(index).into(),
@@ -194,18 +242,20 @@ impl ControlServer {
                         log::warn!("control: could not register a connection: {e}");
                         continue;
                     }
+                    *self.per_uid.entry(peer.uid).or_default() += 1;
+                    self.next_generation += 1;
                     let conn = Conn {
                         stream,
                         peer,
                         input: LineBuffer::new(),
+                        unread: false,
+                        partial_since: None,
                         output: Vec::new(),
+                        eof: false,
                         closing: false,
                         writable_registered: false,
                         following: false,
-                        generation: {
-                            self.next_generation += 1;
-                            self.next_generation
-                        },
+                        generation: self.next_generation,
                         discarding: None,
                     };
                     if index == self.conns.len() {
@@ -214,90 +264,76 @@ impl ControlServer {
                         self.conns[index] = Some(conn);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    log::warn!("control: accept failed: {e}");
-                    return;
+                    crate::warn_limited!(self.log_limit, "control: accept failed: {e}");
+                    return false;
                 }
             }
         }
+        true
     }
 
-    /// Reads what connection `index` sent; returns the complete requests. Requests that need
-    /// an operator from someone who is not one are answered here with `denied`.
-    pub fn readable(&mut self, index: usize, registry: &Registry) -> Vec<Incoming> {
-        let mut out = Vec::new();
+    /// May `uid` open one more connection? `Err` says why not.
+    fn room_for(&self, uid: u32) -> Result<(), String> {
+        let live = self.conns.iter().flatten().count();
+        let mine = self.per_uid.get(&uid).copied().unwrap_or(0);
+        let ordinary: usize = self
+            .per_uid
+            .iter()
+            .filter(|(u, _)| !privileged(**u))
+            .map(|(_, n)| n)
+            .sum();
+        let (cap, reserved) = if privileged(uid) {
+            (MAX_CONNECTIONS_PRIVILEGED, 0)
+        } else {
+            (MAX_CONNECTIONS_PER_UID, 2 * MAX_CONNECTIONS_PRIVILEGED)
+        };
+        if mine >= cap {
+            return Err(format!(
+                "too many control connections from uid {uid} (at most {cap}); close some and try again"
+            ));
+        }
+        if live >= MAX_CONNECTIONS || (!privileged(uid) && ordinary >= MAX_CONNECTIONS - reserved) {
+            return Err("too many control connections; try again".into());
+        }
+        Ok(())
+    }
+
+    /// Reads what connection `index` sent, up to the input limit. Call [`Self::next_request`]
+    /// after it for the requests.
+    pub fn readable(&mut self, index: usize, registry: &Registry) {
+        let Some(Some(conn)) = self.conns.get_mut(index) else {
+            return;
+        };
+        fill(conn);
+        self.flush(index, registry);
+    }
+
+    /// The connection's next complete request, if it may take one now: not while an earlier
+    /// answer waits to go out (backpressure). Bad requests and refusals are answered here.
+    pub fn next_request(&mut self, index: usize, registry: &Registry) -> Option<Incoming> {
         let operator_gid = self.operator_gid;
         let log_limit = &mut self.log_limit;
         let Some(Some(conn)) = self.conns.get_mut(index) else {
-            return out;
+            return None;
         };
-        let mut eof = false;
-        let mut chunk = [0u8; 4096];
-        loop {
-            match conn.stream.read(&mut chunk) {
-                Ok(0) => {
-                    eof = true;
+        let mut found = None;
+        while !conn.closing && conn.output.len() <= BACKPRESSURE_BYTES {
+            let line = match conn.input.next_line() {
+                Ok(Some(line)) => line,
+                Ok(None) if conn.unread => {
+                    // The limit stopped reading; there is room again.
+                    fill(conn);
+                    continue;
+                }
+                Ok(None) => {
+                    if conn.eof {
+                        conn.closing = true;
+                    }
                     break;
                 }
-                Ok(n) => {
-                    if let Some(dropped) = conn.discarding.as_mut() {
-                        *dropped += n;
-                        if *dropped > conn_io::DISCARD_LIMIT_BYTES {
-                            eof = true;
-                            break;
-                        }
-                        continue;
-                    }
-                    conn.input.extend(&chunk[..n]);
-                    if conn.input.pending() > site_proto::MAX_LINE_BYTES {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    eof = true;
-                    break;
-                }
-            }
-        }
-        while !conn.closing {
-            match conn.input.next_line() {
-                Ok(Some(line)) => match site_proto::decode_request(&line) {
-                    Ok(request) => {
-                        if request.operates() && !may_operate(conn.peer, operator_gid) {
-                            crate::warn_limited!(
-                                log_limit,
-                                "control: uid {} (pid {}) may not operate; refused {:?}",
-                                conn.peer.uid,
-                                conn.peer.pid,
-                                request
-                            );
-                            queue(
-                                conn,
-                                &Response::err(ErrorKind::Denied, denied_message(operator_gid)),
-                            );
-                        } else {
-                            out.push(Incoming {
-                                conn: index,
-                                generation: conn.generation,
-                                peer: conn.peer,
-                                request,
-                            });
-                        }
-                    }
-                    Err(reason) => {
-                        crate::warn_limited!(
-                            log_limit,
-                            "control: bad request from uid {}: {reason}",
-                            conn.peer.uid
-                        );
-                        queue(conn, &Response::err(ErrorKind::BadRequest, reason));
-                    }
-                },
-                Ok(None) => break,
                 Err(e) => {
                     let reason = match e {
                         FrameError::TooLong => {
@@ -314,25 +350,120 @@ impl ControlServer {
                     conn.closing = true;
                     conn.discarding = Some(0);
                     conn.input = LineBuffer::new();
+                    conn.unread = false;
+                    // Drop what is already there; the rest as it comes.
+                    if conn_io::discard_available(
+                        &mut conn.stream,
+                        conn.discarding.as_mut().expect("set just above"),
+                        conn_io::DISCARD_LIMIT_BYTES,
+                    ) {
+                        conn.discarding = None;
+                    }
+                    break;
+                }
+            };
+            match site_proto::decode_request(&line) {
+                Ok(request) => {
+                    if request.operates() && !may_operate(&conn.peer, operator_gid) {
+                        crate::warn_limited!(
+                            log_limit,
+                            "control: uid {} (pid {}) may not operate; refused {:?}",
+                            conn.peer.uid,
+                            conn.peer.pid,
+                            request
+                        );
+                        queue(
+                            conn,
+                            &Response::err(ErrorKind::Denied, denied_message(operator_gid)),
+                        );
+                        continue;
+                    }
+                    found = Some(Incoming {
+                        conn: index,
+                        generation: conn.generation,
+                        peer: conn.peer.clone(),
+                        request,
+                    });
+                    break;
+                }
+                Err(reason) => {
+                    crate::warn_limited!(
+                        log_limit,
+                        "control: bad request from uid {}: {}",
+                        conn.peer.uid,
+                        crate::rate_limit::escape(&reason)
+                    );
+                    queue(conn, &Response::err(ErrorKind::BadRequest, reason));
                 }
             }
         }
-        // Reading stopped at the size limit; drop the rest of what is already there.
-        if !eof
-            && let Some(dropped) = conn.discarding.as_mut()
-            && conn_io::discard_available(&mut conn.stream, dropped, conn_io::DISCARD_LIMIT_BYTES)
-        {
-            eof = true;
-        }
-        if eof {
-            conn.discarding = None;
-            conn.closing = true;
-        }
+        conn.partial_since = match (conn.input.pending(), conn.partial_since) {
+            (0, _) => None,
+            (_, Some(at)) => Some(at),
+            (_, None) => Some(Instant::now()),
+        };
         self.flush(index, registry);
-        out
+        found
     }
 
-    /// Queues the response to a request and sends what can be sent now.
+    /// Does the connection hold a complete request it could not take yet (the per-wake-up
+    /// budget ran out)? Then the loop comes back for it.
+    pub fn has_request_waiting(&self, index: usize) -> bool {
+        matches!(self.conns.get(index), Some(Some(c))
+            if !c.closing && c.output.len() <= BACKPRESSURE_BYTES && (c.unread || c.input.has_line()))
+    }
+
+    /// Closes connections whose request has been half-sent for [`REQUEST_TIMEOUT`]; returns
+    /// when the next one is due, if any request is half there.
+    pub fn expire_partial(&mut self, registry: &Registry) -> Option<Instant> {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        for index in 0..self.conns.len() {
+            let Some(Some(conn)) = self.conns.get_mut(index) else {
+                continue;
+            };
+            let Some(since) = conn.partial_since else {
+                continue;
+            };
+            let due = since + REQUEST_TIMEOUT;
+            if due > now {
+                next = Some(next.map_or(due, |n| n.min(due)));
+                continue;
+            }
+            crate::warn_limited!(
+                self.log_limit,
+                "control: closing a connection from uid {}: request not finished within {} s",
+                conn.peer.uid,
+                REQUEST_TIMEOUT.as_secs()
+            );
+            queue(
+                conn,
+                &Response::err(
+                    ErrorKind::BadRequest,
+                    format!(
+                        "request not finished within {} s; closing",
+                        REQUEST_TIMEOUT.as_secs()
+                    ),
+                ),
+            );
+            conn.partial_since = None;
+            conn.closing = true;
+            conn.input = LineBuffer::new();
+            self.flush(index, registry);
+        }
+        next
+    }
+
+    /// When the earliest half-sent request times out, if any.
+    pub fn next_partial_deadline(&self) -> Option<Instant> {
+        self.conns
+            .iter()
+            .flatten()
+            .filter_map(|c| c.partial_since)
+            .min()
+            .map(|at| at + REQUEST_TIMEOUT)
+    }
+
     /// Answers a request that completed later (`sitectl send`), if its connection is still
     /// the one that asked.
     pub fn respond_later(
@@ -347,6 +478,7 @@ impl ControlServer {
         }
     }
 
+    /// Queues the response to a request and sends what can be sent now.
     pub fn respond(&mut self, index: usize, response: &Response, registry: &Registry) {
         if let Some(Some(conn)) = self.conns.get_mut(index) {
             queue(conn, response);
@@ -354,12 +486,24 @@ impl ControlServer {
         self.flush(index, registry);
     }
 
-    /// Writes pending output; closes the connection when it is done and closing.
+    /// Writes pending output; closes the connection when it is done and closing, or when more
+    /// is queued than [`MAX_QUEUED_OUTPUT_BYTES`].
     pub fn flush(&mut self, index: usize, registry: &Registry) {
         let Some(Some(conn)) = self.conns.get_mut(index) else {
             return;
         };
         let failed = conn_io::write_pending(&mut conn.stream, &mut conn.output).is_err();
+        if conn.output.len() > MAX_QUEUED_OUTPUT_BYTES {
+            crate::warn_limited!(
+                self.log_limit,
+                "control: closing a connection from uid {} (pid {}): {} bytes of answers wait and it is not reading",
+                conn.peer.uid,
+                conn.peer.pid,
+                conn.output.len()
+            );
+            self.close(index, registry);
+            return;
+        }
         if conn.closing && conn.output.is_empty() && conn.discarding.is_some() {
             // Said our piece; wait for the peer to finish and close (see `discarding`).
             let _ = conn.stream.shutdown(std::net::Shutdown::Write);
@@ -384,6 +528,12 @@ impl ControlServer {
             && let Some(mut conn) = slot.take()
         {
             let _ = registry.deregister(&mut conn.stream);
+            if let Some(n) = self.per_uid.get_mut(&conn.peer.uid) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_uid.remove(&conn.peer.uid);
+                }
+            }
         }
     }
 
@@ -414,6 +564,44 @@ impl ControlServer {
     }
 }
 
+/// Reads what has arrived into the connection's input, up to the request size limit (the
+/// rest stays in the socket until lines are taken). At the peer's end (or a discarded
+/// connection's limit), marks it: what it sent is answered, then it closes.
+fn fill(conn: &mut Conn) {
+    let mut chunk = [0u8; 4096];
+    conn.unread = false;
+    if conn.eof {
+        return;
+    }
+    loop {
+        if conn.discarding.is_none() && conn.input.pending() > site_proto::MAX_LINE_BYTES {
+            conn.unread = true;
+            return;
+        }
+        match conn.stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                if let Some(dropped) = conn.discarding.as_mut() {
+                    *dropped += n;
+                    if *dropped > conn_io::DISCARD_LIMIT_BYTES {
+                        break;
+                    }
+                    continue;
+                }
+                conn.input.extend(&chunk[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    conn.eof = true;
+    conn.discarding = None;
+    if !conn.input.has_line() {
+        conn.closing = true;
+    }
+}
+
 fn queue(conn: &mut Conn, response: &Response) {
     conn.output.extend_from_slice(&site_proto::encode(response));
 }
@@ -439,12 +627,47 @@ fn peer_of(stream: &UnixStream) -> Option<Peer> {
         uid: cred.uid(),
         gid: cred.gid(),
         pid: cred.pid(),
+        groups: peer_groups(stream),
     })
 }
 
-/// Root, sited's own user, or a member of the operator group (primary or supplementary).
-pub fn may_operate(peer: Peer, operator_gid: Option<u32>) -> bool {
-    if peer.uid == 0 || peer.uid == nix::unistd::geteuid().as_raw() {
+/// The peer process's supplementary groups (SO_PEERGROUPS, Linux 4.13+): what the process
+/// really holds, including groups given to it outside /etc/group (`setpriv --groups`,
+/// systemd's `SupplementaryGroups=`). None if the kernel does not say.
+fn peer_groups(stream: &UnixStream) -> Option<Vec<u32>> {
+    use std::os::fd::AsRawFd;
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: the kernel writes at most `len` bytes into `groups`, which holds that many,
+        // and sets `len` to the bytes it wrote (or needs, with ERANGE).
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let n = len as usize / std::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(n);
+            return Some(groups);
+        }
+        if io::Error::last_os_error().raw_os_error() == Some(libc::ERANGE) && n > groups.len() {
+            groups.resize(n, 0);
+            continue;
+        }
+        return None;
+    }
+}
+
+/// Root, sited's own user, or a member of the operator group: its primary group, one of the
+/// supplementary groups the peer process holds (SO_PEERGROUPS), or, where the kernel cannot
+/// say, one /etc/group lists the user in.
+pub fn may_operate(peer: &Peer, operator_gid: Option<u32>) -> bool {
+    if privileged(peer.uid) {
         return true;
     }
     let Some(gid) = operator_gid else {
@@ -452,6 +675,9 @@ pub fn may_operate(peer: Peer, operator_gid: Option<u32>) -> bool {
     };
     if peer.gid == gid {
         return true;
+    }
+    if let Some(groups) = &peer.groups {
+        return groups.contains(&gid);
     }
     let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(peer.uid)) else {
         return false;
@@ -471,50 +697,45 @@ mod tests {
     #[test]
     fn root_and_own_user_may_operate_others_not_without_group() {
         let me = nix::unistd::geteuid().as_raw();
-        assert!(may_operate(
-            Peer {
-                uid: 0,
-                gid: 0,
-                pid: 1
-            },
-            None
-        ));
-        assert!(may_operate(
-            Peer {
-                uid: me,
-                gid: 0,
-                pid: 1
-            },
-            None
-        ));
-        assert!(!may_operate(
-            Peer {
-                uid: 4242,
-                gid: 4242,
-                pid: 1
-            },
-            None
-        ));
+        assert!(may_operate(&peer(0, 0, None), None));
+        assert!(may_operate(&peer(me, 0, None), None));
+        assert!(!may_operate(&peer(4242, 4242, None), None));
     }
 
     #[test]
     fn primary_group_member_may_operate() {
-        assert!(may_operate(
-            Peer {
-                uid: 4242,
-                gid: 777,
-                pid: 1
-            },
-            Some(777)
-        ));
-        assert!(!may_operate(
-            Peer {
-                uid: 4242,
-                gid: 778,
-                pid: 1
-            },
-            Some(777)
-        ));
+        assert!(may_operate(&peer(4242, 777, None), Some(777)));
+        assert!(!may_operate(&peer(4242, 778, None), Some(777)));
+    }
+
+    #[test]
+    fn a_supplementary_group_the_process_holds_counts() {
+        assert!(may_operate(&peer(4242, 778, Some(vec![5, 777])), Some(777)));
+        assert!(!may_operate(&peer(4242, 778, Some(vec![5])), Some(777)));
+    }
+
+    fn peer(uid: u32, gid: u32, groups: Option<Vec<u32>>) -> Peer {
+        Peer {
+            uid,
+            gid,
+            pid: 1,
+            groups,
+        }
+    }
+
+    #[test]
+    fn peer_groups_are_read_from_the_kernel() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let a = UnixStream::from_std(a);
+        let groups = peer_groups(&a).expect("SO_PEERGROUPS (Linux 4.13+)");
+        let mine: Vec<u32> = nix::unistd::getgroups()
+            .expect("getgroups")
+            .iter()
+            .map(|g| g.as_raw())
+            .collect();
+        for g in &mine {
+            assert!(groups.contains(g), "{groups:?} lacks {g}");
+        }
     }
 
     #[test]

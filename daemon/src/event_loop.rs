@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 /// Every source the loop polls, as a typed token. Fixed sources get small numbers; hub links
 /// a few above them; control and hub connections live in their own ranges above.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Tok {
     Signals,
     /// The one `mio::Waker`: threads (rppal interrupts) and the sim backend wake the loop.
@@ -91,6 +91,8 @@ impl Tok {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum LoopTimer {
     Watchdog,
+    /// A control request has been half-sent for too long.
+    ControlPartial,
 }
 
 /// Why the daemon could not start.
@@ -294,16 +296,26 @@ impl Daemon {
             self.control.path().display()
         );
         let mut events = Events::with_capacity(256);
+        // Sources whose budget ran out with work left (DESIGN.md §4): mio is edge-triggered,
+        // so no new event will announce what they still hold. They are served again on the
+        // next turn, after every other ready source and every due timer has had its own, so
+        // a flood on one socket cannot starve the doors, the siren or the other sockets.
+        let mut again: Vec<Tok> = Vec::new();
+        let mut served = std::collections::HashSet::new();
         while !self.stopping {
             let now = monotonic_now();
-            let timeout = [
-                self.timers.timeout(now),
-                self.devices.next_deadline().map(|d| d.saturating_sub(now)),
-                self.node.next_deadline().map(|d| d.saturating_sub(now)),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let timeout = if again.is_empty() {
+                [
+                    self.timers.timeout(now),
+                    self.devices.next_deadline().map(|d| d.saturating_sub(now)),
+                    self.node.next_deadline().map(|d| d.saturating_sub(now)),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -314,29 +326,22 @@ impl Daemon {
                     source: e,
                 });
             }
+            let revisit = std::mem::take(&mut again);
+            served.clear();
             for event in events.iter() {
                 match Tok::from_token(event.token()) {
-                    Some(Tok::Signals) => self.on_signals(),
-                    Some(Tok::Waker) => {
-                        self.on_hardware();
-                        self.on_store();
+                    Some(tok) => {
+                        served.insert(tok);
+                        if self.dispatch(tok, event.is_writable()) {
+                            again.push(tok);
+                        }
                     }
-                    Some(Tok::Hardware) => self.on_hardware(),
-                    Some(Tok::ControlListener) => self.control.accept(self.poll.registry()),
-                    Some(Tok::ControlConn(i)) => self.on_control(i, event.is_writable()),
-                    Some(Tok::HubListener) => self.node.on_hub_listener(self.poll.registry()),
-                    Some(Tok::HubConn(i)) => self.node.on_hub_conn(
-                        i,
-                        &mut self.devices,
-                        self.hw.as_mut(),
-                        self.poll.registry(),
-                    ),
-                    Some(Tok::HubUdp) => {
-                        self.node
-                            .on_udp(&mut self.devices, self.hw.as_mut(), self.poll.registry())
-                    }
-                    Some(Tok::LinkConn(i)) => self.node.on_link(i, self.poll.registry()),
                     None => log::debug!("event for unknown token {:?} ignored", event.token()),
+                }
+            }
+            for tok in revisit {
+                if served.insert(tok) && self.dispatch(tok, false) {
+                    again.push(tok);
                 }
             }
             self.on_timers();
@@ -348,9 +353,68 @@ impl Daemon {
                     self.poll.registry(),
                 );
             }
+            for line in self.node.take_lines() {
+                self.control.broadcast(
+                    &Response::ok(serde_json::json!({ "line": line })),
+                    self.poll.registry(),
+                );
+            }
+            self.arm_control_partial();
         }
         self.shutdown();
         Ok(())
+    }
+
+    /// Serves one ready source, within its budget. Returns true if it has work left.
+    fn dispatch(&mut self, tok: Tok, writable: bool) -> bool {
+        match tok {
+            Tok::Signals => {
+                self.on_signals();
+                false
+            }
+            Tok::Waker => {
+                self.on_hardware();
+                self.on_store();
+                false
+            }
+            Tok::Hardware => {
+                self.on_hardware();
+                false
+            }
+            Tok::ControlListener => self.control.accept(self.poll.registry()),
+            Tok::ControlConn(i) => self.on_control(i, writable),
+            Tok::HubListener => self.node.on_hub_listener(self.poll.registry()),
+            Tok::HubConn(i) => {
+                self.node
+                    .on_hub_conn(i, &mut self.devices, self.hw.as_mut(), self.poll.registry())
+            }
+            Tok::HubUdp => {
+                self.node
+                    .on_udp(&mut self.devices, self.hw.as_mut(), self.poll.registry())
+            }
+            Tok::LinkConn(i) => {
+                self.node.on_link(i, self.poll.registry());
+                false
+            }
+        }
+    }
+
+    /// Keeps the half-sent-request timer at the earliest such request's deadline.
+    fn arm_control_partial(&mut self) {
+        let due = self.control.next_partial_deadline();
+        let armed = self.timers.deadline_of(&LoopTimer::ControlPartial);
+        match due {
+            Some(at) => {
+                let at = monotonic_now() + at.saturating_duration_since(Instant::now());
+                if armed.is_none_or(|armed| at < armed) {
+                    self.timers.arm(LoopTimer::ControlPartial, at);
+                }
+            }
+            None if armed.is_some() => {
+                self.timers.cancel(&LoopTimer::ControlPartial);
+            }
+            None => {}
+        }
     }
 
     fn on_signals(&mut self) {
@@ -403,16 +467,10 @@ impl Daemon {
         );
     }
 
-    /// Step 5: the store wrote something; acknowledgements and reports that waited go out,
-    /// and new event-log lines go to `sitectl log -f`.
+    /// Step 5: the store wrote something; acknowledgements and reports that waited go out
+    /// (and new event-log lines to `sitectl log -f`, after this turn).
     fn on_store(&mut self) {
-        let lines = self.node.on_store(self.poll.registry());
-        for line in lines {
-            self.control.broadcast(
-                &Response::ok(serde_json::json!({ "line": line })),
-                self.poll.registry(),
-            );
-        }
+        self.node.on_store(self.poll.registry());
     }
 
     fn on_timers(&mut self) {
@@ -425,6 +483,9 @@ impl Daemon {
                         self.timers.arm(LoopTimer::Watchdog, now + every);
                     }
                 }
+                LoopTimer::ControlPartial => {
+                    self.control.expire_partial(self.poll.registry());
+                }
             }
         }
         self.devices
@@ -434,17 +495,24 @@ impl Daemon {
             .fire_due(&mut self.devices, self.hw.as_mut(), self.poll.registry());
     }
 
-    fn on_control(&mut self, conn: usize, writable: bool) {
+    /// A control connection is ready: its requests are carried out one at a time, each
+    /// answered before the next is taken, up to [`control::REQUESTS_PER_WAKEUP`]. Returns
+    /// true if it has more waiting.
+    fn on_control(&mut self, conn: usize, writable: bool) -> bool {
         if writable {
             self.control.flush(conn, self.poll.registry());
         }
-        let requests = self.control.readable(conn, self.poll.registry());
-        for incoming in requests {
+        self.control.readable(conn, self.poll.registry());
+        for _ in 0..control::REQUESTS_PER_WAKEUP {
+            let Some(incoming) = self.control.next_request(conn, self.poll.registry()) else {
+                return false;
+            };
             if let Some(response) = self.handle(&incoming) {
                 self.control
                     .respond(incoming.conn, &response, self.poll.registry());
             }
         }
+        self.control.has_request_waiting(conn)
     }
 
     /// Carries out one control request (permission was checked by the control server).
@@ -563,6 +631,7 @@ impl Daemon {
             site: Some(site).filter(|s| s.as_object().is_some_and(|m| !m.is_empty())),
             hub: Some(hub).filter(|h| !h.is_null()),
             sensors,
+            store: self.node.store(),
         }
     }
 

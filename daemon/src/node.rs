@@ -7,7 +7,7 @@ use crate::config::{Config, site::resolve_addr};
 use crate::devices::{DeviceEvent, Devices};
 use crate::hub::link::{HubLink, LinkOutcome};
 use crate::hub::protocol;
-use crate::hub::server::{Asker, CommandDone, HubServer};
+use crate::hub::server::{Asker, CommandDone, HubServer, IncomingReport};
 use crate::hub::stream::{Reading, Readings};
 use crate::hub::udp::SensorHub;
 use crate::hw::{Hardware, monotonic_now};
@@ -23,8 +23,6 @@ use site_proto::{ErrorKind, Response};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often connections that never registered are swept.
-const HUB_SWEEP: Duration = Duration::from_secs(5);
 /// Descriptors kept for everything but hub clients (plugins, pins, control connections, the
 /// store), when the open-file limit caps `max-clients`.
 const FDS_KEPT: u64 = 256;
@@ -67,6 +65,8 @@ pub struct Node {
     replies: Vec<(Asker, Response)>,
     /// The latest sensor readings, from UDP and TCP.
     readings: Readings,
+    /// Event-log lines that reached the disk, for `sitectl log -f`.
+    lines: Vec<String>,
 }
 
 fn hostname() -> String {
@@ -89,6 +89,7 @@ impl Node {
             timers: Timers::new(),
             replies: Vec::new(),
             readings: Readings::default(),
+            lines: Vec::new(),
         }
     }
 
@@ -122,12 +123,12 @@ impl Node {
                         h.max_clients
                     );
                 }
-                let server = HubServer::bind(addr, max_clients, registry).map_err(|source| {
-                    Error::HubBind {
-                        addr: h.tcp.clone(),
-                        source,
-                    }
-                })?;
+                let server =
+                    HubServer::bind(addr, max_clients, h.max_clients_per_address, registry)
+                        .map_err(|source| Error::HubBind {
+                            addr: h.tcp.clone(),
+                            source,
+                        })?;
                 log::info!(
                     "hub: listening on {} (event log {})",
                     server.local_addr(),
@@ -163,6 +164,7 @@ impl Node {
             timers: Timers::new(),
             replies: Vec::new(),
             readings: Readings::default(),
+            lines: Vec::new(),
         };
         node.build_site(config, registry)?;
         let fx = node.site.start(|d| devices.state_of(d));
@@ -177,6 +179,11 @@ impl Node {
             .map(|l| l.state().clone())
             .unwrap_or_default();
         let own_hub = self.hub.as_ref().map(|h| h.local_addr());
+        let epoch = self
+            .ledger
+            .as_ref()
+            .map(|l| l.epoch().to_string())
+            .unwrap_or_default();
         let host = hostname();
         self.links.clear();
         self.timers
@@ -193,8 +200,10 @@ impl Node {
                     .clone()
                     .unwrap_or_else(|| format!("{host}-{}", module.key()));
                 let slot = self.links.len();
-                self.links
-                    .push((module, HubLink::new(module.key(), name, kind, addr, slot)));
+                self.links.push((
+                    module,
+                    HubLink::new(module.key(), name, kind, epoch.clone(), addr, slot),
+                ));
                 Ok::<(), Error>(())
             };
         self.site.access = match &config.access {
@@ -405,32 +414,63 @@ impl Node {
         self.pump(registry);
     }
 
-    pub fn on_hub_listener(&mut self, registry: &Registry) {
-        if let Some(hub) = &mut self.hub {
-            hub.accept(registry);
-            if hub.has_unregistered() && !self.timers.is_armed(&NodeTimer::HubSweep) {
-                self.timers
-                    .arm(NodeTimer::HubSweep, monotonic_now() + HUB_SWEEP);
-            }
+    /// New hub connections. Returns true if more may be waiting (the accept budget ran out).
+    pub fn on_hub_listener(&mut self, registry: &Registry) -> bool {
+        let Some(hub) = &mut self.hub else {
+            return false;
+        };
+        let more = hub.accept(registry);
+        if hub.has_unregistered() && !self.timers.is_armed(&NodeTimer::HubSweep) {
+            // Nobody older is waiting, so the newest is the next one due.
+            self.timers.arm(
+                NodeTimer::HubSweep,
+                monotonic_now() + crate::hub::server::REGISTER_TIMEOUT,
+            );
         }
+        more
     }
 
+    /// A hub client sent something. Returns true if more is waiting (the read budget ran
+    /// out), so the loop comes back after the other sources have had their turn.
     pub fn on_hub_conn(
         &mut self,
         index: usize,
         devices: &mut Devices,
         hw: &mut (dyn Hardware + 'static),
         registry: &Registry,
-    ) {
-        let (Some(hub), Some(ledger)) = (&mut self.hub, &mut self.ledger) else {
-            return;
+    ) -> bool {
+        let Some(hub) = &mut self.hub else {
+            return false;
         };
-        for report in hub.readable(index, registry) {
-            ledger.apply_report(report.conn, &report.client, report.seq, report.report);
-        }
+        let read = hub.readable(index, registry);
+        self.apply_reports(read.reports, registry);
         self.arm_quiet(index);
         self.collect_commands();
         self.collect_readings(devices, hw, registry);
+        read.more
+    }
+
+    /// Step 5 on the hub's side: reports go to the ledger, and whatever can be answered at
+    /// once (a resend of what is already on disk) is answered now.
+    fn apply_reports(&mut self, reports: Vec<IncomingReport>, registry: &Registry) {
+        let (Some(hub), Some(ledger)) = (&mut self.hub, &mut self.ledger) else {
+            return;
+        };
+        for report in &reports {
+            ledger.apply_report(
+                report.conn,
+                &report.client,
+                &report.epoch,
+                report.seq,
+                report.report,
+            );
+        }
+        for conn in hub.take_closed() {
+            ledger.connection_closed(conn);
+        }
+        if !reports.is_empty() {
+            self.release(registry);
+        }
     }
 
     /// JSON readings that came over TCP lines.
@@ -516,18 +556,20 @@ impl Node {
 
     /// Sensor datagrams arrived: readings are stored and go to the rules, closed cycles are
     /// answered.
+    /// Returns true if more datagrams are waiting (the batch budget ran out).
     pub fn on_udp(
         &mut self,
         devices: &mut Devices,
         hw: &mut (dyn Hardware + 'static),
         registry: &Registry,
-    ) {
+    ) -> bool {
         let Some(sensors) = &mut self.sensors else {
-            return;
+            return false;
         };
-        let readings = sensors.readable(monotonic_now());
+        let (readings, more) = sensors.readable(monotonic_now());
         self.on_readings(&readings, devices, hw, registry);
         self.arm_stream_gap();
+        more
     }
 
     /// Keeps the gap timer at or before the earliest open cycle's deadline. Packets only move
@@ -604,16 +646,25 @@ impl Node {
         self.hub.as_ref().map(|_| self.readings.to_json())
     }
 
-    /// The writer finished something: send the `OK`s and reports that waited on it. Returns
-    /// the event-log lines now on disk.
-    pub fn on_store(&mut self, registry: &Registry) -> Vec<String> {
+    /// The writer finished something: send the answers and reports that waited on it.
+    pub fn on_store(&mut self, registry: &Registry) {
+        self.release(registry);
+    }
+
+    /// Event-log lines that reached the disk since the last look (for `sitectl log -f`).
+    pub fn take_lines(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.lines)
+    }
+
+    /// Sends what the disk has caught up with: the hub's answers, and the links' reports.
+    fn release(&mut self, registry: &Registry) {
         let Some(ledger) = &mut self.ledger else {
-            return Vec::new();
+            return;
         };
         let released = ledger.released();
         if let Some(hub) = &mut self.hub {
-            for (conn, seq) in &released.acks {
-                hub.acknowledge(*conn, *seq, registry);
+            for (conn, reply) in &released.acks {
+                hub.answer(*conn, reply, registry);
             }
         }
         for (module, seq) in &released.durable {
@@ -623,8 +674,8 @@ impl Node {
                 }
             }
         }
+        self.lines.extend(released.lines);
         self.pump(registry);
-        released.lines
     }
 
     pub fn next_deadline(&mut self) -> Option<Duration> {
@@ -653,15 +704,9 @@ impl Node {
                     }
                 }
                 NodeTimer::HubQuiet(index) => {
-                    if let (Some(hub), Some(ledger)) = (&mut self.hub, &mut self.ledger) {
-                        for report in hub.quiet(index, registry) {
-                            ledger.apply_report(
-                                report.conn,
-                                &report.client,
-                                report.seq,
-                                report.report,
-                            );
-                        }
+                    if let Some(hub) = &mut self.hub {
+                        let reports = hub.quiet(index, registry);
+                        self.apply_reports(reports, registry);
                     }
                     self.arm_quiet(index);
                     self.collect_commands();
@@ -680,11 +725,11 @@ impl Node {
                     self.arm_stream_gap();
                 }
                 NodeTimer::HubSweep => {
-                    if let Some(hub) = &mut self.hub {
-                        hub.expire_unregistered(registry);
-                        if hub.has_unregistered() {
-                            self.timers.arm(NodeTimer::HubSweep, now + HUB_SWEEP);
-                        }
+                    if let Some(hub) = &mut self.hub
+                        && let Some(next) = hub.expire_unregistered(registry)
+                    {
+                        let wait = next.saturating_duration_since(std::time::Instant::now());
+                        self.timers.arm(NodeTimer::HubSweep, now + wait);
                     }
                 }
             }
@@ -718,6 +763,22 @@ impl Node {
             map.insert("udp".into(), sensors.streams());
         }
         (staff, site, hub)
+    }
+
+    /// The writer's health, on a node that persists anything.
+    pub fn store(&self) -> Option<site_proto::StoreStatus> {
+        let ledger = self.ledger.as_ref()?;
+        Some(site_proto::StoreStatus {
+            stalled: ledger
+                .stalls()
+                .iter()
+                .map(|s| site_proto::StoreStall {
+                    file: s.file.display().to_string(),
+                    since: crate::hub::stream::local_time(s.since),
+                    error: s.error.clone(),
+                })
+                .collect(),
+        })
     }
 
     /// The event log's last `n` lines (on a node that runs the hub).

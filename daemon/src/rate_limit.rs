@@ -54,19 +54,67 @@ pub enum Verdict {
     Drop,
 }
 
-/// Logs a warning through `limit`, mentioning suppressed lines.
+/// Logs at `level` through `limit`, mentioning suppressed lines.
 #[macro_export]
-macro_rules! warn_limited {
-    ($limit:expr, $($arg:tt)+) => {
+macro_rules! log_limited {
+    ($limit:expr, $level:expr, $($arg:tt)+) => {
         match $limit.check(std::time::Instant::now()) {
-            $crate::rate_limit::Verdict::Log { dropped: 0 } => log::warn!($($arg)+),
+            $crate::rate_limit::Verdict::Log { dropped: 0 } => log::log!($level, $($arg)+),
             $crate::rate_limit::Verdict::Log { dropped } => {
-                log::warn!("({dropped} similar messages suppressed)");
-                log::warn!($($arg)+)
+                log::log!($level, "({dropped} similar messages suppressed)");
+                log::log!($level, $($arg)+)
             }
             $crate::rate_limit::Verdict::Drop => {}
         }
     };
+}
+
+/// Logs a warning through `limit`, mentioning suppressed lines.
+#[macro_export]
+macro_rules! warn_limited {
+    ($limit:expr, $($arg:tt)+) => {
+        $crate::log_limited!($limit, log::Level::Warn, $($arg)+)
+    };
+}
+
+/// Logs an info line through `limit`: for lines any client can cause (connections,
+/// registrations, answers), which must not let it fill the journal.
+#[macro_export]
+macro_rules! info_limited {
+    ($limit:expr, $($arg:tt)+) => {
+        $crate::log_limited!($limit, log::Level::Info, $($arg)+)
+    };
+}
+
+/// `text` from a client, safe to log: control characters (ESC, NUL, CR, ...) and the
+/// backslash are escaped as `\u{1b}`-style sequences, so a client cannot forge log lines or
+/// drive the terminal of whoever reads the log. Borrowed when there is nothing to escape.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() || c == '\\') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Bytes from a client, safe to log: as [`escape`], with bytes that are not UTF-8 shown as
+/// `\x..`.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&escape(chunk.valid()));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -89,5 +137,13 @@ mod tests {
             limit.check(t0 + Duration::from_secs(10)),
             Verdict::Log { dropped: 0 }
         );
+    }
+
+    #[test]
+    fn control_characters_from_clients_are_escaped() {
+        assert_eq!(escape("ACK ok"), "ACK ok");
+        assert_eq!(escape("a\x1b[2Jb\0c\rd"), "a\\u{1b}[2Jb\\u{0}c\\u{d}d");
+        assert_eq!(escape("back\\slash"), "back\\\\slash");
+        assert_eq!(escape_bytes(b"ok\xff\n"), "ok\\xff\\u{a}");
     }
 }

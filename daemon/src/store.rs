@@ -1,12 +1,18 @@
 //! Persisted state (`<state-dir>/state.json`) and the seed-000 event log. Both are written by
 //! one writer thread, so an fsync on a slow SD card never stalls the event loop (the siren must
 //! not wait for the disk). The loop hands over a snapshot and the log lines for one change
-//! ("commit"), and is woken when it is on disk; only then does the hub answer `OK`.
+//! ("commit"), and is woken as it reaches the disk; only then does the hub answer `OK`.
 //!
 //! Crash safety: the state file is replaced atomically (temp file, fsync, rename, fsync dir)
-//! and carries the log lines of its change as `pending-log`; they are then appended to the
-//! event log and fsynced. After a power cut between the two, start-up appends whichever
-//! pending lines the log is missing, so the count and the log always agree.
+//! and carries every event-log line not yet whole in the log as `pending-log`; they are then
+//! appended to the event log and fsynced. After a power cut between the two, start-up appends
+//! whichever pending lines the log is missing, so the count and the log always agree.
+//!
+//! The two files fail independently (a full log2ram or tmpfs for the log, a good SD card for
+//! the state is common on a Pi). A log that cannot be written never holds up the state file:
+//! outboxes and counts keep being persisted while the lines wait in `pending-log`, and an
+//! append is all-or-nothing (a short write is cut back to the last whole line before the
+//! retry), so the log never holds a torn line.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -14,8 +20,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::time::Duration;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, SystemTime};
 
 /// The state file's name inside `state-dir`.
 pub const STATE_FILE: &str = "state.json";
@@ -34,8 +40,12 @@ pub struct OutboxEntry {
 pub struct State {
     /// Hub: staff on the premises.
     pub staff: u64,
-    /// Hub: the highest report sequence applied per client name (duplicates are acked only).
-    pub hub_seen: BTreeMap<String, u64>,
+    /// Hub: the last report sequence applied, per client and report epoch.
+    pub hub_sequences: crate::hub::sequence::SeenTable,
+    /// Module side: this node's report epoch, a random id made with the state. Reports are
+    /// numbered within it, so a hub can tell a node that lost its state (and numbers from 1
+    /// again) from one resending what it already counted.
+    pub epoch: String,
     /// Office: occupied (light and fan come back on at start).
     pub office_occupied: bool,
     /// Emergency: what the hub was last told about the door.
@@ -46,8 +56,15 @@ pub struct State {
     pub outbox: BTreeMap<String, Vec<OutboxEntry>>,
     /// Module sequence counters: the next report's number.
     pub next_seq: BTreeMap<String, u64>,
-    /// The event-log lines of the change this file records (see the module comment).
+    /// Event-log lines that may not be whole in the log yet (see the module comment).
     pub pending_log: Vec<String>,
+}
+
+/// A new report epoch: 128 bits from the OS's random generator, as 32 hex digits.
+pub fn new_epoch() -> io::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Loads the state file. A missing file gives defaults; a corrupt one is reported, kept
@@ -88,39 +105,96 @@ pub fn load_state(dir: &Path) -> (State, Option<String>) {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&tmp)?;
+    let written = File::create(&tmp).and_then(|mut f| {
         f.write_all(bytes)?;
-        f.sync_all()?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        // A half-written temp file on a full disk would only hold space the retry needs.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
     std::fs::rename(&tmp, path)?;
     File::open(dir)?.sync_all()
 }
 
-/// The seed-000 text log, appended and fsynced.
+/// Can sited create files in `dir`? Checked at start, so a read-only state directory is
+/// reported at once rather than at the first change.
+pub fn check_writable(dir: &Path) -> io::Result<()> {
+    nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).map_err(io::Error::from)
+}
+
+/// The seed-000 text log, appended and fsynced, one whole line or nothing.
 pub struct EventLog {
     path: PathBuf,
-    file: File,
+    /// None until it could be opened (a log directory that is not writable yet is a stall,
+    /// not a reason to refuse to start).
+    file: Option<File>,
+    /// The last append failed part-way; the tail is checked before the next one.
+    suspect_tail: bool,
 }
 
 impl EventLog {
+    /// Opens (creating) the log and cuts off a torn last line a crash or full disk left; the
+    /// torn line is still in the state's `pending-log` and is appended again whole.
     pub fn open(path: &Path) -> io::Result<EventLog> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(EventLog {
+        let mut log = EventLog {
             path: path.to_path_buf(),
-            file,
-        })
+            file: None,
+            suspect_tail: true,
+        };
+        log.ensure_open()?;
+        Ok(log)
+    }
+
+    /// A log that could not be opened yet; every append tries again.
+    pub fn closed(path: &Path) -> EventLog {
+        EventLog {
+            path: path.to_path_buf(),
+            file: None,
+            suspect_tail: true,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn ensure_open(&mut self) -> io::Result<&mut File> {
+        if self.file.is_none() {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .open(&self.path)?;
+            self.file = Some(file);
+            self.suspect_tail = true;
+        }
+        if self.suspect_tail {
+            let file = self.file.as_mut().expect("opened just above");
+            let cut = repair_tail(file)?;
+            if cut > 0 {
+                log::warn!(
+                    "event log {}: removed a torn last line ({cut} bytes) that a crash or a full disk left; it is appended again whole",
+                    self.path.display()
+                );
+            }
+            self.suspect_tail = false;
+        }
+        Ok(self.file.as_mut().expect("opened just above"))
     }
 
     /// Reopens the file (after logrotate moved it).
     pub fn reopen(&mut self) -> io::Result<()> {
-        *self = EventLog::open(&self.path)?;
-        Ok(())
+        self.file = None;
+        self.ensure_open().map(|_| ())
     }
 
+    /// Appends `lines` whole, or nothing: a write that fails part-way (a full disk) is cut
+    /// back to where it started, so a retry never leaves a torn line behind.
     pub fn append(&mut self, lines: &[String]) -> io::Result<()> {
         if lines.is_empty() {
             return Ok(());
@@ -130,9 +204,54 @@ impl EventLog {
             text.push_str(line);
             text.push('\n');
         }
-        self.file.write_all(text.as_bytes())?;
-        self.file.sync_data()
+        let file = self.ensure_open()?;
+        let before = file.metadata()?.len();
+        let result = file
+            .write_all(text.as_bytes())
+            .and_then(|()| file.sync_data());
+        if let Err(e) = result {
+            // Only ever shrink, and only what this append added: logrotate's copytruncate
+            // may have emptied the file meanwhile.
+            let cut = file.metadata().and_then(|m| {
+                if m.len() > before {
+                    file.set_len(before)
+                } else {
+                    Ok(())
+                }
+            });
+            if cut.is_err() {
+                self.suspect_tail = true;
+            }
+            return Err(e);
+        }
+        Ok(())
     }
+}
+
+/// Cuts a file back to its last newline; returns how many bytes were removed.
+fn repair_tail(file: &mut File) -> io::Result<u64> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    let mut end = len;
+    let mut chunk = [0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk[..n])?;
+        if let Some(i) = chunk[..n].iter().rposition(|&b| b == b'\n') {
+            let keep = start + i as u64 + 1;
+            if keep < len {
+                file.set_len(keep)?;
+            }
+            return Ok(len - keep);
+        }
+        end = start;
+    }
+    file.set_len(0)?;
+    Ok(len)
 }
 
 /// The last `n` lines of a text file (reads at most the final 1 MiB).
@@ -155,25 +274,25 @@ pub fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
     Ok(lines[from..].iter().map(|l| l.to_string()).collect())
 }
 
-/// Appends the pending lines the log is missing (after a crash between the state write and
-/// the log append). Returns how many were appended.
-pub fn recover_pending(state: &State, log: &mut EventLog, log_path: &Path) -> io::Result<usize> {
+/// The pending lines the log is missing (after a crash between the state write and the log
+/// append, or while the log's disk was full), in order.
+pub fn missing_pending(state: &State, log_path: &Path) -> io::Result<Vec<String>> {
     if state.pending_log.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
-    let tail = tail_lines(log_path, 1000)?;
-    let missing: Vec<String> = state
+    let tail = tail_lines(log_path, state.pending_log.len() + 1000)?;
+    Ok(state
         .pending_log
         .iter()
         .filter(|l| !tail.contains(l))
         .cloned()
-        .collect();
-    log.append(&missing)?;
-    Ok(missing.len())
+        .collect())
 }
 
-/// Identifies a commit; completions arrive in order.
+/// Identifies a commit; completions arrive in order. [`AT_START`] stands for what was on disk
+/// when sited started.
 pub type CommitId = u64;
+pub const AT_START: CommitId = 1;
 
 enum Job {
     Commit {
@@ -184,103 +303,233 @@ enum Job {
     ReopenLog,
 }
 
-/// What the writer thread reports back.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Done {
-    /// Every commit up to and including this id is on disk.
-    Committed(CommitId),
-    /// Writing failed; the writer retries until it succeeds. Nothing is acknowledged meanwhile.
-    Stalled(String),
+/// A file the writer cannot write, since when, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stall {
+    pub file: PathBuf,
+    pub since: SystemTime,
+    pub error: String,
+}
+
+/// How far the writer has got: every commit up to `state` has its state file on disk, every
+/// commit up to `log` has its event-log lines whole in the log. The hub answers `OK` for a
+/// report once both have reached its commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub state: CommitId,
+    pub log: CommitId,
+    pub stalls: Vec<Stall>,
 }
 
 /// The writer thread and its queues.
 pub struct Store {
     jobs: Option<Sender<Job>>,
-    /// Set at stop: a failing write is tried once more, not forever, so sited can exit.
-    stopping: Arc<std::sync::atomic::AtomicBool>,
-    done: Receiver<Done>,
+    progress: Receiver<Progress>,
     next_id: CommitId,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// How long the writer waits before retrying a failed write (disk full, say).
-const RETRY_PAUSE: Duration = Duration::from_secs(1);
+pub const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// The writer's own books, on its thread.
+struct Writer {
+    state_path: PathBuf,
+    log: EventLog,
+    /// The newest snapshot not yet on disk.
+    unwritten: Option<(CommitId, Box<State>)>,
+    /// Lines not yet whole in the log, with their commits.
+    pending: Vec<(CommitId, String)>,
+    state_done: CommitId,
+    state_stall: Option<Stall>,
+    log_stall: Option<Stall>,
+}
+
+impl Writer {
+    fn unfinished(&self) -> bool {
+        self.unwritten.is_some() || !self.pending.is_empty()
+    }
+
+    fn take(&mut self, job: Job) {
+        match job {
+            Job::Commit { id, state, lines } => {
+                self.pending.extend(lines.into_iter().map(|l| (id, l)));
+                self.unwritten = Some((id, state));
+            }
+            Job::ReopenLog => {
+                if let Err(e) = self.log.reopen() {
+                    self.log_failed(format!("reopening: {e}"));
+                }
+            }
+        }
+    }
+
+    /// One pass: the state file first (it carries the pending lines), then the lines whose
+    /// state is on disk. Neither waits for the other's failures.
+    fn work(&mut self) {
+        if let Some((id, mut state)) = self.unwritten.take() {
+            state.pending_log = self.pending.iter().map(|(_, l)| l.clone()).collect();
+            let written = serde_json::to_vec_pretty(&*state)
+                .map_err(io::Error::other)
+                .and_then(|bytes| write_atomic(&self.state_path, &bytes));
+            match written {
+                Ok(()) => {
+                    self.state_done = id;
+                    if self.state_stall.take().is_some() {
+                        log::info!("state: {} written again", self.state_path.display());
+                    }
+                }
+                Err(e) => {
+                    self.unwritten = Some((id, state));
+                    let path = self.state_path.clone();
+                    fail(&mut self.state_stall, &path, e.to_string());
+                }
+            }
+        }
+        let ready = self
+            .pending
+            .iter()
+            .take_while(|(id, _)| *id <= self.state_done)
+            .count();
+        if ready > 0 {
+            let lines: Vec<String> = self.pending[..ready]
+                .iter()
+                .map(|(_, l)| l.clone())
+                .collect();
+            match self.log.append(&lines) {
+                Ok(()) => {
+                    self.pending.drain(..ready);
+                    if self.log_stall.take().is_some() {
+                        log::info!(
+                            "event log: {} written again ({ready} waiting line(s) appended)",
+                            self.log.path().display()
+                        );
+                    }
+                }
+                Err(e) => self.log_failed(e.to_string()),
+            }
+        }
+    }
+
+    fn log_failed(&mut self, error: String) {
+        let path = self.log.path().to_path_buf();
+        fail(&mut self.log_stall, &path, error);
+    }
+
+    fn progress(&self) -> Progress {
+        let log = self
+            .pending
+            .first()
+            .map(|(id, _)| id - 1)
+            .unwrap_or(self.state_done);
+        Progress {
+            state: self.state_done,
+            log,
+            stalls: self
+                .state_stall
+                .iter()
+                .chain(&self.log_stall)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// Records a failure: the first of a run is logged and dated, repeats only update the reason.
+fn fail(stall: &mut Option<Stall>, file: &Path, error: String) {
+    match stall {
+        Some(s) => s.error = error,
+        None => {
+            log::error!(
+                "store: cannot write {}: {error}; retrying every {} s, and holding the hub's acknowledgements until it works",
+                file.display(),
+                RETRY_PAUSE.as_secs()
+            );
+            *stall = Some(Stall {
+                file: file.to_path_buf(),
+                since: SystemTime::now(),
+                error,
+            });
+        }
+    }
+}
 
 impl Store {
-    /// Starts the writer. `wake` is called after each completion so the loop picks it up.
+    /// Starts the writer. `pending` are event-log lines from before the start that the log
+    /// lacks (appended first). `wake` is called after each pass so the loop picks it up.
     pub fn start(
         state_dir: &Path,
-        mut log: EventLog,
+        log: EventLog,
+        pending: Vec<String>,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> io::Result<Store> {
-        std::fs::create_dir_all(state_dir)?;
-        let state_path = state_dir.join(STATE_FILE);
         let (jobs, job_rx) = mpsc::channel::<Job>();
-        let (done_tx, done) = mpsc::channel();
-        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let giving_up = stopping.clone();
+        let (progress_tx, progress) = mpsc::channel();
+        let mut writer = Writer {
+            state_path: state_dir.join(STATE_FILE),
+            log,
+            unwritten: None,
+            pending: pending.into_iter().map(|l| (AT_START, l)).collect(),
+            state_done: AT_START,
+            state_stall: None,
+            log_stall: None,
+        };
         let thread = std::thread::Builder::new()
             .name("sited-store".into())
             .spawn(move || {
-                while let Ok(first) = job_rx.recv() {
-                    // Coalesce what is queued: one state write, every line, in order.
-                    let mut latest: Option<(CommitId, Box<State>)> = None;
-                    let mut lines = Vec::new();
-                    let mut reopen = false;
-                    for job in std::iter::once(first).chain(job_rx.try_iter()) {
-                        match job {
-                            Job::Commit {
-                                id,
-                                state,
-                                lines: l,
-                            } => {
-                                lines.extend(l);
-                                latest = Some((id, state));
-                            }
-                            Job::ReopenLog => reopen = true,
-                        }
-                    }
-                    if reopen && let Err(e) = log.reopen() {
-                        let _ =
-                            done_tx.send(Done::Stalled(format!("reopening the event log: {e}")));
-                    }
-                    let Some((id, mut state)) = latest else {
-                        continue;
-                    };
-                    state.pending_log = lines.clone();
-                    loop {
-                        let result = serde_json::to_vec_pretty(&*state)
-                            .map_err(io::Error::other)
-                            .and_then(|bytes| write_atomic(&state_path, &bytes))
-                            .map_err(|e| format!("writing {}: {e}", state_path.display()))
-                            .and_then(|()| {
-                                log.append(&lines)
-                                    .map_err(|e| format!("appending to the event log: {e}"))
-                            });
-                        match result {
-                            Ok(()) => break,
-                            Err(e) if giving_up.load(std::sync::atomic::Ordering::SeqCst) => {
-                                log::error!("state: {e}; giving up because sited is stopping");
+                let mut last_sent: Option<Progress> = None;
+                if writer.unfinished() {
+                    // Lines from before the start go first.
+                    writer.work();
+                    let progress = writer.progress();
+                    let _ = progress_tx.send(progress.clone());
+                    last_sent = Some(progress);
+                    wake();
+                }
+                loop {
+                    // Block while there is nothing to do; with failed work, retry each pause.
+                    let first = if writer.unfinished() {
+                        match job_rx.recv_timeout(RETRY_PAUSE) {
+                            Ok(job) => Some(job),
+                            Err(RecvTimeoutError::Timeout) => None,
+                            Err(RecvTimeoutError::Disconnected) => {
+                                // Stopping: one last try, then go (a stuck disk must not
+                                // keep sited from exiting).
+                                writer.work();
+                                if writer.unfinished() {
+                                    log::error!(
+                                        "store: stopping with unwritten changes: {:?}",
+                                        writer.progress().stalls
+                                    );
+                                }
                                 return;
                             }
-                            Err(e) => {
-                                let _ = done_tx.send(Done::Stalled(e));
-                                wake();
-                                std::thread::sleep(RETRY_PAUSE);
-                            }
                         }
+                    } else {
+                        match job_rx.recv() {
+                            Ok(job) => Some(job),
+                            Err(_) => return,
+                        }
+                    };
+                    // Coalesce what is queued: one state write, every line, in order.
+                    for job in first.into_iter().chain(job_rx.try_iter()) {
+                        writer.take(job);
                     }
-                    if done_tx.send(Done::Committed(id)).is_err() {
-                        return;
+                    writer.work();
+                    let progress = writer.progress();
+                    if last_sent.as_ref() != Some(&progress) {
+                        if progress_tx.send(progress.clone()).is_err() {
+                            return;
+                        }
+                        last_sent = Some(progress);
+                        wake();
                     }
-                    wake();
                 }
             })?;
         Ok(Store {
             jobs: Some(jobs),
-            stopping,
-            done,
-            next_id: 0,
+            progress,
+            next_id: AT_START,
             thread: Some(thread),
         })
     }
@@ -305,15 +554,13 @@ impl Store {
         }
     }
 
-    /// Completions so far (non-blocking).
-    pub fn completions(&self) -> Vec<Done> {
-        self.done.try_iter().collect()
+    /// The writer's latest progress report, if it sent one since the last look.
+    pub fn latest(&self) -> Option<Progress> {
+        self.progress.try_iter().last()
     }
 
     /// Writes what is queued and stops the writer (at shutdown).
     pub fn finish(&mut self) {
-        self.stopping
-            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.jobs.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -330,133 +577,4 @@ impl Drop for Store {
 /// One event-log line: `YYYY-MM-DD HH:MM:SS, <description>, <staff>` in local time.
 pub fn log_line(at: chrono::DateTime<chrono::Local>, description: &str, staff: u64) -> String {
     format!("{}, {description}, {staff}", at.format("%Y-%m-%d %H:%M:%S"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::site::Report;
-    use chrono::TimeZone;
-
-    #[test]
-    fn log_line_has_the_seed_format() {
-        let at = chrono::Local
-            .with_ymd_and_hms(2026, 11, 22, 9, 14, 3)
-            .single()
-            .expect("time");
-        assert_eq!(
-            log_line(at, "Staff member entered via access control", 3),
-            "2026-11-22 09:14:03, Staff member entered via access control, 3"
-        );
-    }
-
-    #[test]
-    fn state_round_trips_through_an_atomic_write() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut state = State {
-            staff: 4,
-            office_occupied: true,
-            ..State::default()
-        };
-        state.outbox.insert(
-            "access".into(),
-            vec![OutboxEntry {
-                seq: 7,
-                kind: Report::Entry,
-            }],
-        );
-        write_atomic(
-            &dir.path().join(STATE_FILE),
-            &serde_json::to_vec(&state).expect("json"),
-        )
-        .expect("write");
-        let (loaded, warning) = load_state(dir.path());
-        assert_eq!(warning, None);
-        assert_eq!(loaded, state);
-    }
-
-    #[test]
-    fn missing_state_file_gives_defaults_quietly() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(load_state(dir.path()), (State::default(), None));
-    }
-
-    #[test]
-    fn corrupt_state_file_is_reported_and_kept() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join(STATE_FILE), b"{\"staff\": ").expect("write");
-        let (state, warning) = load_state(dir.path());
-        assert_eq!(state, State::default());
-        assert!(warning.expect("warning").contains("corrupt"));
-        assert_eq!(
-            std::fs::read(dir.path().join("state.json.corrupt")).expect("kept"),
-            b"{\"staff\": "
-        );
-        assert!(
-            dir.path().join(STATE_FILE).exists(),
-            "the bad file is not deleted"
-        );
-    }
-
-    #[test]
-    fn tail_returns_the_last_lines() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("events.log");
-        let mut log = EventLog::open(&path).expect("open");
-        log.append(&["a".into(), "b".into(), "c".into()])
-            .expect("append");
-        assert_eq!(tail_lines(&path, 2).expect("tail"), vec!["b", "c"]);
-        assert_eq!(tail_lines(&path, 10).expect("tail"), vec!["a", "b", "c"]);
-        assert!(
-            tail_lines(&dir.path().join("none.log"), 3)
-                .expect("tail")
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn recovery_appends_only_the_pending_lines_the_log_lacks() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("events.log");
-        let mut log = EventLog::open(&path).expect("open");
-        log.append(&["one".into()]).expect("append");
-        let state = State {
-            pending_log: vec!["one".into(), "two".into()],
-            ..State::default()
-        };
-        assert_eq!(
-            recover_pending(&state, &mut log, &path).expect("recover"),
-            1
-        );
-        assert_eq!(tail_lines(&path, 10).expect("tail"), vec!["one", "two"]);
-        assert_eq!(recover_pending(&state, &mut log, &path).expect("again"), 0);
-    }
-
-    #[test]
-    fn writer_persists_state_and_lines_then_reports_the_commit() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log_path = dir.path().join("log/events.log");
-        let (tx, rx) = mpsc::channel::<()>();
-        let tx = std::sync::Mutex::new(tx);
-        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
-            let _ = tx.lock().map(|t| t.send(()));
-        });
-        let mut store =
-            Store::start(dir.path(), EventLog::open(&log_path).expect("log"), wake).expect("start");
-        let state = State {
-            staff: 1,
-            ..State::default()
-        };
-        let id = store.commit(&state, vec!["line 1".into()]);
-        let mut done = Vec::new();
-        while !done.contains(&Done::Committed(id)) {
-            rx.recv_timeout(Duration::from_secs(10)).expect("woken");
-            done.extend(store.completions());
-        }
-        let (loaded, _) = load_state(dir.path());
-        assert_eq!(loaded.staff, 1);
-        assert_eq!(loaded.pending_log, vec!["line 1"]);
-        assert_eq!(tail_lines(&log_path, 5).expect("tail"), vec!["line 1"]);
-        store.finish();
-    }
 }

@@ -189,7 +189,14 @@ const MANY: usize = 600;
 fn many_devices_at_once_are_all_listed_and_each_reachable() {
     // All e2e tests share this process's descriptors.
     site_daemon::event_loop::raise_fd_limit().expect("raise the open-file limit");
-    let (_site, daemon) = hub();
+    // They all come from 127.0.0.1, as a benchmark's do.
+    let site = SiteDir::new();
+    site.write_config(&format!(
+        "{}max-clients-per-address = {}\n",
+        site.hub_section(),
+        MANY + 10
+    ));
+    let daemon = Daemon::start(&site);
     let hub_addr = daemon.hub_addr();
     let mut devices: Vec<TcpStream> = (0..MANY)
         .map(|k| {
@@ -254,6 +261,34 @@ fn connections_beyond_max_clients_are_turned_away_until_one_leaves() {
     retry_eintr(|| third.read_to_string(&mut answer)).expect("turned away");
     assert_eq!(answer, "ERR too many clients\n");
     daemon.wait_log("turned away");
+    drop(first);
+    daemon.wait_log("device One (temperature) disconnected");
+    let _again = seed_device(&daemon, "Three");
+}
+
+#[test]
+fn one_address_cannot_take_every_slot() {
+    let site = SiteDir::new();
+    site.write_config(&format!(
+        "{}max-clients-per-address = 2\n",
+        site.hub_section()
+    ));
+    let daemon = Daemon::start(&site);
+    let first = seed_device(&daemon, "One");
+    let _second = seed_device(&daemon, "Two");
+    let mut third = TcpStream::connect(daemon.hub_addr()).expect("connect");
+    third.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut answer = String::new();
+    retry_eintr(|| third.read_to_string(&mut answer)).expect("turned away");
+    assert_eq!(answer, "ERR too many clients from 127.0.0.1\n");
+    daemon.wait_log("(max-clients-per-address)");
+    // Another address still gets in (all of 127.0.0.0/8 is loopback).
+    let hub: std::net::SocketAddr = daemon.hub_addr().parse().expect("hub address");
+    let mut other = connect_from(std::net::Ipv4Addr::new(127, 0, 0, 2), hub);
+    other
+        .write_all(b"DEVICE Other TYPE temperature\n")
+        .expect("register");
+    daemon.wait_log("registered DEVICE=Other TYPE=temperature from 127.0.0.2");
     drop(first);
     daemon.wait_log("device One (temperature) disconnected");
     let _again = seed_device(&daemon, "Three");

@@ -176,6 +176,26 @@ pub struct Status {
     /// Latest sensor readings: `{"<device>": {"<quantity>": {"value": .., "at": ..}}}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sensors: Option<serde_json::Value>,
+    /// The state and event-log writer, on a node that persists anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreStatus>,
+}
+
+/// The writer's health: files it cannot write right now (empty when all is well). While a
+/// file is stalled the writer retries every second and the hub holds its `OK`s.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    pub stalled: Vec<StoreStall>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStall {
+    /// The file's path (`/var/log/sited/events.log`).
+    pub file: String,
+    /// Local time of the first failure in this run of failures, `YYYY-MM-DD HH:MM:SS`.
+    pub since: String,
+    /// The system's reason (`No space left on device (os error 28)`).
+    pub error: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -294,9 +314,15 @@ impl LineBuffer {
         }
     }
 
-    /// Bytes held that do not yet form a line.
+    /// Bytes held (complete lines and the start of the next).
     pub fn pending(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Is a complete line held?
+    pub fn has_line(&self) -> bool {
+        // Bytes before `scanned` were searched already and hold no newline.
+        self.buf[self.scanned..].contains(&b'\n')
     }
 }
 

@@ -135,10 +135,18 @@ pub struct HubSection {
     /// TCP connections beyond this are turned away (`ERR too many clients`).
     #[serde(default = "max_clients")]
     pub max_clients: usize,
+    /// TCP connections from one address beyond this are turned away (`ERR too many clients
+    /// from <address>`), so one host cannot take every slot.
+    #[serde(default = "max_clients_per_address")]
+    pub max_clients_per_address: usize,
 }
 
 fn max_clients() -> usize {
     16384
+}
+
+fn max_clients_per_address() -> usize {
+    256
 }
 
 /// One `[[rule]]` (seed 002): `device` is on while `sensor`'s `quantity` is above `above`,
@@ -301,6 +309,13 @@ impl Config {
                     "hub",
                     "max-clients",
                     format!("{} is not within 1..=1000000", h.max_clients),
+                ));
+            }
+            if !(1..=1_000_000).contains(&h.max_clients_per_address) {
+                return Err(self.section_error(
+                    "hub",
+                    "max-clients-per-address",
+                    format!("{} is not within 1..=1000000", h.max_clients_per_address),
                 ));
             }
             if let Some(udp) = &h.udp {

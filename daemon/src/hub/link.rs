@@ -1,5 +1,6 @@
 //! A site module's link to its hub (this daemon's own, or another node's): a TCP client that
-//! registers (`DEVICE <name> TYPE <type>`), then sends the module's outbox one report at a time
+//! registers (`DEVICE <name> TYPE <type> EPOCH <epoch>`, the epoch its reports are numbered
+//! in), then sends the module's outbox one report at a time
 //! (`EVENT <seq> <KIND>`) and drops each only on `OK <seq>`. It reconnects with backoff. The
 //! outbox lives in the state file, and a report is sent only once it is on disk, so a report
 //! made while the hub is down is delivered when it is back, and the hub's duplicate check makes
@@ -42,6 +43,8 @@ pub struct HubLink {
     /// The name it registers with; unique per site.
     pub name: String,
     kind: &'static str,
+    /// The node's report epoch (see `hub::sequence`).
+    epoch: String,
     pub addr: SocketAddr,
     slot: usize,
     conn: Option<Conn>,
@@ -51,6 +54,8 @@ pub struct HubLink {
     backoff: Duration,
     /// Said once per outage, not at every retry.
     reported_down: bool,
+    /// Why the hub last refused a report, until one is accepted (for `sitectl status`).
+    refused: Option<String>,
 }
 
 impl HubLink {
@@ -58,6 +63,7 @@ impl HubLink {
         module: &'static str,
         name: String,
         kind: &'static str,
+        epoch: String,
         addr: SocketAddr,
         slot: usize,
     ) -> Self {
@@ -65,6 +71,7 @@ impl HubLink {
             module,
             name,
             kind,
+            epoch,
             addr,
             slot,
             conn: None,
@@ -72,6 +79,7 @@ impl HubLink {
             durable_seq: 0,
             backoff: FIRST_RETRY,
             reported_down: false,
+            refused: None,
         }
     }
 
@@ -153,7 +161,8 @@ impl HubLink {
                 (Ok(None), Ok(_)) => {
                     conn.connected = true;
                     conn.output.extend_from_slice(
-                        protocol::register_line(&self.name, self.kind).as_bytes(),
+                        protocol::register_line(&self.name, self.kind, Some(&self.epoch))
+                            .as_bytes(),
                     );
                     log::info!(
                         "{}: connected to hub at {} as {}",
@@ -178,10 +187,21 @@ impl HubLink {
                 Ok(seq) if Some(seq) == self.in_flight => {
                     outcome.acked.push(seq);
                     self.in_flight = None;
+                    self.refused = None;
                 }
                 Ok(seq) => log::debug!("{}: stray OK {seq} from the hub", self.module),
                 Err(reason) => {
-                    log::error!("{}: the hub refused a report: {reason}", self.module);
+                    // The report stays in the outbox; the link reconnects with backoff and
+                    // tries again (a hub restored from an old backup, say, needs a person).
+                    let reason = crate::rate_limit::escape(&reason).into_owned();
+                    if self.refused.as_deref() != Some(reason.as_str()) {
+                        log::error!(
+                            "{}: the hub refused report {}: {reason}",
+                            self.module,
+                            self.in_flight.unwrap_or(0)
+                        );
+                    }
+                    self.refused = Some(reason.clone());
                     return Err(format!("the hub refused a report: {reason}"));
                 }
             }
@@ -238,6 +258,7 @@ impl HubLink {
             "name": self.name,
             "connected": self.is_connected(),
             "outbox": outbox_len,
+            "refused": self.refused,
         })
     }
 }

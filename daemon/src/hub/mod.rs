@@ -6,6 +6,7 @@
 
 pub mod link;
 pub mod protocol;
+pub mod sequence;
 pub mod server;
 pub mod staff;
 pub mod stream;

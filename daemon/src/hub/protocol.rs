@@ -1,6 +1,7 @@
 //! The hub's TCP line protocol (seed 001 + seed 000 reports, DESIGN.md §8), as pure parsing
-//! and formatting. A client's first line registers it: `DEVICE <name> TYPE <type>`. Site
-//! modules then send `EVENT <seq> <KIND>` and get `OK <seq>`; a bad line gets `ERR <reason>`.
+//! and formatting. A client's first line registers it: `DEVICE <name> TYPE <type>`; a site
+//! module adds the epoch its reports are numbered in, `DEVICE <name> TYPE <type> EPOCH <id>`.
+//! Modules then send `EVENT <seq> <KIND>` and get `OK <seq>`; a bad line gets `ERR <reason>`.
 
 use crate::site::Report;
 
@@ -16,6 +17,8 @@ pub enum Line {
     Register {
         name: String,
         kind: String,
+        /// The report epoch of a site module (see `hub::sequence`); seed devices send none.
+        epoch: Option<String>,
     },
     Event {
         seq: u64,
@@ -30,15 +33,22 @@ pub fn parse(line: &str) -> Result<Line, String> {
     let line = line.trim_end_matches('\r');
     let words: Vec<&str> = line.split_ascii_whitespace().collect();
     match words.as_slice() {
-        ["DEVICE", name, "TYPE", kind] => {
+        ["DEVICE", name, "TYPE", kind, rest @ ..] => {
             if !valid_word(name) || !valid_word(kind) {
                 return Err(
                     "DEVICE names and TYPEs are 1-64 letters, digits, '_', '-', '.' or '@'".into(),
                 );
             }
+            let epoch = match rest {
+                [] => None,
+                ["EPOCH", epoch] if valid_epoch(epoch) => Some(epoch.to_string()),
+                ["EPOCH", _] => return Err("an EPOCH is 8-64 hex digits".into()),
+                _ => return Err("expected DEVICE <name> TYPE <type> [EPOCH <id>]".into()),
+            };
             Ok(Line::Register {
                 name: name.to_string(),
                 kind: kind.to_string(),
+                epoch,
             })
         }
         ["DEVICE", ..] => Err("expected DEVICE <name> TYPE <type>".into()),
@@ -64,6 +74,10 @@ fn valid_word(w: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "_-.@".contains(c))
 }
 
+fn valid_epoch(w: &str) -> bool {
+    (8..=64).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// May a client of this type report this event?
 pub fn type_may_report(kind: &str, report: Report) -> bool {
     match report {
@@ -72,8 +86,11 @@ pub fn type_may_report(kind: &str, report: Report) -> bool {
     }
 }
 
-pub fn register_line(name: &str, kind: &str) -> String {
-    format!("DEVICE {name} TYPE {kind}\n")
+pub fn register_line(name: &str, kind: &str, epoch: Option<&str>) -> String {
+    match epoch {
+        Some(epoch) => format!("DEVICE {name} TYPE {kind} EPOCH {epoch}\n"),
+        None => format!("DEVICE {name} TYPE {kind}\n"),
+    }
 }
 
 pub fn event_line(seq: u64, report: Report) -> String {
@@ -111,9 +128,26 @@ mod tests {
             parse("DEVICE Sensor01 TYPE temperature"),
             Ok(Line::Register {
                 name: "Sensor01".into(),
-                kind: "temperature".into()
+                kind: "temperature".into(),
+                epoch: None,
             })
         );
+    }
+
+    #[test]
+    fn a_module_registers_with_its_epoch() {
+        let line = register_line("front-access", TYPE_ACCESS, Some("0123abcd0123abcd"));
+        assert_eq!(
+            parse(line.trim_end()),
+            Ok(Line::Register {
+                name: "front-access".into(),
+                kind: TYPE_ACCESS.into(),
+                epoch: Some("0123abcd0123abcd".into()),
+            })
+        );
+        assert!(parse("DEVICE a TYPE b EPOCH xyz").is_err());
+        assert!(parse("DEVICE a TYPE b EPOCH").is_err());
+        assert!(parse("DEVICE a TYPE b NONSENSE 12345678").is_err());
     }
 
     #[test]

@@ -2,17 +2,23 @@
 //! work: accepting, framing lines, registering clients and logging who connects; what a report
 //! means (the staff counter, the event log) is decided by the loop, which answers `OK` once the
 //! change is on disk. A bad line gets `ERR <reason>` and never takes the daemon down.
+//!
+//! Anyone who can reach the port is a stranger until proven otherwise: each connection reads
+//! a bounded amount per wake-up (the loop comes back for the rest), each address holds a
+//! bounded number of connections, and everything a client can make the hub log is
+//! rate-limited and has its control characters escaped.
 
 use super::protocol::{self, Line};
 use crate::conn_io;
 use crate::event_loop::Tok;
-use crate::rate_limit::RateLimit;
+use crate::ledger::{Epoch, Reply};
+use crate::rate_limit::{RateLimit, escape};
 use crate::site::Report;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry};
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// Dead peers (a device unplugged mid-connection) are found by TCP keepalive, which sends no
@@ -27,6 +33,11 @@ pub const KEEPALIVE_PROBES: u32 = 6;
 pub const QUIET: Duration = Duration::from_millis(100);
 /// A connection that has not registered within this long is closed.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read from one connection per wake-up; the loop comes back for the rest after the
+/// other sources and due timers have had their turn (DESIGN.md §4).
+pub const READ_BUDGET_BYTES: usize = 64 * 1024;
+/// Connections accepted per wake-up (the same reasoning).
+pub const ACCEPT_BUDGET: usize = 256;
 
 /// A registered client.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +64,8 @@ struct Conn {
     generation: u64,
     since: Instant,
     client: Option<Client>,
+    /// The report epoch the client registered with, if it is a site module that sent one.
+    epoch: Option<String>,
     input: Vec<u8>,
     output: Vec<u8>,
     closing: bool,
@@ -79,12 +92,22 @@ struct Conn {
 pub struct IncomingReport {
     pub conn: ConnRef,
     pub client: String,
+    pub epoch: Epoch,
     pub seq: u64,
     pub report: Report,
 }
 
+/// What reading a connection produced.
+#[derive(Debug, Default)]
+pub struct Readable {
+    /// The reports it carried, in order.
+    pub reports: Vec<IncomingReport>,
+    /// The read budget ran out with more waiting: the loop must come back.
+    pub more: bool,
+}
+
 /// A connection slot and its generation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnRef {
     pub index: usize,
     pub generation: u64,
@@ -155,6 +178,11 @@ pub struct HubServer {
     by_name: HashMap<String, usize>,
     /// More connections than this are turned away with `ERR too many clients`.
     max_clients: usize,
+    /// More connections than this from one address are turned away.
+    max_per_address: usize,
+    per_address: HashMap<IpAddr, usize>,
+    /// Connections closed since the loop last looked (their per-connection epochs end).
+    closed: Vec<ConnRef>,
     /// A descriptor held in reserve: when the process runs out (EMFILE), it is closed to
     /// accept the waiting connection and turn it away, so the backlog does not stall.
     spare_fd: Option<std::fs::File>,
@@ -164,12 +192,15 @@ pub struct HubServer {
     started: Vec<(usize, u64, Duration)>,
     done: Vec<CommandDone>,
     log_limit: RateLimit,
+    /// Connections, registrations and answers: routine, but any client can cause them.
+    info_limit: RateLimit,
 }
 
 impl HubServer {
     pub fn bind(
         addr: SocketAddr,
         max_clients: usize,
+        max_per_address: usize,
         registry: &Registry,
     ) -> io::Result<HubServer> {
         let mut listener = listen(addr)?;
@@ -183,6 +214,9 @@ impl HubServer {
             free: Vec::new(),
             by_name: HashMap::new(),
             max_clients,
+            max_per_address,
+            per_address: HashMap::new(),
+            closed: Vec::new(),
             spare_fd: std::fs::File::open("/dev/null").ok(),
             next_generation: 0,
             next_command: 0,
@@ -190,6 +224,7 @@ impl HubServer {
             started: Vec::new(),
             done: Vec::new(),
             log_limit: RateLimit::new(20, Duration::from_secs(60)),
+            info_limit: RateLimit::new(60, Duration::from_secs(10)),
         })
     }
 
@@ -198,8 +233,9 @@ impl HubServer {
         self.addr
     }
 
-    pub fn accept(&mut self, registry: &Registry) {
-        loop {
+    /// Accepts waiting connections, up to [`ACCEPT_BUDGET`]; true if more may be waiting.
+    pub fn accept(&mut self, registry: &Registry) -> bool {
+        for _ in 0..ACCEPT_BUDGET {
             match self.listener.accept() {
                 Ok((mut stream, peer)) => {
                     if self.live >= self.max_clients {
@@ -208,6 +244,17 @@ impl HubServer {
                             self.log_limit,
                             "hub: turned away {peer}: {} clients connected (max-clients)",
                             self.live
+                        );
+                        continue;
+                    }
+                    let from_here = self.per_address.get(&peer.ip()).copied().unwrap_or(0);
+                    if from_here >= self.max_per_address {
+                        let reason = format!("too many clients from {}", peer.ip());
+                        let _ = stream.write_all(protocol::err_line(&reason).as_bytes());
+                        crate::warn_limited!(
+                            self.log_limit,
+                            "hub: turned away {peer}: {from_here} clients connected from {} (max-clients-per-address)",
+                            peer.ip()
                         );
                         continue;
                     }
@@ -226,8 +273,9 @@ impl HubServer {
                     let _ = stream.set_nodelay(true);
                     keepalive(&stream);
                     self.live += 1;
+                    *self.per_address.entry(peer.ip()).or_default() += 1;
                     self.next_generation += 1;
-                    log::info!("hub: connection from {peer}");
+                    crate::info_limited!(self.info_limit, "hub: connection from {peer}");
                     let conn = Conn {
                         stream,
                         peer,
@@ -239,6 +287,7 @@ impl HubServer {
                         late_answers: 0,
                         sends_readings: false,
                         client: None,
+                        epoch: None,
                         input: Vec::new(),
                         output: Vec::new(),
                         closing: false,
@@ -252,7 +301,7 @@ impl HubServer {
                         self.conns[index] = Some(conn);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                     // Out of descriptors: use the spare to take the connection off the backlog
@@ -264,7 +313,7 @@ impl HubServer {
                         self.live
                     );
                     if self.spare_fd.take().is_none() {
-                        return;
+                        return false;
                     }
                     if let Ok((mut stream, _)) = self.listener.accept() {
                         let _ = stream.write_all(protocol::err_line("too many clients").as_bytes());
@@ -272,58 +321,89 @@ impl HubServer {
                     self.spare_fd = std::fs::File::open("/dev/null").ok();
                 }
                 Err(e) => {
-                    log::warn!("hub: accept failed: {e}");
-                    return;
+                    crate::warn_limited!(self.log_limit, "hub: accept failed: {e}");
+                    return false;
                 }
             }
         }
+        true
     }
 
-    /// Reads what a connection sent; returns the reports it carried, in order.
-    pub fn readable(&mut self, index: usize, registry: &Registry) -> Vec<IncomingReport> {
+    /// Reads what a connection sent, up to [`READ_BUDGET_BYTES`], handling each line as it
+    /// completes; returns the reports it carried, in order, and whether more is waiting.
+    pub fn readable(&mut self, index: usize, registry: &Registry) -> Readable {
         let mut fx = LineEffects::default();
         let limit = &mut self.log_limit;
+        let info_limit = &mut self.info_limit;
         let Some(Some(conn)) = self.conns.get_mut(index) else {
-            return Vec::new();
+            return Readable::default();
         };
         if let Some(dropped) = conn.discarding.as_mut() {
             if conn_io::discard_available(&mut conn.stream, dropped, conn_io::DISCARD_LIMIT_BYTES) {
                 conn.discarding = None;
             }
             self.flush(index, registry);
-            return Vec::new();
+            return Readable::default();
         }
-        if conn_io::read_available(
-            &mut conn.stream,
-            &mut conn.input,
-            64 * protocol::MAX_LINE_BYTES,
-        ) {
-            conn.closing = true;
-        }
-        while let Some(end) = conn.input.iter().position(|&b| b == b'\n') {
-            let raw: Vec<u8> = conn.input.drain(..=end).collect();
-            handle_line(conn, limit, index, &raw[..raw.len() - 1], &mut fx);
-        }
-        // A peer that closed after an unterminated message still meant it.
-        if conn.closing && !conn.input.is_empty() && conn.input.len() <= protocol::MAX_LINE_BYTES {
-            let raw = std::mem::take(&mut conn.input);
-            handle_line(conn, limit, index, &raw, &mut fx);
-        }
-        conn.partial_since = (!conn.input.is_empty()).then(Instant::now);
-        if conn.input.len() > protocol::MAX_LINE_BYTES {
-            conn.input.clear();
-            bad_line(conn, limit, "line too long");
-            conn.closing = true;
-            let mut dropped = 0;
-            if !conn_io::discard_available(
-                &mut conn.stream,
-                &mut dropped,
-                conn_io::DISCARD_LIMIT_BYTES,
-            ) {
-                conn.discarding = Some(dropped);
+        let mut more = false;
+        let mut budget = READ_BUDGET_BYTES;
+        let mut chunk = [0u8; 4096];
+        while !conn.closing {
+            if budget == 0 {
+                more = true;
+                break;
+            }
+            let n = match conn.stream.read(&mut chunk) {
+                Ok(0) => {
+                    conn.closing = true;
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    conn.closing = true;
+                    break;
+                }
+            };
+            budget = budget.saturating_sub(n);
+            // Only the new bytes can hold a newline: the rest was scanned before.
+            let mut scan = conn.input.len();
+            conn.input.extend_from_slice(&chunk[..n]);
+            let mut line_start = 0;
+            while let Some(at) = conn.input[scan..].iter().position(|&b| b == b'\n') {
+                let end = scan + at;
+                let raw = conn.input[line_start..end].to_vec();
+                handle_line(conn, limit, info_limit, index, &raw, &mut fx);
+                line_start = end + 1;
+                scan = line_start;
+            }
+            conn.input.drain(..line_start);
+            if conn.input.len() > protocol::MAX_LINE_BYTES {
+                conn.input.clear();
+                bad_line(conn, limit, "line too long");
+                conn.closing = true;
+                let mut dropped = 0;
+                if !conn_io::discard_available(
+                    &mut conn.stream,
+                    &mut dropped,
+                    conn_io::DISCARD_LIMIT_BYTES,
+                ) {
+                    conn.discarding = Some(dropped);
+                }
+                break;
             }
         }
-        self.after_lines(index, fx, registry)
+        // A peer that closed after an unterminated message still meant it.
+        if conn.closing && conn.discarding.is_none() && !conn.input.is_empty() {
+            let raw = std::mem::take(&mut conn.input);
+            handle_line(conn, limit, info_limit, index, &raw, &mut fx);
+        }
+        conn.partial_since = (!conn.input.is_empty()).then(Instant::now);
+        Readable {
+            reports: self.after_lines(index, fx, registry),
+            more,
+        }
     }
 
     /// What every batch of lines leads to: a name registered again replaces its old connection,
@@ -338,7 +418,10 @@ impl HubServer {
             if let Some(&old) = self.by_name.get(&name)
                 && old != index
             {
-                log::warn!("hub: {name} registered again; the new connection replaces the old one");
+                crate::warn_limited!(
+                    self.log_limit,
+                    "hub: {name} registered again; the new connection replaces the old one"
+                );
                 self.close(old, registry);
             }
             self.by_name.insert(name, index);
@@ -354,13 +437,14 @@ impl HubServer {
     pub fn quiet(&mut self, index: usize, registry: &Registry) -> Vec<IncomingReport> {
         let mut fx = LineEffects::default();
         let limit = &mut self.log_limit;
+        let info_limit = &mut self.info_limit;
         let Some(Some(conn)) = self.conns.get_mut(index) else {
             return Vec::new();
         };
         if conn.partial_since.is_some_and(|at| at.elapsed() >= QUIET) {
             let raw = std::mem::take(&mut conn.input);
             conn.partial_since = None;
-            handle_line(conn, limit, index, &raw, &mut fx);
+            handle_line(conn, limit, info_limit, index, &raw, &mut fx);
         }
         self.after_lines(index, fx, registry)
     }
@@ -483,15 +567,24 @@ impl HubServer {
             .map(|at| at + QUIET)
     }
 
-    /// Sends `OK <seq>` if the connection is still the one the report came on.
-    pub fn acknowledge(&mut self, conn: ConnRef, seq: u64, registry: &Registry) {
+    /// Sends the answer to a report (`OK <seq>` or `ERR <reason>`) if the connection is
+    /// still the one the report came on.
+    pub fn answer(&mut self, conn: ConnRef, reply: &Reply, registry: &Registry) {
         if let Some(Some(c)) = self.conns.get_mut(conn.index)
             && c.generation == conn.generation
         {
-            c.output
-                .extend_from_slice(protocol::ok_line(seq).as_bytes());
+            let line = match reply {
+                Reply::Ok(seq) => protocol::ok_line(*seq),
+                Reply::Err(reason) => protocol::err_line(reason),
+            };
+            c.output.extend_from_slice(line.as_bytes());
             self.flush(conn.index, registry);
         }
+    }
+
+    /// Connections closed since the last look.
+    pub fn take_closed(&mut self) -> Vec<ConnRef> {
+        std::mem::take(&mut self.closed)
     }
 
     pub fn flush(&mut self, index: usize, registry: &Registry) {
@@ -524,6 +617,16 @@ impl HubServer {
             let _ = registry.deregister(&mut conn.stream);
             self.live -= 1;
             self.free.push(index);
+            if let Some(n) = self.per_address.get_mut(&conn.peer.ip()) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_address.remove(&conn.peer.ip());
+                }
+            }
+            self.closed.push(ConnRef {
+                index,
+                generation: conn.generation,
+            });
             let device = conn
                 .client
                 .as_ref()
@@ -544,29 +647,50 @@ impl HubServer {
                 });
             }
             match &conn.client {
-                Some(client) => {
-                    log::info!("hub: {} disconnected ({})", client.describe(), conn.peer)
-                }
-                None => log::info!("hub: connection from {} closed", conn.peer),
+                Some(client) => crate::info_limited!(
+                    self.info_limit,
+                    "hub: {} disconnected ({})",
+                    client.describe(),
+                    conn.peer
+                ),
+                None => crate::info_limited!(
+                    self.info_limit,
+                    "hub: connection from {} closed",
+                    conn.peer
+                ),
             }
         }
     }
 
-    /// Closes connections that never registered (called from a periodic timer).
-    pub fn expire_unregistered(&mut self, registry: &Registry) {
+    /// Closes connections that have not registered within [`REGISTER_TIMEOUT`]; returns when
+    /// the next one is due (for the loop's timer), if any is waiting.
+    pub fn expire_unregistered(&mut self, registry: &Registry) -> Option<Instant> {
         let now = Instant::now();
+        let mut next: Option<Instant> = None;
         for index in 0..self.conns.len() {
-            let stale = matches!(&self.conns[index], Some(c) if c.client.is_none() && !c.sends_readings && now.duration_since(c.since) > REGISTER_TIMEOUT);
-            if stale {
-                if let Some(Some(conn)) = self.conns.get_mut(index) {
-                    conn.output.extend_from_slice(
-                        protocol::err_line("no DEVICE registration; closing").as_bytes(),
-                    );
-                    conn.closing = true;
-                }
-                self.flush(index, registry);
+            let Some(conn) = &self.conns[index] else {
+                continue;
+            };
+            if conn.client.is_some() || conn.sends_readings || conn.closing {
+                continue;
             }
+            let due = conn.since + REGISTER_TIMEOUT;
+            if due > now {
+                next = Some(next.map_or(due, |n| n.min(due)));
+                continue;
+            }
+            if let Some(Some(conn)) = self.conns.get_mut(index) {
+                let reason = format!(
+                    "no DEVICE registration within {} s; closing",
+                    REGISTER_TIMEOUT.as_secs()
+                );
+                conn.output
+                    .extend_from_slice(protocol::err_line(&reason).as_bytes());
+                conn.closing = true;
+            }
+            self.flush(index, registry);
         }
+        next
     }
 
     /// Are there connections that have not registered yet (so the expiry timer is needed)?
@@ -647,6 +771,7 @@ fn keepalive(stream: &TcpStream) {
 fn handle_line(
     conn: &mut Conn,
     limit: &mut RateLimit,
+    info_limit: &mut RateLimit,
     index: usize,
     raw: &[u8],
     fx: &mut LineEffects,
@@ -676,7 +801,7 @@ fn handle_line(
         return;
     }
     match protocol::parse(text) {
-        Ok(Line::Register { name, kind }) => {
+        Ok(Line::Register { name, kind, epoch }) => {
             let client = Client { name, kind };
             if let Some(old) = &conn.client {
                 bad_line(conn, limit, &format!("already registered as {}", old.name));
@@ -689,7 +814,8 @@ fn handle_line(
                 }
                 _ => String::new(),
             };
-            log::info!(
+            crate::info_limited!(
+                info_limit,
                 "hub: registered DEVICE={} TYPE={} from {}{role}",
                 client.name,
                 client.kind,
@@ -697,6 +823,7 @@ fn handle_line(
             );
             fx.registered = Some(client.name.clone());
             conn.client = Some(client);
+            conn.epoch = epoch;
         }
         Ok(Line::Event { seq, report }) => match &conn.client {
             None => bad_line(conn, limit, "register first: DEVICE <name> TYPE <type>"),
@@ -704,22 +831,34 @@ fn handle_line(
                 let reason = format!("a {} client may not report {}", client.kind, report.wire());
                 bad_line(conn, limit, &reason);
             }
-            Some(client) => fx.reports.push(IncomingReport {
-                conn: ConnRef {
+            Some(client) => {
+                let here = ConnRef {
                     index,
                     generation: conn.generation,
-                },
-                client: client.name.clone(),
-                seq,
-                report,
-            }),
+                };
+                fx.reports.push(IncomingReport {
+                    conn: here,
+                    client: client.name.clone(),
+                    epoch: match &conn.epoch {
+                        Some(e) => Epoch::Node(e.clone()),
+                        None => Epoch::Connection(here),
+                    },
+                    seq,
+                    report,
+                })
+            }
         },
         Ok(Line::Other(text)) => match &conn.client {
             None => bad_line(conn, limit, "register first: DEVICE <name> TYPE <type>"),
             Some(client) => {
                 let device = client.name.clone();
                 if let Some(command) = conn.in_flight.take() {
-                    log::info!("hub: {device} answered {:?}: {text}", command.text);
+                    crate::info_limited!(
+                        info_limit,
+                        "hub: {device} answered {:?}: {}",
+                        command.text,
+                        escape(&text)
+                    );
                     fx.done.push(CommandDone::Reply {
                         asker: command.asker,
                         device,
@@ -727,11 +866,13 @@ fn handle_line(
                     });
                 } else if conn.late_answers > 0 {
                     conn.late_answers -= 1;
-                    log::warn!(
-                        "hub: {device} answered after its command timed out; ignored: {text}"
+                    crate::warn_limited!(
+                        limit,
+                        "hub: {device} answered after its command timed out; ignored: {}",
+                        escape(&text)
                     );
                 } else if text.starts_with("ACK") {
-                    log::info!("hub: {device} answered: {text}");
+                    crate::info_limited!(info_limit, "hub: {device} answered: {}", escape(&text));
                 } else {
                     bad_line(
                         conn,
@@ -746,7 +887,12 @@ fn handle_line(
 }
 
 fn bad_line(conn: &mut Conn, limit: &mut RateLimit, reason: &str) {
-    crate::warn_limited!(limit, "hub: bad line from {}: {reason}", conn.peer);
+    crate::warn_limited!(
+        limit,
+        "hub: bad line from {}: {}",
+        conn.peer,
+        escape(reason)
+    );
     conn.output
         .extend_from_slice(protocol::err_line(reason).as_bytes());
 }

@@ -88,15 +88,22 @@ impl SensorHub {
         self.addr
     }
 
-    /// Reads every waiting datagram; returns the readings that are news, in order: JSON
-    /// readings, and stream packets that are neither duplicates nor older than one already
-    /// seen in their cycle (a late packet must not overwrite a newer value or flip a rule).
-    pub fn readable(&mut self, now: Duration) -> Vec<Reading> {
+    /// Reads waiting datagrams, at most [`BATCHES_PER_WAKEUP`] batches; returns the readings
+    /// that are news, in order (JSON readings, and stream packets that are neither duplicates
+    /// nor older than one already seen in their cycle: a late packet must not overwrite a
+    /// newer value or flip a rule), and whether more may be waiting. A flood therefore gets
+    /// a bounded turn, and the loop's timers and other sockets get theirs in between.
+    pub fn readable(&mut self, now: Duration) -> (Vec<Reading>, bool) {
         let mut readings = Vec::new();
         // Taken out while the datagrams are handled (which needs `self`), then put back.
         let mut batch = self.batch.take().unwrap_or_else(Batch::new);
         let wall = SystemTime::now();
-        loop {
+        let mut more = false;
+        for round in 0.. {
+            if round == BATCHES_PER_WAKEUP {
+                more = true;
+                break;
+            }
             let got = match batch.receive(&self.socket) {
                 Ok(got) => got,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -121,7 +128,7 @@ impl SensorHub {
             }
         }
         self.batch = Some(batch);
-        readings
+        (readings, more)
     }
 
     fn datagram(
@@ -187,44 +194,56 @@ impl SensorHub {
         &mut list[index]
     }
 
+    /// Forgets the quietest eighth of the senders (at least one): one scan makes room for
+    /// many newcomers, so a flood from ever-new senders costs no scan per datagram.
     fn evict_quietest(&mut self) {
-        let quietest = self
-            .senders
-            .iter()
-            .flat_map(|(addr, list)| {
-                list.iter()
-                    .enumerate()
-                    .map(move |(i, s)| (s.last_packet, *addr, i))
-            })
-            .min();
-        if let Some((_, addr, i)) = quietest
-            && let Some(list) = self.senders.get_mut(&addr)
-        {
-            let gone = list.swap_remove(i);
-            self.sender_count -= 1;
-            if list.is_empty() {
-                self.senders.remove(&addr);
-            }
-            crate::warn_limited!(
-                self.log_limit,
-                "hub udp: {} senders known; forgot {} at {addr}, the quietest",
-                self.max_senders,
-                gone.device
-            );
+        let mut times: Vec<Duration> = self.all().map(|(_, s)| s.last_packet).collect();
+        let n = (times.len() / 8).max(1);
+        if times.is_empty() {
+            return;
         }
+        let (_, cutoff, _) = times.select_nth_unstable(n - 1);
+        let cutoff = *cutoff;
+        let mut forgotten = 0;
+        let mut example = String::new();
+        self.senders.retain(|_, list| {
+            list.retain(|s| {
+                let keep = s.last_packet > cutoff || forgotten >= n;
+                if !keep {
+                    forgotten += 1;
+                    if example.is_empty() {
+                        example.clone_from(&s.device);
+                    }
+                }
+                keep
+            });
+            !list.is_empty()
+        });
+        self.sender_count -= forgotten;
+        crate::warn_limited!(
+            self.log_limit,
+            "hub udp: {} senders known; forgot the {forgotten} quietest ({} among them)",
+            self.max_senders,
+            crate::rate_limit::escape(&example)
+        );
     }
 
     fn malformed(&mut self, from: SocketAddr, reason: &str) {
         if !self.malformed.contains_key(&from) && self.malformed.len() >= MAX_MALFORMED_SOURCES {
-            // Forget the source with the fewest: a steady offender keeps its count.
-            if let Some(least) = self
-                .malformed
-                .iter()
-                .min_by_key(|(_, n)| **n)
-                .map(|(a, _)| *a)
-            {
-                self.malformed.remove(&least);
-            }
+            // Forget the half with the fewest: a steady offender keeps its count, and one
+            // scan makes room for many newcomers.
+            let mut counts: Vec<u64> = self.malformed.values().copied().collect();
+            let half = counts.len() / 2;
+            let (_, median, _) = counts.select_nth_unstable(half);
+            let median = *median;
+            let mut dropped = 0;
+            self.malformed.retain(|_, n| {
+                let keep = *n > median || dropped >= half;
+                if !keep {
+                    dropped += 1;
+                }
+                keep
+            });
         }
         let count = self.malformed.entry(from).or_default();
         *count += 1;
@@ -353,6 +372,8 @@ impl SensorHub {
 /// Datagrams received per system call (`recvmmsg`): the hub takes a burst in one call where a
 /// `recv_from` loop makes one call per datagram.
 const BATCH: usize = 32;
+/// Batches read per wake-up before the loop gives the other sources and due timers a turn.
+pub const BATCHES_PER_WAKEUP: usize = 8;
 /// Room for the longest datagram the hub accepts, plus one byte to notice a longer one.
 const SLOT: usize = stream::MAX_DATAGRAM_BYTES + 1;
 
@@ -498,7 +519,7 @@ mod tests {
             s.send(format!("S{i},t,temperature,20.0,SEQ:1").as_bytes())
                 .expect("send");
             // Loopback delivers at once; each arrives at its own (later) time.
-            let readings = hub.readable(Duration::from_secs(i as u64 + 1));
+            let (readings, _) = hub.readable(Duration::from_secs(i as u64 + 1));
             assert_eq!(readings.len(), 1, "S{i}'s reading");
         }
         let names: Vec<String> = hub
@@ -522,7 +543,8 @@ mod tests {
             s.send(format!("S0,t,temperature,{k}.0,SEQ:{n}").as_bytes())
                 .expect("send");
         }
-        let readings = hub.readable(Duration::from_secs(1));
+        let (readings, more) = hub.readable(Duration::from_secs(1));
+        assert!(!more, "100 datagrams fit in one wake-up's budget");
         assert_eq!(readings.len(), 100);
         assert_eq!(readings[99].value, 99.0, "in order");
         let mut buf = [0u8; 64];
