@@ -6,7 +6,9 @@ use site_proto::{DeviceStatus, PROTOCOL_VERSION, Status, VersionInfo};
 use std::fmt::Write as _;
 
 /// The parts of a status result this sitectl knows how to show; newer daemons add more.
-const KNOWN_STATUS_KEYS: [&str; 6] = ["daemon", "devices", "staff", "site", "hub", "sensors"];
+const KNOWN_STATUS_KEYS: [&str; 7] = [
+    "daemon", "devices", "staff", "site", "hub", "sensors", "store",
+];
 
 /// The site modules this sitectl words, in the order the site block shows them.
 const SITE_MODULES: [&str; 3] = ["access", "emergency", "office"];
@@ -72,9 +74,30 @@ pub fn status(result: &Value) -> Result<String, String> {
     Ok(out)
 }
 
-/// The site block: staff on the premises, one line per module (with its hub link), the hub.
+/// The site block: staff on the premises, one line per module (with its hub link), the hub,
+/// and a line for each file the writer cannot write.
 fn site(out: &mut String, status: &Status) {
     let mut any = false;
+    for stall in status.store.iter().flat_map(|s| &s.stalled) {
+        let file = std::path::Path::new(&stall.file)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| stall.file.clone());
+        // "No space left on device (os error 28)": the number helps nobody here.
+        let error = match stall.error.rsplit_once(" (os error ") {
+            Some((text, _)) => text,
+            None => &stall.error,
+        };
+        let _ = writeln!(
+            out,
+            "store: cannot write {} since {}: {} ({}; acknowledgements wait)",
+            one_line(&file),
+            one_line(&stall.since),
+            one_line(error),
+            one_line(&stall.file)
+        );
+        any = true;
+    }
     if let Some(staff) = status.staff {
         let _ = writeln!(out, "staff on premises: {staff}");
         any = true;
@@ -136,7 +159,7 @@ fn site(out: &mut String, status: &Status) {
                     .and_then(Value::as_bool)
                     .unwrap_or(false);
                 // Upper case so a dead link stands out in a screenful of lower-case states.
-                let _ = writeln!(
+                let _ = write!(
                     out,
                     "  -> hub {} as {}: {}, outbox {}",
                     word(link, "hub"),
@@ -148,6 +171,12 @@ fn site(out: &mut String, status: &Status) {
                     },
                     link.get("outbox").and_then(Value::as_u64).unwrap_or(0)
                 );
+                match link.get("refused").and_then(Value::as_str) {
+                    Some(why) => {
+                        let _ = writeln!(out, ", REFUSED: {}", one_line(why));
+                    }
+                    None => out.push('\n'),
+                }
             }
             any = true;
         }
@@ -546,6 +575,27 @@ hub: listening on 127.0.0.1:5050, 2 clients
 
 NAME ";
         assert!(text.contains(expected), "{text}");
+        assert!(!text.contains("not shown"), "{text}");
+    }
+
+    #[test]
+    fn a_stalled_writer_and_a_refused_report_are_shown() {
+        let mut v = sample();
+        v["staff"] = json!(2);
+        v["store"] = json!({"stalled": [{"file": "/var/log/sited/events.log",
+            "since": "2026-11-30 10:07:35", "error": "No space left on device (os error 28)"}]});
+        v["site"] = json!({"access": {"state": "idle", "open": [],
+            "link": {"hub": "10.0.0.2:5050", "name": "front-access", "connected": true,
+                     "outbox": 4, "refused": "sequence (expected 7 or lower, got 9)"}}});
+        let text = status(&v).expect("renders");
+        assert!(
+            text.contains("store: cannot write events.log since 2026-11-30 10:07:35: No space left on device (/var/log/sited/events.log; acknowledgements wait)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("outbox 4, REFUSED: sequence (expected 7 or lower, got 9)\n"),
+            "{text}"
+        );
         assert!(!text.contains("not shown"), "{text}");
     }
 

@@ -465,27 +465,32 @@ impl Store {
     ) -> io::Result<Store> {
         let (jobs, job_rx) = mpsc::channel::<Job>();
         let (progress_tx, progress) = mpsc::channel();
+        let state_path = state_dir.join(STATE_FILE);
+        let mut state_stall = None;
+        if let Err(e) = check_writable(state_dir) {
+            fail(&mut state_stall, &state_path, e.to_string());
+        }
         let mut writer = Writer {
-            state_path: state_dir.join(STATE_FILE),
+            state_path,
             log,
             unwritten: None,
             pending: pending.into_iter().map(|l| (AT_START, l)).collect(),
             state_done: AT_START,
-            state_stall: None,
+            state_stall,
             log_stall: None,
         };
         let thread = std::thread::Builder::new()
             .name("sited-store".into())
             .spawn(move || {
-                let mut last_sent: Option<Progress> = None;
                 if writer.unfinished() {
                     // Lines from before the start go first.
                     writer.work();
-                    let progress = writer.progress();
-                    let _ = progress_tx.send(progress.clone());
-                    last_sent = Some(progress);
-                    wake();
                 }
+                // The first report always goes, so a stall found at start shows at once.
+                let progress = writer.progress();
+                let _ = progress_tx.send(progress.clone());
+                let mut last_sent = Some(progress);
+                wake();
                 loop {
                     // Block while there is nothing to do; with failed work, retry each pause.
                     let first = if writer.unfinished() {

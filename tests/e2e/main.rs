@@ -5,6 +5,7 @@
 mod bad_input;
 mod commands;
 mod devices;
+mod exactly_once;
 mod faults;
 mod lifecycle;
 mod rules;
