@@ -578,3 +578,63 @@ pub fn connect_from(from: std::net::Ipv4Addr, to: std::net::SocketAddr) -> std::
     rc.unwrap_or_else(|e| panic!("connect {to} from {from}: {e}"));
     stream
 }
+
+/// Connects to a control socket as another user: `uid`, primary `gid` and supplementary
+/// `groups`, as the daemon sees them through SO_PEERCRED and SO_PEERGROUPS. Needs root. The
+/// socket's directories must let that user through.
+pub fn connect_as(
+    socket: &Path,
+    uid: u32,
+    gid: u32,
+    groups: &[u32],
+) -> std::io::Result<std::os::unix::net::UnixStream> {
+    let socket = socket.to_path_buf();
+    let groups: Vec<libc::gid_t> = groups.to_vec();
+    std::thread::spawn(move || {
+        let check = |rc: libc::c_long| {
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        };
+        // SAFETY: the raw system calls (not glibc's wrappers, which change every thread of the
+        // process) change this thread's credentials only; it connects and ends. `groups`
+        // outlives the call and holds `len` gids.
+        unsafe {
+            check(libc::syscall(
+                libc::SYS_setgroups,
+                groups.len(),
+                groups.as_ptr(),
+            ))?;
+            check(libc::syscall(libc::SYS_setresgid, gid, gid, gid))?;
+            check(libc::syscall(libc::SYS_setresuid, uid, uid, uid))?;
+        }
+        std::os::unix::net::UnixStream::connect(&socket)
+    })
+    .join()
+    .expect("the connecting thread")
+}
+
+/// Lets every user reach `socket` (mode 0666, its directory 0755), so that the daemon's own
+/// credential checks are what a test exercises.
+pub fn open_socket_to_all(socket: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    std::fs::set_permissions(
+        socket.parent().expect("dir"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod dir");
+}
+
+/// The daemon's resident memory in KiB (VmRSS).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("VmRSS")
+}

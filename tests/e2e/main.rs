@@ -6,6 +6,7 @@ mod bad_input;
 mod commands;
 mod devices;
 mod exactly_once;
+mod exhaustion;
 mod faults;
 mod lifecycle;
 mod rules;
