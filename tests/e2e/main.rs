@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod commands;
+mod crash;
 mod devices;
 mod exactly_once;
 mod exhaustion;
