@@ -37,5 +37,6 @@ step "clippy (aarch64, the Pi)" aarch64_clippy
 step "tests" cargo test --workspace --locked
 step "shipped configs" validate_configs
 step "systemd unit" bash tests/check-systemd.sh
+step "fuzz (${FUZZ_SECS:-30} s a target)" bash tests/fuzz.sh
 echo
 echo "all checks passed in $((SECONDS - total)) s"

@@ -16,6 +16,9 @@ cargo build --workspace --release --locked
 cargo test --release --locked -p site-tests --test e2e --no-run
 for run in $(seq "$runs"); do
   echo "== run $run of $runs"
-  cargo test --release --locked -q -p site-tests --test e2e -- crash:: --nocapture 2>&1 |
-    grep -E 'crash test:|panicked|FAILED|test result' || true
+  if ! out=$(cargo test --release --locked -q -p site-tests --test e2e -- crash:: --nocapture 2>&1); then
+    echo "$out" | tail -40
+    exit 1
+  fi
+  grep 'crash test:' <<<"$out"
 done

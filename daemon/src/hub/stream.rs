@@ -61,7 +61,7 @@ pub fn parse(bytes: &[u8]) -> Result<Reading, String> {
     })
 }
 
-fn parse_json(text: &str) -> Result<Reading, String> {
+pub fn parse_json(text: &str) -> Result<Reading, String> {
     #[derive(serde::Deserialize)]
     struct Json {
         #[serde(rename = "type")]
