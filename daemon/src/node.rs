@@ -67,6 +67,8 @@ pub struct Node {
     readings: Readings,
     /// Event-log lines that reached the disk, for `sitectl log -f`.
     lines: Vec<String>,
+    /// What readings make the rules log (a client can send them as fast as it likes).
+    reading_log_limit: crate::rate_limit::RateLimit,
 }
 
 fn hostname() -> String {
@@ -90,6 +92,7 @@ impl Node {
             replies: Vec::new(),
             readings: Readings::default(),
             lines: Vec::new(),
+            reading_log_limit: crate::rate_limit::RateLimit::new(30, Duration::from_secs(10)),
         }
     }
 
@@ -165,6 +168,7 @@ impl Node {
             replies: Vec::new(),
             readings: Readings::default(),
             lines: Vec::new(),
+            reading_log_limit: crate::rate_limit::RateLimit::new(30, Duration::from_secs(10)),
         };
         node.build_site(config, registry)?;
         let fx = node.site.start(|d| devices.state_of(d));
@@ -632,9 +636,18 @@ impl Node {
             );
             self.readings.store(reading, at);
             if !self.site.rules.is_empty() {
-                let fx = self
+                let mut fx = self
                     .site
                     .on_reading(&reading.device, &reading.quantity, reading.value);
+                // Any sensor (or anyone posing as one) can flip a rule with each datagram:
+                // what that logs is rate-limited.
+                for (level, note) in fx.notes.drain(..) {
+                    let level = match level {
+                        NoteLevel::Info => log::Level::Info,
+                        NoteLevel::Warn => log::Level::Warn,
+                    };
+                    crate::log_limited!(self.reading_log_limit, level, "{note}");
+                }
                 caused.extend(self.apply(fx, devices, hw));
             }
         }

@@ -11,9 +11,13 @@ use std::time::{Duration, Instant};
 /// Sensors sending at once, each from its own socket, as real ones would.
 const SENSORS: usize = 4;
 
-/// A hub-only node: TCP on a free port, UDP on a free port.
+/// A hub-only node: TCP on a free port, UDP on a free port. The bench's devices all come
+/// from 127.0.0.1, so the per-address limit is raised for it.
 fn hub_node(site: &SiteDir) -> Daemon {
-    site.write_config(&format!("{}udp = \"127.0.0.1:0\"\n", site.hub_section()));
+    site.write_config(&format!(
+        "{}udp = \"127.0.0.1:0\"\nmax-clients-per-address = 100000\n",
+        site.hub_section()
+    ));
     Daemon::start(site)
 }
 
@@ -334,4 +338,201 @@ fn round_trips(
         );
     }
     rtts
+}
+
+/// Flood sources: distinct loopback addresses (127.1.x.y), as many hosts would be.
+const FLOOD_SOURCES: usize = 2000;
+/// Door cycles timed in each phase (quiet, then flooded).
+const FLOOD_CYCLES: usize = 20;
+/// The door time the cycles run with; a cycle ends `2 * FLOOD_OPEN` after the press.
+const FLOOD_OPEN: Duration = Duration::from_millis(200);
+
+/// What one phase measured.
+#[derive(Default)]
+struct Responsiveness {
+    /// `sim entry_button pressed` round trips: the request reaches the loop, the edge goes
+    /// through the plugin host, the button plugin, access control and the door's servo plugin
+    /// to the backend, and the answer comes back (edge -> output, with the control hop).
+    press: Vec<Duration>,
+    /// How long after its due time each door cycle ended (the pins file's time of the exit
+    /// LED going off): at least `late_low` (counted from the latest the cycle can have
+    /// started, when the press was answered) and at most `late_high` (from the earliest,
+    /// when the press was sent).
+    late_low: Vec<Duration>,
+    late_high: Vec<Duration>,
+    /// `status` round trips, asked every 10 ms while the cycles ran.
+    status: Vec<Duration>,
+    /// Real sensor cycles sent, and answered with a `STATUS` datagram within a second.
+    cycles_sent: u32,
+    cycles_answered: u32,
+}
+
+/// A kept-open control connection for the flood bench.
+struct Ctl {
+    writer: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl Ctl {
+    fn ask(&mut self, request: &str) -> serde_json::Value {
+        self.writer
+            .write_all(format!("{request}\n").as_bytes())
+            .expect("request");
+        let mut line = String::new();
+        retry_eintr(|| self.reader.read_line(&mut line)).expect("answer");
+        serde_json::from_str(&line).expect("json")
+    }
+}
+
+/// The exit LED (GPIO 27) in the sim backend's pins file, and when the file was written.
+fn exit_led(pins: &std::path::Path) -> Option<(bool, std::time::SystemTime)> {
+    let text = std::fs::read_to_string(pins).ok()?;
+    let written = std::fs::metadata(pins).ok()?.modified().ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some((v["27"]["level"] == "high", written))
+}
+
+fn measure(daemon: &Daemon, pins: &std::path::Path, udp: SocketAddr) -> Responsiveness {
+    let writer = UnixStream::connect(&daemon.socket).expect("control");
+    let reader = BufReader::new(writer.try_clone().expect("clone"));
+    let mut ctl = Ctl { writer, reader };
+    let sensor = UdpSocket::bind("127.0.0.1:0").expect("sensor");
+    sensor
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let mut r = Responsiveness::default();
+    for cycle in 0..FLOOD_CYCLES {
+        let pressed = std::time::SystemTime::now();
+        let t0 = Instant::now();
+        let answer = ctl.ask(r#"{"cmd":"sim","device":"entry_button","value":"pressed"}"#);
+        let took = t0.elapsed();
+        r.press.push(took);
+        assert_eq!(answer["ok"], true, "{answer}");
+        ctl.ask(r#"{"cmd":"sim","device":"entry_button","value":"released"}"#);
+        // The cycle ends when the exit LED goes off again; the pins file is rewritten (and
+        // dated) the moment it does. The bench reads the file, which costs sited nothing, and
+        // asks for `status` every 10 ms meanwhile, as a dashboard would.
+        let mut seen_on = false;
+        let mut polls = 0u32;
+        let ended = loop {
+            if let Some((on, written)) = exit_led(pins) {
+                if on {
+                    seen_on = true;
+                } else if seen_on {
+                    break written;
+                }
+            }
+            if polls % 10 == 0 {
+                let asked = Instant::now();
+                let status = ctl.ask(r#"{"cmd":"status"}"#);
+                r.status.push(asked.elapsed());
+                assert_eq!(status["ok"], true);
+            }
+            polls += 1;
+            assert!(t0.elapsed() < Duration::from_secs(10), "the door cycle never ended");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        // The edge was handled between sending the press and its answer.
+        let due_earliest = pressed + 2 * FLOOD_OPEN;
+        let due_latest = due_earliest + took;
+        r.late_low
+            .push(ended.duration_since(due_latest).unwrap_or_default());
+        r.late_high
+            .push(ended.duration_since(due_earliest).unwrap_or_default());
+        // A real sensor's cycle, a datagram every 5 ms, answered (with whatever the flood
+        // made it lose) or not.
+        for n in 1..=10 {
+            let packet = format!("Real01,2026-11-30 10:00:{n:02},temperature,2{cycle}.5,SEQ:{n}");
+            let _ = sensor.send_to(packet.as_bytes(), udp);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        r.cycles_sent += 1;
+        let mut buf = [0u8; 256];
+        if let Ok((n, _)) = retry_eintr(|| sensor.recv_from(&mut buf))
+            && buf[..n].starts_with(b"STATUS RECEIVED")
+        {
+            r.cycles_answered += 1;
+        }
+    }
+    r
+}
+
+fn summary(what: &str, samples: &mut [Duration]) -> String {
+    samples.sort();
+    let at = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    format!(
+        "{what} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(at(0.5)),
+        ms(at(0.99)),
+        ms(*samples.last().expect("samples"))
+    )
+}
+
+/// The loop's fairness: door cycles, `status`, edge -> output and a real sensor, first on a
+/// quiet hub, then while one thread floods the hub's UDP port with seed datagrams from
+/// [`FLOOD_SOURCES`] addresses as fast as it can.
+pub fn flood() {
+    let site = SiteDir::new();
+    site.write_config(&format!(
+        "{}udp = \"127.0.0.1:0\"\ncycle-gap-ms = 500\n\n[access]\nopen-secs = {}\n{}",
+        site.hub_section(),
+        FLOOD_OPEN.as_secs_f64(),
+        site_tests::SITE_DEVICES
+    ));
+    let daemon = Daemon::start(&site);
+    let udp: SocketAddr = daemon.status()["hub"]["udp"]["listen"]
+        .as_str()
+        .expect("udp address")
+        .parse()
+        .expect("address");
+    let report = |phase: &str, mut r: Responsiveness| {
+        println!(
+            "flood: {phase}: {}; {}; {}; {}; real sensor cycles answered {} of {}",
+            summary("edge -> entry_door (sim press round trip)", &mut r.press),
+            summary("door cycle end after its time, at least", &mut r.late_low),
+            summary("at most", &mut r.late_high),
+            summary("status", &mut r.status),
+            r.cycles_answered,
+            r.cycles_sent
+        );
+    };
+    report("quiet", measure(&daemon, &site.pins_file(), udp));
+    let before = hub_count(&daemon);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let sockets: Vec<UdpSocket> = (0..FLOOD_SOURCES)
+                .map(|i| {
+                    let ip = std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250) as u8 + 1);
+                    UdpSocket::bind((ip, 0)).expect("bind a flood source")
+                })
+                .collect();
+            let packets: Vec<Vec<u8>> = (1..=10)
+                .map(|n| format!("Flood,2026-11-30 10:00:{n:02},temperature,20.{n},SEQ:{n}").into_bytes())
+                .collect();
+            let (mut sent, mut k) = (0u64, 0usize);
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                for s in &sockets {
+                    let _ = s.send_to(&packets[k % 10], udp);
+                    sent += 1;
+                }
+                k += 1;
+            }
+            (sent, started.elapsed())
+        })
+    };
+    let flooded = measure(&daemon, &site.pins_file(), udp);
+    stop.store(true, Ordering::Relaxed);
+    let (sent, took) = flooder.join().expect("flooder");
+    let taken = hub_count(&daemon) - before;
+    println!(
+        "flood: {FLOOD_SOURCES} sources sent {:.0} datagrams/s for {:.1} s; the hub took in {:.0}/s (the rest the kernel dropped at the full socket)",
+        sent as f64 / took.as_secs_f64(),
+        took.as_secs_f64(),
+        taken as f64 / took.as_secs_f64()
+    );
+    report("flooded", flooded);
 }

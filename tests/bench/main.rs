@@ -13,9 +13,13 @@
 //! 4. TCP: N devices registered at the real `sited`'s hub at once (`--devices`, default 1000
 //!    and 10000): the daemon's RSS, and the round trip of `send` -> `ACK` through the control
 //!    socket, as `sitectl send` makes it, with the bench playing the device.
+//! 5. Flood: the real `sited` running door cycles while its UDP port is flooded from 2,000
+//!    addresses: edge -> output (a simulated press through the control socket), how late each
+//!    door cycle ends, `status` round trips, and whether a real sensor's cycles are answered,
+//!    quiet and then flooded.
 //!
 //! Run: cargo build --workspace --release --locked && target/release/sited-bench
-//! (`--only edge|idle|udp|tcp` runs one part; `--udp-secs`, `--devices 1000,10000`.)
+//! (`--only edge|idle|udp|tcp|flood` runs one part; `--udp-secs`, `--devices 1000,10000`.)
 
 use site_daemon::config;
 use site_daemon::devices::{DeviceEvent, Devices};
@@ -65,6 +69,9 @@ fn main() {
         for n in devices {
             hub::tcp(n, 1000);
         }
+    }
+    if run("flood") {
+        hub::flood();
     }
 }
 

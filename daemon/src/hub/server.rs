@@ -264,7 +264,10 @@ impl HubServer {
                         Tok::HubConn(index).into(),
                         Interest::READABLE,
                     ) {
-                        log::warn!("hub: could not register a connection from {peer}: {e}");
+                        crate::warn_limited!(
+                            self.log_limit,
+                            "hub: could not register a connection from {peer}: {e}"
+                        );
                         if index < self.conns.len() {
                             self.free.push(index);
                         }
