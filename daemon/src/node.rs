@@ -636,9 +636,9 @@ impl Node {
             );
             self.readings.store(reading, at);
             if !self.site.rules.is_empty() {
-                let mut fx = self
-                    .site
-                    .on_reading(&reading.device, &reading.quantity, reading.value);
+                let mut fx =
+                    self.site
+                        .on_reading(&reading.device, &reading.quantity, reading.value);
                 // Any sensor (or anyone posing as one) can flip a rule with each datagram:
                 // what that logs is rate-limited.
                 for (level, note) in fx.notes.drain(..) {

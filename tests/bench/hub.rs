@@ -367,23 +367,6 @@ struct Responsiveness {
     cycles_answered: u32,
 }
 
-/// A kept-open control connection for the flood bench.
-struct Ctl {
-    writer: UnixStream,
-    reader: BufReader<UnixStream>,
-}
-
-impl Ctl {
-    fn ask(&mut self, request: &str) -> serde_json::Value {
-        self.writer
-            .write_all(format!("{request}\n").as_bytes())
-            .expect("request");
-        let mut line = String::new();
-        retry_eintr(|| self.reader.read_line(&mut line)).expect("answer");
-        serde_json::from_str(&line).expect("json")
-    }
-}
-
 /// The exit LED (GPIO 27) in the sim backend's pins file, and when the file was written.
 fn exit_led(pins: &std::path::Path) -> Option<(bool, std::time::SystemTime)> {
     let text = std::fs::read_to_string(pins).ok()?;
@@ -393,9 +376,7 @@ fn exit_led(pins: &std::path::Path) -> Option<(bool, std::time::SystemTime)> {
 }
 
 fn measure(daemon: &Daemon, pins: &std::path::Path, udp: SocketAddr) -> Responsiveness {
-    let writer = UnixStream::connect(&daemon.socket).expect("control");
-    let reader = BufReader::new(writer.try_clone().expect("clone"));
-    let mut ctl = Ctl { writer, reader };
+    let mut ctl = site_tests::Control::connect(daemon);
     let sensor = UdpSocket::bind("127.0.0.1:0").expect("sensor");
     sensor
         .set_read_timeout(Some(Duration::from_secs(1)))
@@ -422,14 +403,17 @@ fn measure(daemon: &Daemon, pins: &std::path::Path, udp: SocketAddr) -> Responsi
                     break written;
                 }
             }
-            if polls % 10 == 0 {
+            if polls.is_multiple_of(10) {
                 let asked = Instant::now();
                 let status = ctl.ask(r#"{"cmd":"status"}"#);
                 r.status.push(asked.elapsed());
                 assert_eq!(status["ok"], true);
             }
             polls += 1;
-            assert!(t0.elapsed() < Duration::from_secs(10), "the door cycle never ended");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the door cycle never ended"
+            );
             std::thread::sleep(Duration::from_millis(1));
         };
         // The edge was handled between sending the press and its answer.
@@ -510,7 +494,9 @@ pub fn flood() {
                 })
                 .collect();
             let packets: Vec<Vec<u8>> = (1..=10)
-                .map(|n| format!("Flood,2026-11-30 10:00:{n:02},temperature,20.{n},SEQ:{n}").into_bytes())
+                .map(|n| {
+                    format!("Flood,2026-11-30 10:00:{n:02},temperature,20.{n},SEQ:{n}").into_bytes()
+                })
                 .collect();
             let (mut sent, mut k) = (0u64, 0usize);
             let started = Instant::now();

@@ -8,8 +8,6 @@
 //! script (`tests/soak-crash.sh`) runs a longer one and prints its figures.
 
 use site_tests::*;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -35,28 +33,17 @@ impl Rng {
     }
 }
 
-/// One kept-open control connection: a request per line, an answer per line.
-struct Control {
-    writer: UnixStream,
-    reader: BufReader<UnixStream>,
+/// The node's control connection, as the crash test uses it.
+trait Node {
+    fn request(&mut self, json: &str) -> serde_json::Value;
+    fn press(&mut self);
+    fn access(&mut self) -> serde_json::Value;
 }
 
-impl Control {
-    fn connect(daemon: &Daemon) -> Control {
-        let writer = UnixStream::connect(&daemon.socket).expect("control socket");
-        writer.set_read_timeout(Some(DEADLINE)).expect("timeout");
-        let reader = BufReader::new(writer.try_clone().expect("clone"));
-        Control { writer, reader }
-    }
-
+impl Node for Control {
     fn request(&mut self, json: &str) -> serde_json::Value {
-        self.writer
-            .write_all(format!("{json}\n").as_bytes())
-            .expect("request");
-        let mut line = String::new();
-        retry_eintr(|| self.reader.read_line(&mut line)).expect("answer");
-        let v: serde_json::Value = serde_json::from_str(&line).expect("json answer");
-        assert_eq!(v["ok"], true, "{json}: {line}");
+        let v = self.ask(json);
+        assert_eq!(v["ok"], true, "{json}: {v}");
         v["result"].clone()
     }
 

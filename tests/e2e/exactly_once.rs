@@ -154,9 +154,7 @@ fn a_node_that_lost_its_state_is_counted_again_in_a_new_epoch() {
     enter(&node);
     hub.wait_staff(3);
     hub.wait_log("door-node started a new report sequence (state lost?)");
-    wait_for("the node's outbox to empty", || {
-        (node.status()["site"]["access"]["link"]["outbox"] == 0).then_some(())
-    });
+    node.wait_outbox_empty("access");
 }
 
 #[test]
@@ -176,9 +174,7 @@ fn a_forged_report_without_an_epoch_cannot_poison_a_nodes_numbering() {
     }
     let lines = wait_log_lines(&hub_site, 7);
     assert_eq!(lines.len(), 7, "{lines:?}");
-    wait_for("the node's outbox to empty", || {
-        (node.status()["site"]["access"]["link"]["outbox"] == 0).then_some(())
-    });
+    node.wait_outbox_empty("access");
 }
 
 /// A small tmpfs mounted for one test (root only), unmounted when dropped.
@@ -289,9 +285,7 @@ fn a_full_event_log_disk_tears_no_line_loses_no_report_and_shows_in_status() {
     std::fs::remove_file(log_dir.join("filler")).expect("free the disk");
     let daemon = Daemon::start(&site);
     daemon.wait_staff(6);
-    wait_for("the outbox to empty", || {
-        (daemon.status()["site"]["access"]["link"]["outbox"] == 0).then_some(())
-    });
+    daemon.wait_outbox_empty("access");
     let lines = wait_for("six entries in the log", || {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
         let lines: Vec<String> = text.lines().map(str::to_string).collect();

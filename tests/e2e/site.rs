@@ -330,9 +330,7 @@ fn entries_made_while_the_hub_is_down_arrive_once_when_it_is_back() {
     ));
     let hub = Daemon::start(&hub_site);
     hub.wait_staff(3);
-    wait_for("the outbox to empty", || {
-        (node.status()["site"]["access"]["link"]["outbox"] == 0).then_some(())
-    });
+    node.wait_outbox_empty("access");
     let lines = wait_log_lines(&hub_site, 3);
     assert_eq!(lines.len(), 3, "{lines:?}");
     for (i, line) in lines.iter().enumerate() {
