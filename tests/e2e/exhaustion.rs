@@ -304,20 +304,25 @@ fn a_udp_flood_from_many_addresses_does_not_freeze_the_loop() {
     daemon.press("entry_button");
     daemon.wait_staff(1);
     status_ok(&daemon);
+    // A real sensor keeps sending its cycles, a datagram every 10 ms, until a STATUS comes.
+    // The flood is faster than sited can take in, so the kernel drops a share of everyone's
+    // datagrams at the full socket, the sensor's too: what is tested is that the cycles that
+    // get through are answered.
     let sensor = UdpSocket::bind("127.0.0.1:0").expect("sensor");
     sensor
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_millis(10)))
         .expect("timeout");
     let mut answered = None;
-    for attempt in 0..3 {
-        for n in 1..=10 {
-            let packet = format!("Real01,2026-11-30 10:00:0{n},temperature,2{attempt}.5,SEQ:{n}");
-            sensor.send_to(packet.as_bytes(), udp).expect("send");
-        }
+    let started = Instant::now();
+    let mut k = 0u32;
+    while answered.is_none() && started.elapsed() < DEADLINE {
+        let n = k % 10 + 1;
+        let packet = format!("Real01,2026-11-30 10:00:0{n},temperature,21.5,SEQ:{n}");
+        sensor.send_to(packet.as_bytes(), udp).expect("send");
+        k += 1;
         let mut buf = [0u8; 128];
-        if let Ok((n, _)) = retry_eintr(|| sensor.recv_from(&mut buf)) {
-            answered = Some(String::from_utf8_lossy(&buf[..n]).into_owned());
-            break;
+        if let Ok((got, _)) = sensor.recv_from(&mut buf) {
+            answered = Some(String::from_utf8_lossy(&buf[..got]).into_owned());
         }
     }
     stop.store(true, Ordering::Relaxed);
