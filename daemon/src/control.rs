@@ -69,6 +69,9 @@ struct Conn {
     unread: bool,
     /// Since when a request has been half there.
     partial_since: Option<Instant>,
+    /// A request waits behind answers that have not gone out (backpressure); the loop is told
+    /// when they have.
+    held: bool,
     output: Vec<u8>,
     /// The peer closed its side: its requests are answered, then the connection closes.
     eof: bool,
@@ -88,6 +91,8 @@ pub struct ControlServer {
     path: PathBuf,
     conns: Vec<Option<Conn>>,
     per_uid: HashMap<u32, usize>,
+    /// Connections whose held requests may be taken now (see `Conn::held`).
+    resumed: Vec<usize>,
     operator_gid: Option<u32>,
     /// Bad requests are logged, but a local user must not be able to flood the journal.
     log_limit: RateLimit,
@@ -190,6 +195,7 @@ impl ControlServer {
             path: path.to_path_buf(),
             conns: Vec::new(),
             per_uid: HashMap::new(),
+            resumed: Vec::new(),
             operator_gid,
             log_limit: RateLimit::new(10, std::time::Duration::from_secs(60)),
             next_generation: 0,
@@ -250,6 +256,7 @@ impl ControlServer {
                         input: LineBuffer::new(),
                         unread: false,
                         partial_since: None,
+                        held: false,
                         output: Vec::new(),
                         eof: false,
                         closing: false,
@@ -397,13 +404,25 @@ impl ControlServer {
                 }
             }
         }
-        conn.partial_since = match (conn.input.pending(), conn.partial_since) {
-            (0, _) => None,
-            (_, Some(at)) => Some(at),
-            (_, None) => Some(Instant::now()),
+        // Only a request that is not all there yet is "half-sent"; whole ones held back by
+        // backpressure are the daemon's to answer.
+        let half_sent = conn.input.pending() > 0 && !conn.input.has_line() && !conn.unread;
+        conn.partial_since = match (half_sent, conn.partial_since) {
+            (false, _) => None,
+            (true, Some(at)) => Some(at),
+            (true, None) => Some(Instant::now()),
         };
+        if found.is_none() && !conn.closing && conn.output.len() > BACKPRESSURE_BYTES {
+            conn.held = conn.unread || conn.input.has_line();
+        }
         self.flush(index, registry);
         found
+    }
+
+    /// Connections whose held requests may be taken now: edge-triggered, nothing else would
+    /// bring the loop back to them.
+    pub fn take_resumed(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.resumed)
     }
 
     /// Does the connection hold a complete request it could not take yet (the per-wake-up
@@ -512,6 +531,10 @@ impl ControlServer {
         if done {
             self.close(index, registry);
             return;
+        }
+        if conn.held && conn.output.len() <= BACKPRESSURE_BYTES {
+            conn.held = false;
+            self.resumed.push(index);
         }
         let token = Tok::ControlConn(index).into();
         conn_io::want_writable(

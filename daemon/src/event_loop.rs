@@ -360,6 +360,15 @@ impl Daemon {
                 );
             }
             self.arm_control_partial();
+            self.node.flush();
+            // Connections that waited for their answers to go out may go on.
+            again.extend(self.node.take_resumed().into_iter().map(Tok::HubConn));
+            again.extend(
+                self.control
+                    .take_resumed()
+                    .into_iter()
+                    .map(Tok::ControlConn),
+            );
         }
         self.shutdown();
         Ok(())

@@ -64,6 +64,10 @@ pub struct Ledger {
     lines: Vec<(CommitId, String)>,
     /// Lines a client can cause (every report it sends) are logged at a bounded rate.
     log_limit: RateLimit,
+    /// Changes made since the last snapshot went to the writer: the commit they will be
+    /// part of, and their event-log lines. The state is copied once per turn of the loop,
+    /// not once per change (it can be large, and a client can make many changes quickly).
+    dirty: Option<(CommitId, Vec<String>)>,
 }
 
 /// Errors starting the ledger.
@@ -99,6 +103,9 @@ impl Ledger {
             source,
         };
         std::fs::create_dir_all(state_dir).map_err(dir_err)?;
+        // What a killed sited wrote may still be only in the page cache: make it durable
+        // before treating it as on disk (resends of it are acknowledged at once).
+        store::sync_existing(state_dir, event_log);
         let (mut state, warning) = store::load_state(state_dir);
         if let Some(w) = warning {
             log::error!("{w}");
@@ -152,6 +159,7 @@ impl Ledger {
             durable: Vec::new(),
             lines: Vec::new(),
             log_limit: RateLimit::new(30, Duration::from_secs(10)),
+            dirty: None,
         })
     }
 
@@ -173,10 +181,24 @@ impl Ledger {
         &self.state.epoch
     }
 
+    /// Records a change: it goes to the writer with the others of this turn (see
+    /// [`Ledger::flush`]). Returns the commit it will be part of.
     fn commit(&mut self, lines: Vec<String>) -> CommitId {
-        let id = self.store.commit(&self.state, lines.clone());
+        let next = self.store.next_id();
+        let (id, pending) = self.dirty.get_or_insert_with(|| (next, Vec::new()));
+        let id = *id;
+        pending.extend(lines.iter().cloned());
         self.lines.extend(lines.into_iter().map(|l| (id, l)));
         id
+    }
+
+    /// Hands this turn's changes to the writer: one snapshot of the state, every line. The
+    /// loop calls it at the end of each turn.
+    pub fn flush(&mut self) {
+        if let Some((id, lines)) = self.dirty.take() {
+            let sent = self.store.commit(&self.state, lines);
+            debug_assert_eq!(sent, id, "commit ids are handed out in order");
+        }
     }
 
     fn log_line(&self, description: &str) -> String {
@@ -391,6 +413,7 @@ impl Ledger {
 
     /// Writes what is queued and stops the writer.
     pub fn finish(&mut self) {
+        self.flush();
         self.store.finish();
     }
 }
@@ -460,6 +483,7 @@ mod tests {
     /// Waits until the writer has released something matching `done`.
     fn settle(f: &mut Fixture, done: impl Fn(&Released) -> bool) -> Released {
         let mut all = Released::default();
+        f.ledger.flush();
         loop {
             let r = f.ledger.released();
             all.acks.extend(r.acks);
@@ -673,6 +697,7 @@ mod tests {
     }
 
     fn wait_until(f: &mut Fixture, done: impl Fn(&Ledger) -> bool) {
+        f.ledger.flush();
         loop {
             let _ = f.ledger.released();
             if done(&f.ledger) {

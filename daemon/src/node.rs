@@ -664,6 +664,21 @@ impl Node {
         self.release(registry);
     }
 
+    /// End of a turn of the loop: this turn's changes go to the writer as one snapshot.
+    pub fn flush(&mut self) {
+        if let Some(ledger) = &mut self.ledger {
+            ledger.flush();
+        }
+    }
+
+    /// Hub connections that stopped for backpressure and may be read again.
+    pub fn take_resumed(&mut self) -> Vec<usize> {
+        self.hub
+            .as_mut()
+            .map(HubServer::take_resumed)
+            .unwrap_or_default()
+    }
+
     /// Event-log lines that reached the disk since the last look (for `sitectl log -f`).
     pub fn take_lines(&mut self) -> Vec<String> {
         std::mem::take(&mut self.lines)

@@ -58,6 +58,30 @@ pub struct State {
     pub next_seq: BTreeMap<String, u64>,
     /// Event-log lines that may not be whole in the log yet (see the module comment).
     pub pending_log: Vec<String>,
+    /// Where in the log they go: the log file and its length when this file was written.
+    /// Whatever whole lines stand after that point are the ones a crash let through.
+    pub pending_log_at: Option<LogMark>,
+}
+
+/// A point in the event log: the file (device and inode, so a rotated log is told apart)
+/// and a length.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LogMark {
+    pub dev: u64,
+    pub ino: u64,
+    pub len: u64,
+}
+
+impl LogMark {
+    fn of(meta: &std::fs::Metadata) -> LogMark {
+        use std::os::unix::fs::MetadataExt;
+        LogMark {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+        }
+    }
 }
 
 /// A new report epoch: 128 bits from the OS's random generator, as 32 hex digits.
@@ -118,6 +142,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// At start: fsyncs what an earlier run may have left unsynced (killed between a write and
+/// its fsync): the state file, its directory, the event log. Best effort: a file that cannot
+/// be opened has nothing of ours to sync.
+pub fn sync_existing(state_dir: &Path, event_log: Option<&Path>) {
+    let state = state_dir.join(STATE_FILE);
+    for path in [Some(state.as_path()), Some(state_dir), event_log]
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(f) = File::open(path) {
+            let _ = f.sync_all();
+        }
+    }
+}
+
 /// Can sited create files in `dir`? Checked at start, so a read-only state directory is
 /// reported at once rather than at the first change.
 pub fn check_writable(dir: &Path) -> io::Result<()> {
@@ -132,6 +171,9 @@ pub struct EventLog {
     file: Option<File>,
     /// The last append failed part-way; the tail is checked before the next one.
     suspect_tail: bool,
+    /// ... and where that append started, to cut back to exactly (a cut to the last newline
+    /// would keep the whole lines of a half-written batch, and the retry would repeat them).
+    cut_back_to: Option<u64>,
 }
 
 impl EventLog {
@@ -142,6 +184,7 @@ impl EventLog {
             path: path.to_path_buf(),
             file: None,
             suspect_tail: true,
+            cut_back_to: None,
         };
         log.ensure_open()?;
         Ok(log)
@@ -153,11 +196,21 @@ impl EventLog {
             path: path.to_path_buf(),
             file: None,
             suspect_tail: true,
+            cut_back_to: None,
         }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where the log ends now (see [`State::pending_log_at`]).
+    pub fn mark(&self) -> Option<LogMark> {
+        let meta = match &self.file {
+            Some(f) => f.metadata(),
+            None => std::fs::metadata(&self.path),
+        };
+        meta.ok().map(|m| LogMark::of(&m))
     }
 
     fn ensure_open(&mut self) -> io::Result<&mut File> {
@@ -172,6 +225,13 @@ impl EventLog {
                 .open(&self.path)?;
             self.file = Some(file);
             self.suspect_tail = true;
+        }
+        if let Some(to) = self.cut_back_to {
+            let file = self.file.as_mut().expect("opened just above");
+            if file.metadata()?.len() > to {
+                file.set_len(to)?;
+            }
+            self.cut_back_to = None;
         }
         if self.suspect_tail {
             let file = self.file.as_mut().expect("opened just above");
@@ -221,6 +281,7 @@ impl EventLog {
             });
             if cut.is_err() {
                 self.suspect_tail = true;
+                self.cut_back_to = Some(before);
             }
             return Err(e);
         }
@@ -275,10 +336,32 @@ pub fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
 }
 
 /// The pending lines the log is missing (after a crash between the state write and the log
-/// append, or while the log's disk was full), in order.
+/// append, or while the log's disk was full), in order. The lines after the state's mark are
+/// the ones that made it, in order; only if the log was rotated since is it searched by text.
 pub fn missing_pending(state: &State, log_path: &Path) -> io::Result<Vec<String>> {
     if state.pending_log.is_empty() {
         return Ok(Vec::new());
+    }
+    let meta = match std::fs::metadata(log_path) {
+        Ok(meta) => Some(meta),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    if let (Some(mark), Some(meta)) = (state.pending_log_at, &meta) {
+        let now = LogMark::of(meta);
+        if (now.dev, now.ino) == (mark.dev, mark.ino) && now.len >= mark.len {
+            let mut f = File::open(log_path)?;
+            f.seek(SeekFrom::Start(mark.len))?;
+            let mut after = Vec::new();
+            f.read_to_end(&mut after)?;
+            let text = String::from_utf8_lossy(&after);
+            let made_it = text
+                .split_terminator('\n')
+                .zip(&state.pending_log)
+                .take_while(|(on_disk, pending)| on_disk == pending)
+                .count();
+            return Ok(state.pending_log[made_it..].to_vec());
+        }
     }
     let tail = tail_lines(log_path, state.pending_log.len() + 1000)?;
     Ok(state
@@ -369,6 +452,11 @@ impl Writer {
     fn work(&mut self) {
         if let Some((id, mut state)) = self.unwritten.take() {
             state.pending_log = self.pending.iter().map(|(_, l)| l.clone()).collect();
+            state.pending_log_at = if state.pending_log.is_empty() {
+                None
+            } else {
+                self.log.mark()
+            };
             let written = serde_json::to_vec_pretty(&*state)
                 .map_err(io::Error::other)
                 .and_then(|bytes| write_atomic(&self.state_path, &bytes));
@@ -539,6 +627,11 @@ impl Store {
         })
     }
 
+    /// The id the next [`Store::commit`] will return.
+    pub fn next_id(&self) -> CommitId {
+        self.next_id + 1
+    }
+
     /// Queues a snapshot and its log lines; returns the id its completion will carry.
     pub fn commit(&mut self, state: &State, lines: Vec<String>) -> CommitId {
         self.next_id += 1;
@@ -582,4 +675,236 @@ impl Drop for Store {
 /// One event-log line: `YYYY-MM-DD HH:MM:SS, <description>, <staff>` in local time.
 pub fn log_line(at: chrono::DateTime<chrono::Local>, description: &str, staff: u64) -> String {
     format!("{}, {description}, {staff}", at.format("%Y-%m-%d %H:%M:%S"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::site::Report;
+    use chrono::TimeZone;
+
+    #[test]
+    fn log_line_has_the_seed_format() {
+        let at = chrono::Local
+            .with_ymd_and_hms(2026, 11, 22, 9, 14, 3)
+            .single()
+            .expect("time");
+        assert_eq!(
+            log_line(at, "Staff member entered via access control", 3),
+            "2026-11-22 09:14:03, Staff member entered via access control, 3"
+        );
+    }
+
+    #[test]
+    fn state_round_trips_through_an_atomic_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut state = State {
+            staff: 4,
+            office_occupied: true,
+            epoch: "0011".into(),
+            ..State::default()
+        };
+        state.outbox.insert(
+            "access".into(),
+            vec![OutboxEntry {
+                seq: 7,
+                kind: Report::Entry,
+            }],
+        );
+        crate::hub::sequence::record(&mut state.hub_sequences, "door", "e", 3, 10);
+        write_atomic(
+            &dir.path().join(STATE_FILE),
+            &serde_json::to_vec(&state).expect("json"),
+        )
+        .expect("write");
+        let (loaded, warning) = load_state(dir.path());
+        assert_eq!(warning, None);
+        assert_eq!(loaded, state);
+    }
+
+    #[test]
+    fn missing_state_file_gives_defaults_quietly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(load_state(dir.path()), (State::default(), None));
+    }
+
+    #[test]
+    fn corrupt_state_file_is_reported_and_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(STATE_FILE), b"{\"staff\": ").expect("write");
+        let (state, warning) = load_state(dir.path());
+        assert_eq!(state, State::default());
+        assert!(warning.expect("warning").contains("corrupt"));
+        assert_eq!(
+            std::fs::read(dir.path().join("state.json.corrupt")).expect("kept"),
+            b"{\"staff\": "
+        );
+        assert!(
+            dir.path().join(STATE_FILE).exists(),
+            "the bad file is not deleted"
+        );
+    }
+
+    #[test]
+    fn tail_returns_the_last_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.log");
+        let mut log = EventLog::open(&path).expect("open");
+        log.append(&["a".into(), "b".into(), "c".into()])
+            .expect("append");
+        assert_eq!(tail_lines(&path, 2).expect("tail"), vec!["b", "c"]);
+        assert_eq!(tail_lines(&path, 10).expect("tail"), vec!["a", "b", "c"]);
+        assert!(
+            tail_lines(&dir.path().join("none.log"), 3)
+                .expect("tail")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_off_when_the_log_is_opened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.log");
+        std::fs::write(&path, "one\ntwo\nthr").expect("write");
+        let mut log = EventLog::open(&path).expect("open");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "one\ntwo\n");
+        log.append(&["three".into()]).expect("append");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "one\ntwo\nthree\n"
+        );
+    }
+
+    #[test]
+    fn an_append_to_a_full_disk_leaves_nothing_behind() {
+        // /dev/full takes no byte; the append fails whole and says why.
+        let mut log = EventLog::open(Path::new("/dev/full")).expect("open");
+        let e = log.append(&["line".into()]).expect_err("full");
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+    }
+
+    /// A state whose pending lines were marked at the log's current end.
+    fn marked(path: &Path, pending: &[&str]) -> State {
+        State {
+            pending_log: pending.iter().map(|l| l.to_string()).collect(),
+            pending_log_at: Some(LogMark::of(&std::fs::metadata(path).expect("meta"))),
+            ..State::default()
+        }
+    }
+
+    #[test]
+    fn recovery_finds_what_made_it_after_the_mark_even_for_a_line_seen_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.log");
+        let mut log = EventLog::open(&path).expect("open");
+        // Two exits at zero in one second are the same line, twice.
+        let same = "2026-11-30 10:00:00, Staff member left (door) but the count was already 0 (anomaly), 0";
+        log.append(&[same.into()]).expect("append");
+        let state = marked(&path, &[same, "next"]);
+        assert_eq!(
+            missing_pending(&state, &path).expect("missing"),
+            vec![same, "next"],
+            "the earlier identical line is before the mark"
+        );
+        log.append(&[same.into()]).expect("append");
+        assert_eq!(
+            missing_pending(&state, &path).expect("missing"),
+            vec!["next"]
+        );
+        log.append(&["next".into()]).expect("append");
+        assert!(missing_pending(&state, &path).expect("missing").is_empty());
+    }
+
+    #[test]
+    fn recovery_after_a_rotation_falls_back_to_the_text() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.log");
+        EventLog::open(&path).expect("open");
+        let state = marked(&path, &["one", "two"]);
+        std::fs::rename(&path, dir.path().join("events.log.1")).expect("rotate");
+        let mut log = EventLog::open(&path).expect("new log");
+        log.append(&["one".into()]).expect("append");
+        assert_eq!(
+            missing_pending(&state, &path).expect("missing"),
+            vec!["two"]
+        );
+    }
+
+    /// A writer over `dir`, with its progress reports.
+    fn writer(dir: &Path, log_path: &Path) -> (Store, mpsc::Receiver<()>) {
+        let (tx, rx) = mpsc::channel::<()>();
+        let tx = std::sync::Mutex::new(tx);
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            let _ = tx.lock().map(|t| t.send(()));
+        });
+        let log = EventLog::open(log_path).expect("log");
+        (Store::start(dir, log, Vec::new(), wake).expect("start"), rx)
+    }
+
+    fn progress_until(
+        store: &Store,
+        rx: &mpsc::Receiver<()>,
+        done: impl Fn(&Progress) -> bool,
+    ) -> Progress {
+        loop {
+            rx.recv_timeout(Duration::from_secs(10)).expect("woken");
+            if let Some(p) = store.latest()
+                && done(&p)
+            {
+                return p;
+            }
+        }
+    }
+
+    #[test]
+    fn writer_persists_state_and_lines_then_reports_the_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log_path = dir.path().join("log/events.log");
+        let (mut store, rx) = writer(dir.path(), &log_path);
+        let state = State {
+            staff: 1,
+            ..State::default()
+        };
+        let id = store.commit(&state, vec!["line 1".into()]);
+        let p = progress_until(&store, &rx, |p| p.log >= id);
+        assert_eq!((p.state, p.log), (id, id));
+        assert!(p.stalls.is_empty());
+        let (loaded, _) = load_state(dir.path());
+        assert_eq!(loaded.staff, 1);
+        assert_eq!(loaded.pending_log, vec!["line 1"]);
+        assert_eq!(tail_lines(&log_path, 5).expect("tail"), vec!["line 1"]);
+        store.finish();
+    }
+
+    #[test]
+    fn a_failing_log_holds_the_lines_but_not_the_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, rx) = writer(dir.path(), Path::new("/dev/full"));
+        let first = store.commit(
+            &State {
+                staff: 1,
+                ..State::default()
+            },
+            vec!["entered, 1".into()],
+        );
+        let second = store.commit(
+            &State {
+                staff: 1,
+                office_occupied: true,
+                ..State::default()
+            },
+            Vec::new(),
+        );
+        let p = progress_until(&store, &rx, |p| p.state >= second && !p.stalls.is_empty());
+        assert_eq!(p.log, first - 1, "the line is not in the log");
+        assert_eq!(p.stalls[0].file, Path::new("/dev/full"));
+        let (loaded, _) = load_state(dir.path());
+        assert!(loaded.office_occupied, "the later change is on disk");
+        assert_eq!(
+            loaded.pending_log,
+            vec!["entered, 1"],
+            "and the line with it"
+        );
+        store.finish();
+    }
 }

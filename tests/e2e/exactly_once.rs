@@ -102,6 +102,25 @@ fn the_minimal_reproduction_without_an_epoch_gets_its_ok_on_the_same_connection(
 }
 
 #[test]
+fn a_client_that_ends_its_input_after_a_report_still_gets_its_ok() {
+    let site = SiteDir::new();
+    site.write_config(&site.hub_section());
+    let hub = Daemon::start(&site);
+    // As `printf 'DEVICE ...\nEVENT 1 ENTRY\n' | nc` would: send, shut the sending side,
+    // then read what comes back.
+    let mut door = Client::connect(&hub.hub_addr());
+    door.send(&format!(
+        "DEVICE d TYPE access-control EPOCH {EPOCH}\nEVENT 1 ENTRY\n"
+    ));
+    door.stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    assert_eq!(door.line(), "OK 1\n");
+    assert_eq!(door.line(), "", "then the hub closes");
+    assert_eq!(hub.staff(), Some(1));
+}
+
+#[test]
 fn a_report_that_skips_ahead_is_refused_with_err_sequence_and_changes_nothing() {
     let site = SiteDir::new();
     site.write_config(&site.hub_section());

@@ -60,6 +60,49 @@ fn a_control_client_that_never_reads_holds_bounded_memory_and_others_are_served(
 }
 
 #[test]
+fn a_hub_client_that_never_reads_its_errors_holds_bounded_memory() {
+    let site = SiteDir::new();
+    site.write_config(&site.hub_section());
+    let daemon = Daemon::start(&site);
+    let before = rss_kib(daemon.child.id());
+    let mut hog = TcpStream::connect(daemon.hub_addr()).expect("connect");
+    hog.write_all(b"DEVICE Hog TYPE temperature\n")
+        .expect("register");
+    hog.set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    // Two bytes in, a 60-byte ERR out: never read, that would grow without end.
+    let junk = b"x\n".repeat(32 * 1024);
+    let started = Instant::now();
+    let mut blocked = false;
+    while started.elapsed() < Duration::from_secs(20) {
+        match hog.write(&junk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                blocked = true;
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("writing: {e}"),
+        }
+    }
+    assert!(
+        blocked,
+        "sited kept reading while its answers were not read"
+    );
+    let after = rss_kib(daemon.child.id());
+    assert!(
+        after < before + 32 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    // The hub serves everyone else meanwhile.
+    let mut other = TcpStream::connect(daemon.hub_addr()).expect("connect");
+    other
+        .write_all(b"DEVICE Other TYPE temperature\n")
+        .expect("register");
+    daemon.wait_log("registered DEVICE=Other TYPE=temperature");
+}
+
+#[test]
 fn one_users_idle_connections_cannot_lock_out_root_or_an_operator() {
     if !is_root() {
         eprintln!("skipped: needs root to connect as another user");

@@ -38,6 +38,12 @@ pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const READ_BUDGET_BYTES: usize = 64 * 1024;
 /// Connections accepted per wake-up (the same reasoning).
 pub const ACCEPT_BUDGET: usize = 256;
+/// A connection is not read while more than this waits to go out to it: a client that sends
+/// and never reads the answers stalls only itself, and holds at most this much of sited's
+/// memory (plus one read's worth of answers).
+pub const OUTPUT_BACKPRESSURE_BYTES: usize = 64 * 1024;
+/// Nor while this many of its reports wait for the disk before they can be answered.
+pub const MAX_AWAITING_REPORTS: u32 = 32;
 
 /// A registered client.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +91,11 @@ struct Conn {
     /// After an overlong line: our error is sent, then the rest is read and dropped until the
     /// peer closes (see `conn_io::discard_available`).
     discarding: Option<usize>,
+    /// Reports handed to the ledger and not answered yet: the connection stays open (even
+    /// after the peer's end of input) until they are.
+    awaiting: u32,
+    /// Reading stopped for backpressure; the loop is told when it may go on.
+    paused: bool,
 }
 
 /// A report a client sent, for the loop to apply.
@@ -183,6 +194,8 @@ pub struct HubServer {
     per_address: HashMap<IpAddr, usize>,
     /// Connections closed since the loop last looked (their per-connection epochs end).
     closed: Vec<ConnRef>,
+    /// Paused connections that may be read again (their answers went out).
+    resumed: Vec<usize>,
     /// A descriptor held in reserve: when the process runs out (EMFILE), it is closed to
     /// accept the waiting connection and turn it away, so the backlog does not stall.
     spare_fd: Option<std::fs::File>,
@@ -217,6 +230,7 @@ impl HubServer {
             max_per_address,
             per_address: HashMap::new(),
             closed: Vec::new(),
+            resumed: Vec::new(),
             spare_fd: std::fs::File::open("/dev/null").ok(),
             next_generation: 0,
             next_command: 0,
@@ -297,6 +311,8 @@ impl HubServer {
                         writable_registered: false,
                         discarding: None,
                         partial_since: None,
+                        awaiting: 0,
+                        paused: false,
                     };
                     if index == self.conns.len() {
                         self.conns.push(Some(conn));
@@ -352,6 +368,12 @@ impl HubServer {
         let mut budget = READ_BUDGET_BYTES;
         let mut chunk = [0u8; 4096];
         while !conn.closing {
+            if conn.output.len() > OUTPUT_BACKPRESSURE_BYTES
+                || conn.awaiting >= MAX_AWAITING_REPORTS
+            {
+                conn.paused = true;
+                break;
+            }
             if budget == 0 {
                 more = true;
                 break;
@@ -581,6 +603,7 @@ impl HubServer {
                 Reply::Err(reason) => protocol::err_line(reason),
             };
             c.output.extend_from_slice(line.as_bytes());
+            c.awaiting = c.awaiting.saturating_sub(1);
             self.flush(conn.index, registry);
         }
     }
@@ -590,18 +613,32 @@ impl HubServer {
         std::mem::take(&mut self.closed)
     }
 
+    /// Connections that stopped for backpressure and may be read again: edge-triggered, no
+    /// new event would say so, so the loop serves them on its next turn.
+    pub fn take_resumed(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.resumed)
+    }
+
     pub fn flush(&mut self, index: usize, registry: &Registry) {
         let Some(Some(conn)) = self.conns.get_mut(index) else {
             return;
         };
         let failed = conn_io::write_pending(&mut conn.stream, &mut conn.output).is_err();
-        if conn.closing && conn.output.is_empty() && conn.discarding.is_some() {
+        let said_all = conn.output.is_empty() && conn.awaiting == 0;
+        if conn.closing && said_all && conn.discarding.is_some() {
             // Said our piece; wait for the peer to close (see `discarding`).
             let _ = conn.stream.shutdown(std::net::Shutdown::Write);
         }
-        if failed || (conn.closing && conn.output.is_empty() && conn.discarding.is_none()) {
+        if failed || (conn.closing && said_all && conn.discarding.is_none()) {
             self.close(index, registry);
             return;
+        }
+        if conn.paused
+            && conn.output.len() <= OUTPUT_BACKPRESSURE_BYTES
+            && conn.awaiting < MAX_AWAITING_REPORTS
+        {
+            conn.paused = false;
+            self.resumed.push(index);
         }
         let token = Tok::HubConn(index).into();
         conn_io::want_writable(
@@ -839,6 +876,7 @@ fn handle_line(
                     index,
                     generation: conn.generation,
                 };
+                conn.awaiting += 1;
                 fx.reports.push(IncomingReport {
                     conn: here,
                     client: client.name.clone(),
