@@ -382,7 +382,8 @@ impl Ledger {
         let mut out = Released::default();
         // Each connection's answers go out in the order they were made: one waiting on the
         // disk holds back that connection's later ones (an `OK` never overtakes an earlier
-        // `ERR`), and no other connection's.
+        // `ERR`), and no other connection's. (The hub server holds its own errors for bad
+        // lines behind them in the same way.)
         let mut blocked = std::collections::HashSet::new();
         self.acks.retain(|(id, conn, reply)| {
             if *id <= answered && !blocked.contains(conn) {

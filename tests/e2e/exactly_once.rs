@@ -134,6 +134,11 @@ fn a_report_that_skips_ahead_is_refused_with_err_sequence_and_changes_nothing() 
     assert!(refused.starts_with("ERR sequence"), "{refused}");
     assert_eq!(door.line(), "OK 2\n", "the next number is still new");
     assert_eq!(hub.staff(), Some(2));
+    // Answers come in the order of the lines, bad lines' errors included.
+    door.send("EVENT 3 ENTRY\nnonsense\nEVENT 4 ENTRY\n");
+    assert_eq!(door.line(), "OK 3\n");
+    assert!(door.line().starts_with("ERR unknown command"));
+    assert_eq!(door.line(), "OK 4\n");
     hub.wait_log("d sent report 3 (ENTRY) but its last was 1; refused as out of sequence");
 }
 

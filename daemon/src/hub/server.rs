@@ -96,6 +96,9 @@ struct Conn {
     awaiting: u32,
     /// Reading stopped for backpressure; the loop is told when it may go on.
     paused: bool,
+    /// Errors for lines that came after reports still waiting for the disk, each with how
+    /// many of those answers must go out first.
+    deferred: VecDeque<(u32, Vec<u8>)>,
 }
 
 /// A report a client sent, for the loop to apply.
@@ -313,6 +316,7 @@ impl HubServer {
                         partial_since: None,
                         awaiting: 0,
                         paused: false,
+                        deferred: VecDeque::new(),
                     };
                     if index == self.conns.len() {
                         self.conns.push(Some(conn));
@@ -604,6 +608,14 @@ impl HubServer {
             };
             c.output.extend_from_slice(line.as_bytes());
             c.awaiting = c.awaiting.saturating_sub(1);
+            for (before, _) in &mut c.deferred {
+                *before = before.saturating_sub(1);
+            }
+            while c.deferred.front().is_some_and(|(before, _)| *before == 0) {
+                if let Some((_, line)) = c.deferred.pop_front() {
+                    c.output.extend_from_slice(&line);
+                }
+            }
             self.flush(conn.index, registry);
         }
     }
@@ -934,6 +946,12 @@ fn bad_line(conn: &mut Conn, limit: &mut RateLimit, reason: &str) {
         conn.peer,
         escape(reason)
     );
-    conn.output
-        .extend_from_slice(protocol::err_line(reason).as_bytes());
+    let line = protocol::err_line(reason).into_bytes();
+    if conn.awaiting > 0 {
+        // Answers go out in the order the lines came: this one after the reports before it,
+        // which wait for the disk.
+        conn.deferred.push_back((conn.awaiting, line));
+    } else {
+        conn.output.extend_from_slice(&line);
+    }
 }
