@@ -204,13 +204,12 @@ impl EventLog {
         &self.path
     }
 
-    /// Where the log ends now (see [`State::pending_log_at`]).
-    pub fn mark(&self) -> Option<LogMark> {
-        let meta = match &self.file {
-            Some(f) => f.metadata(),
-            None => std::fs::metadata(&self.path),
-        };
-        meta.ok().map(|m| LogMark::of(&m))
+    /// Where the log's whole lines end now (see [`State::pending_log_at`]): a half-written
+    /// batch is cut back first, so the next append starts exactly here. None if the log
+    /// cannot be opened (recovery then searches by text).
+    pub fn mark(&mut self) -> Option<LogMark> {
+        let file = self.ensure_open().ok()?;
+        file.metadata().ok().map(|m| LogMark::of(&m))
     }
 
     fn ensure_open(&mut self) -> io::Result<&mut File> {
@@ -249,7 +248,19 @@ impl EventLog {
 
     /// Reopens the file (after logrotate moved it).
     pub fn reopen(&mut self) -> io::Result<()> {
-        self.file = None;
+        let old = self
+            .file
+            .take()
+            .and_then(|f| f.metadata().ok())
+            .map(|m| LogMark::of(&m));
+        // A cut-back owed to the old file is owed to the new one only if it is the same file.
+        let cut = self.cut_back_to.take();
+        let now = self.mark();
+        if let (Some(cut), Some(old), Some(now)) = (cut, old, now)
+            && (old.dev, old.ino) == (now.dev, now.ino)
+        {
+            self.cut_back_to = Some(cut);
+        }
         self.ensure_open().map(|_| ())
     }
 

@@ -102,6 +102,82 @@ fn a_hub_client_that_never_reads_its_errors_holds_bounded_memory() {
     daemon.wait_log("registered DEVICE=Other TYPE=temperature");
 }
 
+/// A hub whose event log can never be written (/dev/full): every report's OK waits.
+fn hub_with_a_full_log() -> (SiteDir, Daemon) {
+    let site = SiteDir::new();
+    site.write_config("\n[hub]\ntcp = \"127.0.0.1:0\"\nevent-log = \"/dev/full\"\n");
+    let daemon = Daemon::start(&site);
+    (site, daemon)
+}
+
+#[test]
+fn bad_lines_behind_a_report_waiting_for_the_disk_hold_bounded_memory() {
+    let (_site, daemon) = hub_with_a_full_log();
+    let before = rss_kib(daemon.child.id());
+    let mut hog = TcpStream::connect(daemon.hub_addr()).expect("connect");
+    // Its OK waits for the disk, so the errors for what follows must wait behind it.
+    hog.write_all(b"DEVICE d TYPE access-control EPOCH 0011223344556677\nEVENT 1 ENTRY\n")
+        .expect("report");
+    hog.set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let junk = b"x\n".repeat(32 * 1024);
+    let started = Instant::now();
+    let mut blocked = false;
+    while started.elapsed() < Duration::from_secs(20) {
+        match hog.write(&junk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                blocked = true;
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("writing: {e}"),
+        }
+    }
+    assert!(blocked, "sited kept reading while the answers piled up");
+    let after = rss_kib(daemon.child.id());
+    assert!(
+        after < before + 32 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+}
+
+#[test]
+fn a_burst_that_pauses_mid_line_is_not_cut_into_bad_lines() {
+    let (_site, daemon) = hub_with_a_full_log();
+    let mut door = TcpStream::connect(daemon.hub_addr()).expect("connect");
+    // 400 reports in one write: the hub stops reading after 32 wait for the disk, most
+    // likely in the middle of a line. That fragment is not a quiet, unterminated message.
+    let mut burst = String::from("DEVICE d TYPE access-control EPOCH 0011223344556677\n");
+    for n in 1..=400 {
+        burst.push_str(&format!("EVENT {n} ENTRY\n"));
+    }
+    door.write_all(burst.as_bytes()).expect("burst");
+    let counted = wait_for("the first reports to be counted", || {
+        daemon.staff().filter(|n| *n > 0)
+    });
+    assert!(
+        counted < 400,
+        "the hub stopped reading while their OKs waited ({counted})"
+    );
+    // Well past the 100 ms after which an unterminated message counts: nothing may come
+    // back (the OKs wait for the disk), least of all an ERR for half a line.
+    door.set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let mut buf = [0u8; 256];
+    match door.read(&mut buf) {
+        Ok(n) => panic!("unexpected answer {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "{e}"
+        ),
+    }
+    assert!(!daemon.log().contains("bad line"), "{}", daemon.log());
+}
+
 #[test]
 fn one_users_idle_connections_cannot_lock_out_root_or_an_operator() {
     if !is_root() {

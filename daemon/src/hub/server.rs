@@ -97,8 +97,19 @@ struct Conn {
     /// Reading stopped for backpressure; the loop is told when it may go on.
     paused: bool,
     /// Errors for lines that came after reports still waiting for the disk, each with how
-    /// many of those answers must go out first.
+    /// many of those answers must go out first, and their bytes in all (they count against
+    /// the backpressure limit like output does).
     deferred: VecDeque<(u32, Vec<u8>)>,
+    deferred_bytes: usize,
+}
+
+impl Conn {
+    /// Too much waits to go out to this peer, or too many of its reports wait for the disk:
+    /// read no more from it for now.
+    fn backed_up(&self) -> bool {
+        self.output.len() + self.deferred_bytes > OUTPUT_BACKPRESSURE_BYTES
+            || self.awaiting >= MAX_AWAITING_REPORTS
+    }
 }
 
 /// A report a client sent, for the loop to apply.
@@ -317,6 +328,7 @@ impl HubServer {
                         awaiting: 0,
                         paused: false,
                         deferred: VecDeque::new(),
+                        deferred_bytes: 0,
                     };
                     if index == self.conns.len() {
                         self.conns.push(Some(conn));
@@ -372,9 +384,7 @@ impl HubServer {
         let mut budget = READ_BUDGET_BYTES;
         let mut chunk = [0u8; 4096];
         while !conn.closing {
-            if conn.output.len() > OUTPUT_BACKPRESSURE_BYTES
-                || conn.awaiting >= MAX_AWAITING_REPORTS
-            {
+            if conn.backed_up() {
                 conn.paused = true;
                 break;
             }
@@ -428,7 +438,9 @@ impl HubServer {
             let raw = std::mem::take(&mut conn.input);
             handle_line(conn, limit, info_limit, index, &raw, &mut fx);
         }
-        conn.partial_since = (!conn.input.is_empty()).then(Instant::now);
+        // Unterminated input counts as a line once quiet, but only if the peer has really
+        // stopped sending: not while its data waits in the socket for our next turn.
+        conn.partial_since = (!conn.input.is_empty() && !conn.paused && !more).then(Instant::now);
         Readable {
             reports: self.after_lines(index, fx, registry),
             more,
@@ -613,6 +625,7 @@ impl HubServer {
             }
             while c.deferred.front().is_some_and(|(before, _)| *before == 0) {
                 if let Some((_, line)) = c.deferred.pop_front() {
+                    c.deferred_bytes -= line.len();
                     c.output.extend_from_slice(&line);
                 }
             }
@@ -645,10 +658,7 @@ impl HubServer {
             self.close(index, registry);
             return;
         }
-        if conn.paused
-            && conn.output.len() <= OUTPUT_BACKPRESSURE_BYTES
-            && conn.awaiting < MAX_AWAITING_REPORTS
-        {
+        if conn.paused && !conn.backed_up() {
             conn.paused = false;
             self.resumed.push(index);
         }
@@ -950,6 +960,7 @@ fn bad_line(conn: &mut Conn, limit: &mut RateLimit, reason: &str) {
     if conn.awaiting > 0 {
         // Answers go out in the order the lines came: this one after the reports before it,
         // which wait for the disk.
+        conn.deferred_bytes += line.len();
         conn.deferred.push_back((conn.awaiting, line));
     } else {
         conn.output.extend_from_slice(&line);
