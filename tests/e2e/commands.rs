@@ -49,7 +49,8 @@ fn a_seed_device_gets_commands_and_its_acks_are_printed_then_quit_closes_it() {
         let mut args = vec!["send", "Sensor01"];
         args.extend(words);
         let pending = send_async(&daemon, &args);
-        assert_eq!(receive(&mut device), format!("{command}\n"));
+        // As seed 001's server sends it: the bare text, no newline (the device sent none).
+        assert_eq!(receive(&mut device), command);
         device.write_all(b"ACK Command Executed").expect("ack");
         let out = pending.join().expect("sitectl");
         assert!(out.status.success(), "{:?}", text(&out));
@@ -74,18 +75,88 @@ fn a_seed_device_gets_commands_and_its_acks_are_printed_then_quit_closes_it() {
     );
 }
 
+/// Seed 001's own device program, unchanged (`tests/seed/tcp_client.py`), against the hub:
+/// it must understand every command, byte for byte, and see `quit` close its connection.
+#[test]
+fn the_seed_device_program_itself_understands_every_command() {
+    let (_site, daemon) = hub();
+    let hub = daemon.hub_addr();
+    let (host, port) = hub.rsplit_once(':').expect("host:port");
+    let script = workspace_root().join("tests/seed/tcp_client.py");
+    let device = std::process::Command::new("python3")
+        .arg(&script)
+        .args([host, port])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3 (seed 001's device is a Python program)");
+    // Killed on every path, like the daemon.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut device = Reap(device);
+    daemon.wait_log("registered DEVICE=Sensor01 TYPE=temperature");
+    for command in [&["SET_INTERVAL", "3"][..], &["ACTIVATE_ALARM"]] {
+        let mut args = vec!["send", "Sensor01"];
+        args.extend(command);
+        let out = daemon.ctl(&args);
+        assert!(out.status.success(), "{:?}", text(&out));
+        assert_eq!(text(&out).0, "ACK Command Executed\n");
+    }
+    assert!(daemon.ctl(&["send", "Sensor01", "quit"]).status.success());
+    let status = wait_for("the seed device to exit", || {
+        device.0.try_wait().expect("try_wait")
+    });
+    let mut printed = String::new();
+    let _ = device
+        .0
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut printed);
+    assert!(status.success(), "{printed}");
+    for line in [
+        "[Sensor01] Received command: SET_INTERVAL 3\n",
+        "[Sensor01] Changing reporting interval to 3 seconds (simulated).\n",
+        "[Sensor01] Alarm activated (simulated).\n",
+        "[Sensor01] Server closed connection.\n",
+    ] {
+        assert!(printed.contains(line), "{line:?} missing from:\n{printed}");
+    }
+    assert!(!printed.contains("Unknown command"), "{printed}");
+}
+
+#[test]
+fn a_device_that_registers_with_a_newline_gets_newline_terminated_commands() {
+    let (_site, daemon) = hub();
+    let mut device = TcpStream::connect(daemon.hub_addr()).expect("connect");
+    device.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    device
+        .write_all(b"DEVICE Lined01 TYPE temperature\n")
+        .expect("register");
+    daemon.wait_log("registered DEVICE=Lined01 TYPE=temperature");
+    let pending = send_async(&daemon, &["send", "Lined01", "SET_INTERVAL", "3"]);
+    assert_eq!(receive(&mut device), "SET_INTERVAL 3\n");
+    device.write_all(b"ACK ok\n").expect("ack");
+    assert_eq!(text(&pending.join().expect("send")).0, "ACK ok\n");
+}
+
 #[test]
 fn commands_to_one_device_wait_for_the_answer_before() {
     let (_site, daemon) = hub();
     let mut device = seed_device(&daemon, "Sensor01");
     let first = send_async(&daemon, &["send", "Sensor01", "ONE"]);
-    assert_eq!(receive(&mut device), "ONE\n");
+    assert_eq!(receive(&mut device), "ONE");
     let second = send_async(&daemon, &["send", "Sensor01", "TWO"]);
     daemon.wait_log("control: uid 0 sends Sensor01 \"TWO\"");
     device.write_all(b"ACK one").expect("ack");
     assert_eq!(
         receive(&mut device),
-        "TWO\n",
+        "TWO",
         "the second goes out only after the first's answer"
     );
     device.write_all(b"ACK two").expect("ack");
@@ -99,11 +170,11 @@ fn several_devices_are_addressed_by_name() {
     let mut a = seed_device(&daemon, "SensorA");
     let mut b = seed_device(&daemon, "SensorB");
     let to_b = send_async(&daemon, &["send", "SensorB", "PING"]);
-    assert_eq!(receive(&mut b), "PING\n");
+    assert_eq!(receive(&mut b), "PING");
     b.write_all(b"ACK from B").expect("ack");
     assert_eq!(text(&to_b.join().expect("b")).0, "ACK from B\n");
     let to_a = send_async(&daemon, &["send", "SensorA", "PING"]);
-    assert_eq!(receive(&mut a), "PING\n");
+    assert_eq!(receive(&mut a), "PING");
     a.write_all(b"ACK from A").expect("ack");
     assert_eq!(text(&to_a.join().expect("a")).0, "ACK from A\n");
 }
@@ -116,7 +187,7 @@ fn a_slow_device_times_out_with_exit_1_and_its_late_answer_is_ignored() {
         &daemon,
         &["--timeout", "0.3", "send", "Slow01", "SET_INTERVAL", "3"],
     );
-    assert_eq!(receive(&mut device), "SET_INTERVAL 3\n");
+    assert_eq!(receive(&mut device), "SET_INTERVAL 3");
     let out = pending.join().expect("sitectl");
     assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
     assert!(
@@ -127,7 +198,7 @@ fn a_slow_device_times_out_with_exit_1_and_its_late_answer_is_ignored() {
     device.write_all(b"ACK late\n").expect("late ack");
     daemon.wait_log("answered after its command timed out; ignored: ACK late");
     let next = send_async(&daemon, &["send", "Slow01", "NEXT"]);
-    assert_eq!(receive(&mut device), "NEXT\n");
+    assert_eq!(receive(&mut device), "NEXT");
     device.write_all(b"ACK next\n").expect("ack");
     assert_eq!(text(&next.join().expect("next")).0, "ACK next\n");
 }
@@ -137,7 +208,7 @@ fn a_device_that_disconnects_mid_command_fails_the_command() {
     let (_site, daemon) = hub();
     let mut device = seed_device(&daemon, "Gone01");
     let pending = send_async(&daemon, &["send", "Gone01", "ACTIVATE_ALARM"]);
-    assert_eq!(receive(&mut device), "ACTIVATE_ALARM\n");
+    assert_eq!(receive(&mut device), "ACTIVATE_ALARM");
     drop(device);
     let out = pending.join().expect("sitectl");
     assert_eq!(out.status.code(), Some(1));

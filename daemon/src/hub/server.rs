@@ -72,6 +72,9 @@ struct Conn {
     client: Option<Client>,
     /// The report epoch the client registered with, if it is a site module that sent one.
     epoch: Option<String>,
+    /// Commands are framed as the device framed its registration: with a newline if it sent
+    /// one, as bare text (one `send()` per message, seed 001's way) if it did not.
+    newline: bool,
     input: Vec<u8>,
     output: Vec<u8>,
     closing: bool,
@@ -319,6 +322,7 @@ impl HubServer {
                         sends_readings: false,
                         client: None,
                         epoch: None,
+                        newline: true,
                         input: Vec::new(),
                         output: Vec::new(),
                         closing: false,
@@ -413,7 +417,7 @@ impl HubServer {
             while let Some(at) = conn.input[scan..].iter().position(|&b| b == b'\n') {
                 let end = scan + at;
                 let raw = conn.input[line_start..end].to_vec();
-                handle_line(conn, limit, info_limit, index, &raw, &mut fx);
+                handle_line(conn, limit, info_limit, index, &raw, true, &mut fx);
                 line_start = end + 1;
                 scan = line_start;
             }
@@ -436,7 +440,7 @@ impl HubServer {
         // A peer that closed after an unterminated message still meant it.
         if conn.closing && conn.discarding.is_none() && !conn.input.is_empty() {
             let raw = std::mem::take(&mut conn.input);
-            handle_line(conn, limit, info_limit, index, &raw, &mut fx);
+            handle_line(conn, limit, info_limit, index, &raw, false, &mut fx);
         }
         // Unterminated input counts as a line once quiet, but only if the peer has really
         // stopped sending: not while its data waits in the socket for our next turn.
@@ -485,7 +489,7 @@ impl HubServer {
         if conn.partial_since.is_some_and(|at| at.elapsed() >= QUIET) {
             let raw = std::mem::take(&mut conn.input);
             conn.partial_since = None;
-            handle_line(conn, limit, info_limit, index, &raw, &mut fx);
+            handle_line(conn, limit, info_limit, index, &raw, false, &mut fx);
         }
         self.after_lines(index, fx, registry)
     }
@@ -545,8 +549,10 @@ impl HubServer {
             .map(|c| c.name.clone())
             .unwrap_or_default();
         log::info!("hub: sent command to {device}: {}", command.text);
-        conn.output
-            .extend_from_slice(format!("{}\n", command.text).as_bytes());
+        conn.output.extend_from_slice(command.text.as_bytes());
+        if conn.newline {
+            conn.output.push(b'\n');
+        }
         self.started.push((index, command.id, command.timeout));
         conn.in_flight = Some(command);
     }
@@ -836,6 +842,7 @@ fn handle_line(
     info_limit: &mut RateLimit,
     index: usize,
     raw: &[u8],
+    terminated: bool,
     fx: &mut LineEffects,
 ) {
     conn.last_seen = std::time::SystemTime::now();
@@ -883,9 +890,15 @@ fn handle_line(
                 client.kind,
                 conn.peer
             );
+            log::debug!(
+                "hub: received registration from {}: {}",
+                conn.peer,
+                escape(text)
+            );
             fx.registered = Some(client.name.clone());
             conn.client = Some(client);
             conn.epoch = epoch;
+            conn.newline = terminated;
         }
         Ok(Line::Event { seq, report }) => match &conn.client {
             None => bad_line(conn, limit, "register first: DEVICE <name> TYPE <type>"),
