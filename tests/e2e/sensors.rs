@@ -192,3 +192,52 @@ fn a_late_or_repeated_packet_does_not_replace_the_latest_reading() {
         "the late SEQ:4 (24.5) did not replace SEQ:5's value"
     );
 }
+
+#[test]
+fn a_seed_002_hello_is_seen_not_malformed_and_not_answered() {
+    let (_site, daemon, udp) = hub();
+    let peer = sensor(&udp);
+    peer.send(br#"{"type": "hello", "device": "sensor1"}"#)
+        .expect("hello");
+    let listed = wait_for("the peer in sitectl devices", || {
+        let out = daemon.ctl(&["devices", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["devices"]
+            .as_array()?
+            .iter()
+            .find(|d| d["name"] == "sensor1")
+            .cloned()
+    });
+    assert_eq!(listed["via"], "udp");
+    assert_eq!(listed["type"], "hello");
+    let status = daemon.status();
+    assert!(
+        status["hub"]["udp"]["malformed"]
+            .as_object()
+            .is_some_and(|m| m.is_empty()),
+        "{status}"
+    );
+    // Over TCP too: no ERR. A reading sent after it is answered by nothing either, but it is
+    // stored, which shows the hello was read and passed over.
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(daemon.hub_addr()).expect("connect");
+    tcp.write_all(
+        b"{\"type\": \"hello\", \"device\": \"sensor2\"}\n{\"type\": \"temperature\", \"device\": \"sensor2\", \"value\": 22.5}\n",
+    )
+    .expect("hello and a reading");
+    wait_for("sensor2's reading", || {
+        (daemon.status()["sensors"]["sensor2"]["temperature"]["value"] == 22.5).then_some(())
+    });
+    tcp.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    if let Ok(n) = tcp.read(&mut buf) {
+        assert_eq!(
+            n,
+            0,
+            "unexpected answer {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+    assert!(!daemon.log().contains("malformed"), "{}", daemon.log());
+}

@@ -860,6 +860,12 @@ fn handle_line(
     }
     // Seed 002 peers send JSON readings, registered or not.
     if text.starts_with('{') {
+        if let Some(device) = super::stream::hello(text.as_bytes()) {
+            // A seed 002 peer saying hello: seen, not answered, not an error.
+            log::debug!("hub: hello from {device} at {}", conn.peer);
+            conn.sends_readings = true;
+            return;
+        }
         match super::stream::parse(text.as_bytes()) {
             Ok(reading) => {
                 conn.sends_readings = true;

@@ -61,6 +61,22 @@ pub fn parse(bytes: &[u8]) -> Result<Reading, String> {
     })
 }
 
+/// A seed 002 peer's `{"type": "hello", "device": ...}` announcement: the device it names, if
+/// `bytes` is one. It is not a reading and not malformed; discovery proper is separate.
+pub fn hello(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Hello {
+        #[serde(rename = "type")]
+        kind: String,
+        device: String,
+    }
+    if bytes.first() != Some(&b'{') || bytes.len() > MAX_DATAGRAM_BYTES {
+        return None;
+    }
+    let h: Hello = serde_json::from_slice(bytes).ok()?;
+    (h.kind == "hello").then(|| word(&h.device, "device").ok())?
+}
+
 pub fn parse_json(text: &str) -> Result<Reading, String> {
     #[derive(serde::Deserialize)]
     struct Json {
@@ -271,6 +287,19 @@ impl Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_seed_002_hello_is_recognised_and_is_not_a_reading() {
+        let hi = br#"{"type": "hello", "device": "sensor1", "port": 50001}"#;
+        assert_eq!(hello(hi), Some("sensor1".to_string()));
+        assert!(parse(hi).is_err());
+        assert_eq!(
+            hello(br#"{"type": "temperature", "device": "s", "value": 1}"#),
+            None
+        );
+        assert_eq!(hello(br#"{"type": "hello", "device": "bad name!"}"#), None);
+        assert_eq!(hello(b"Sensor01,t,temperature,1,SEQ:1"), None);
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

@@ -140,6 +140,20 @@ impl SensorHub {
         readings: &mut Vec<Reading>,
     ) {
         {
+            log::debug!(
+                "hub udp: DATA from {from}: {}",
+                crate::rate_limit::escape_bytes(bytes)
+            );
+            if let Some(device) = stream::hello(bytes) {
+                // A seed 002 peer's announcement: it is seen (`sitectl devices`), nothing more.
+                let sender = self.sender(from, &device, now);
+                if sender.quantity.is_empty() {
+                    sender.quantity.push_str("hello");
+                }
+                sender.last_seen = wall;
+                sender.last_packet = now;
+                return;
+            }
             match stream::parse(bytes) {
                 Ok(reading) => {
                     let sender = self.sender(from, &reading.device, now);
