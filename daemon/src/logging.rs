@@ -1,8 +1,10 @@
-//! Where the daemon's own messages go (the `log` facade). On a terminal, or when asked
-//! (`SITED_LOG=stderr`), to stderr with a timestamp; under systemd (`JOURNAL_STREAM` set) to
-//! stderr with `<N>` priority prefixes so the journal keeps the levels; otherwise to syslog
-//! (`/dev/log`, facility daemon). Never silently nowhere: if syslog cannot be reached, stderr
-//! is used and says so. `SITED_LOG_LEVEL` = error | warn | info (default) | debug.
+//! Where the daemon's own messages go (the `log` facade). Under systemd with the journal
+//! (`JOURNAL_STREAM` set), to stderr with `<N>` priority prefixes so the journal keeps the
+//! levels; under systemd without it (`NOTIFY_SOCKET` only), to syslog (`/dev/log`, facility
+//! daemon); anywhere else (a terminal, a pipe, a test) to stderr with a timestamp. `SITED_LOG`
+//! = stderr | journal | syslog overrides the choice. Never silently nowhere: if syslog cannot
+//! be reached, stderr is used and says so. `SITED_LOG_LEVEL` = error | warn | info (default)
+//! | debug.
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::io::{IsTerminal, Write};
@@ -18,7 +20,12 @@ pub enum Sink {
 }
 
 /// Picks the sink from the environment (see the module comment).
-pub fn choose(log_env: Option<&str>, journal_stream: bool, stderr_is_terminal: bool) -> Sink {
+pub fn choose(
+    log_env: Option<&str>,
+    journal_stream: bool,
+    under_systemd: bool,
+    stderr_is_terminal: bool,
+) -> Sink {
     match log_env {
         Some("stderr") => return Sink::Terminal,
         Some("journal") => return Sink::Journal,
@@ -27,7 +34,7 @@ pub fn choose(log_env: Option<&str>, journal_stream: bool, stderr_is_terminal: b
     }
     if journal_stream {
         Sink::Journal
-    } else if stderr_is_terminal {
+    } else if stderr_is_terminal || !under_systemd {
         Sink::Terminal
     } else {
         Sink::Syslog
@@ -97,11 +104,12 @@ impl Log for StderrLogger {
     }
 }
 
-/// Installs the logger once, at start.
-pub fn init() {
+/// Installs the logger once, at start; returns where messages go.
+pub fn init() -> Sink {
     let sink = choose(
         std::env::var("SITED_LOG").ok().as_deref(),
         std::env::var_os("JOURNAL_STREAM").is_some(),
+        std::env::var_os("NOTIFY_SOCKET").is_some(),
         std::io::stderr().is_terminal(),
     );
     let level = level_from(std::env::var("SITED_LOG_LEVEL").ok().as_deref());
@@ -116,7 +124,7 @@ pub fn init() {
         match syslog::unix(formatter) {
             Ok(logger) => {
                 if log::set_boxed_logger(Box::new(syslog::BasicLogger::new(logger))).is_ok() {
-                    return;
+                    return Sink::Syslog;
                 }
             }
             Err(e) => {
@@ -124,11 +132,12 @@ pub fn init() {
                     sink: Sink::Terminal,
                 }));
                 log::warn!("syslog (/dev/log) unavailable ({e}); logging to stderr");
-                return;
+                return Sink::Terminal;
             }
         }
     }
     let _ = log::set_boxed_logger(Box::new(StderrLogger { sink }));
+    sink
 }
 
 #[cfg(test)]
@@ -138,10 +147,12 @@ mod tests {
 
     #[test]
     fn sink_follows_the_environment() {
-        assert_eq!(choose(Some("stderr"), true, false), Sink::Terminal);
-        assert_eq!(choose(None, true, true), Sink::Journal);
-        assert_eq!(choose(None, false, true), Sink::Terminal);
-        assert_eq!(choose(None, false, false), Sink::Syslog);
+        assert_eq!(choose(Some("stderr"), true, true, false), Sink::Terminal);
+        assert_eq!(choose(None, true, true, true), Sink::Journal);
+        assert_eq!(choose(None, false, true, true), Sink::Terminal);
+        assert_eq!(choose(None, false, true, false), Sink::Syslog);
+        // Not under systemd (a pipe, a demo in an IDE, a test): stderr, no syslog warning.
+        assert_eq!(choose(None, false, false, false), Sink::Terminal);
     }
 
     #[test]

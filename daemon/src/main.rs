@@ -9,7 +9,8 @@ use std::process::ExitCode;
 #[command(
     name = "sited",
     version,
-    about = "Site controller daemon: doors, access control, hub"
+    about = "Site controller daemon: doors, access control, hub",
+    after_help = "Environment:\n  SITED_LOG=stderr|journal|syslog  where messages go (default: the journal under systemd,\n                                   stderr anywhere else)\n  SITED_LOG_LEVEL=error|warn|info|debug  how much (default info; debug adds every datagram)"
 )]
 struct Args {
     /// The config file to run with.
@@ -38,15 +39,20 @@ fn main() -> ExitCode {
             }
         };
     }
-    site_daemon::logging::init();
+    let sink = site_daemon::logging::init();
     match site_daemon::event_loop::Daemon::start(&args.config).and_then(|d| {
         eprintln!("sited: control socket at {}", d.control_socket().display());
         d.run()
     }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
-            eprintln!("sited: {e}");
+            // Once: on stderr where the log goes there anyway (a terminal, the journal),
+            // through syslog otherwise.
+            if sink == site_daemon::logging::Sink::Syslog {
+                log::error!("{e}");
+            } else {
+                eprintln!("sited: {e}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -138,6 +138,11 @@ fn the_daemon_refuses_to_start_on_a_bad_config() {
     let (status, log) = daemon.wait_exit();
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("libsited_plugin_laser.so"), "{log}");
+    assert_eq!(
+        log.matches("libsited_plugin_laser.so").count(),
+        1,
+        "the reason is printed once: {log}"
+    );
     assert!(!site.socket().exists());
 }
 
