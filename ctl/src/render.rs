@@ -262,13 +262,23 @@ fn rule_line(rule: &Value) -> String {
         "active" => "ACTIVE".to_string(),
         other => other.to_string(),
     };
-    let last = match rule.get("last") {
-        Some(v @ Value::Number(_)) => detail_value(v),
-        _ => "no reading yet".into(),
-    };
     let bounds = match (number("above"), number("hysteresis")) {
         (Some(above), Some(h)) => format!(" (on above {above}, off below {})", above - h),
         _ => String::new(),
+    };
+    let last = match rule.get("last") {
+        Some(v @ Value::Number(_)) => detail_value(v),
+        // Active without a reading in this run: the state file brought it back.
+        _ if state == "ACTIVE" => {
+            return format!(
+                "rule {}: ACTIVE (restored at start; no reading since), {} {}{bounds} -> {}",
+                text("name"),
+                text("sensor"),
+                text("quantity"),
+                text("device")
+            );
+        }
+        _ => "no reading yet".into(),
     };
     format!(
         "rule {}: {state}, {} {} {last}{bounds} -> {}",
@@ -576,6 +586,19 @@ hub: listening on 127.0.0.1:5050, 2 clients
 NAME ";
         assert!(text.contains(expected), "{text}");
         assert!(!text.contains("not shown"), "{text}");
+    }
+
+    #[test]
+    fn a_rule_restored_active_without_a_reading_says_so() {
+        let rule = json!({"name": "office-hot", "sensor": "Sensor01", "quantity": "temperature",
+            "above": 25.0, "hysteresis": 0.5, "device": "office_fan", "state": "active", "last": null});
+        assert_eq!(
+            rule_line(&rule),
+            "rule office-hot: ACTIVE (restored at start; no reading since), Sensor01 temperature (on above 25, off below 24.5) -> office_fan"
+        );
+        let mut idle = rule.clone();
+        idle["state"] = json!("idle");
+        assert!(rule_line(&idle).contains("idle, Sensor01 temperature no reading yet"));
     }
 
     #[test]
