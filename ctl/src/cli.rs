@@ -26,7 +26,7 @@ const MAIN_AFTER_HELP: &str = concat!(
 Notes:
   - The socket is taken from -s, else $SITED_SOCKET, else /run/sited/control.sock.
   - `status`, `log`, `devices` and `version` need only access to the socket (mode 0660: root,
-    sited's user or the socket's group). `sim`, `set`, `reload` and `count reset` operate, and
+    sited's user or the socket's group). `sim`, `set`, `send`, `reload` and `count reset` operate, and
     also need root, sited's own user, or the operator group named in sited.toml
     (`operator-group`); anyone else is refused with exit status 1.
   - A request that timed out (exit status 2) may still have been carried out.
@@ -199,7 +199,8 @@ impl Cli {
 
 #[derive(Debug, Subcommand, PartialEq, Eq)]
 pub enum Command {
-    /// Show the daemon and every device: state, role, pin, faults
+    /// Show the site: staff on the premises, each module and its hub link, the hub's ports and
+    /// clients, the writer's health, rules, and every device (state, role, pin, faults)
     #[command(after_help = STATUS_AFTER_HELP)]
     Status {
         /// Print sited's status as one JSON object instead of a table

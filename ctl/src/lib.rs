@@ -213,6 +213,9 @@ fn execute(
             stdout.write_all(&outcome.stdout)?;
             stdout.flush()?;
             let _ = stderr.write_all(&outcome.stderr);
+            if let Some(hint) = validate::plugin_hint(&outcome, plugin_dir.as_deref(), &sited) {
+                let _ = writeln!(stderr, "{hint}");
+            }
             return Ok(outcome.code);
         }
     }

@@ -196,9 +196,15 @@ fn site(out: &mut String, status: &Status) {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
+        let udp = hub
+            .get("udp")
+            .and_then(|u| u.get("listen"))
+            .and_then(Value::as_str)
+            .map(|a| format!(", udp {}", one_line(a)))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "hub: listening on {}, {} client{}",
+            "hub: listening on {}{udp}, {} client{}",
             word(hub, "listen"),
             clients.len(),
             if clients.len() == 1 { "" } else { "s" }
@@ -586,6 +592,18 @@ hub: listening on 127.0.0.1:5050, 2 clients
 NAME ";
         assert!(text.contains(expected), "{text}");
         assert!(!text.contains("not shown"), "{text}");
+    }
+
+    #[test]
+    fn the_hub_line_shows_its_udp_port() {
+        let mut v = sample();
+        v["hub"] = json!({"listen": "127.0.0.1:5050", "clients": [],
+            "udp": {"listen": "127.0.0.1:6060", "streams": [], "malformed": {}}});
+        let text = status(&v).expect("renders");
+        assert!(
+            text.contains("hub: listening on 127.0.0.1:5050, udp 127.0.0.1:6060, 0 clients\n"),
+            "{text}"
+        );
     }
 
     #[test]

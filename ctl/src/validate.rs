@@ -99,6 +99,29 @@ pub fn check(sited: &Path, config: &Path, plugin_dir: Option<&Path>) -> Result<O
     })
 }
 
+/// When a config meant for another machine (the Pi's plugin directory) is checked on a
+/// development machine, the plugins are not where it says: suggest this build's, which sit
+/// beside `sited` (`target/debug`).
+pub fn plugin_hint(outcome: &Outcome, plugin_dir: Option<&Path>, sited: &Path) -> Option<String> {
+    let said = String::from_utf8_lossy(&outcome.stderr);
+    if outcome.code == 0 || plugin_dir.is_some() || !said.contains("no plugin for kind") {
+        return None;
+    }
+    let here = sited.parent().filter(|dir| {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("libsited_plugin_") && name.ends_with(".so")
+            })
+        })
+    });
+    let dir = here.map_or_else(|| "target/debug".to_string(), |d| d.display().to_string());
+    Some(format!(
+        "sitectl: hint: to check this file against the plugins of a build here, add --plugin-dir {dir}"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +132,30 @@ mod tests {
         fs::write(&path, format!("#!/bin/sh\n{script}\n")).expect("write script");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
         path
+    }
+
+    #[test]
+    fn a_missing_plugin_suggests_this_builds_plugin_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("libsited_plugin_button.so"), b"").expect("plugin");
+        let outcome = Outcome {
+            stdout: Vec::new(),
+            stderr: b"sited: x.toml:3: device[0].kind: no plugin for kind \"button\": ...".to_vec(),
+            code: 1,
+        };
+        let sited = dir.path().join("sited");
+        let hint = plugin_hint(&outcome, None, &sited).expect("a hint");
+        assert!(
+            hint.ends_with(&format!("--plugin-dir {}", dir.path().display())),
+            "{hint}"
+        );
+        assert_eq!(
+            plugin_hint(&outcome, Some(dir.path()), &sited),
+            None,
+            "already given"
+        );
+        let fine = Outcome { code: 0, ..outcome };
+        assert_eq!(plugin_hint(&fine, None, &sited), None);
     }
 
     #[test]
