@@ -41,7 +41,32 @@ fn main() -> ExitCode {
     }
     let sink = site_daemon::logging::init();
     match site_daemon::event_loop::Daemon::start(&args.config).and_then(|d| {
-        eprintln!("sited: control socket at {}", d.control_socket().display());
+        // Absolute and without `..`, so it can be used from any directory.
+        let socket = d
+            .control_socket()
+            .parent()
+            .and_then(|dir| dir.canonicalize().ok())
+            .zip(d.control_socket().file_name())
+            .map(|(dir, name)| dir.join(name))
+            .unwrap_or_else(|| d.control_socket().to_path_buf());
+        eprintln!("sited: control socket at {}", socket.display());
+        if sink == site_daemon::logging::Sink::Terminal {
+            // What a person at a terminal pastes into another one, from any directory.
+            let bin_dir = std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(std::path::Path::to_path_buf));
+            match bin_dir {
+                Some(dir) => eprintln!(
+                    "sited: in another terminal: export SITED_SOCKET={} PATH={}:$PATH",
+                    socket.display(),
+                    dir.display()
+                ),
+                None => eprintln!(
+                    "sited: in another terminal: export SITED_SOCKET={}",
+                    socket.display()
+                ),
+            }
+        }
         d.run()
     }) {
         Ok(()) => ExitCode::SUCCESS,

@@ -219,3 +219,35 @@ fn systemd_hears_ready_watchdog_reloading_and_stopping() {
     let (status, log) = daemon.wait_exit();
     assert!(status.success(), "{log}");
 }
+
+#[test]
+fn the_printed_export_line_works_from_any_directory() {
+    let site = SiteDir::new();
+    site.write_site_config();
+    let daemon = Daemon::start(&site);
+    let log = daemon.wait_log("in another terminal: export ");
+    let line = log
+        .lines()
+        .find_map(|l| l.strip_prefix("sited: in another terminal: "))
+        .expect("the export line");
+    assert!(
+        line.starts_with(&format!(
+            "export SITED_SOCKET={} PATH=",
+            daemon.socket.display()
+        )),
+        "{line}"
+    );
+    // As a person would use it: pasted into a shell somewhere else entirely.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("cd / && {line} && sitectl status"))
+        .env_remove("SITED_SOCKET")
+        .output()
+        .expect("sh");
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(
+        text(&out).0.contains("staff on premises: 0"),
+        "{:?}",
+        text(&out)
+    );
+}
