@@ -241,3 +241,29 @@ fn a_seed_002_hello_is_seen_not_malformed_and_not_answered() {
     }
     assert!(!daemon.log().contains("malformed"), "{}", daemon.log());
 }
+
+#[test]
+fn a_sensor_sending_from_new_ports_is_one_row_and_is_answered_at_the_latest() {
+    let (_site, daemon, udp) = hub();
+    // As the README's /dev/udp example does: every datagram from a new socket.
+    for n in 1..=9u8 {
+        let s = sensor(&udp);
+        send(&s, &[n]);
+    }
+    let last = sensor(&udp);
+    send(&last, &[10]);
+    assert_eq!(status_reply(&last), "STATUS RECEIVED 10/10 PACKETS");
+    let out = daemon.ctl(&["devices", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let rows: Vec<&serde_json::Value> = v["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .filter(|d| d["name"] == "Sensor01")
+        .collect();
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!(
+        rows[0]["address"],
+        last.local_addr().expect("addr").to_string()
+    );
+}

@@ -14,11 +14,11 @@ use mio::net::UdpSocket;
 use mio::{Interest, Registry};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
-/// Senders (address and device name) kept at most; beyond it, the one quiet the longest is
-/// forgotten to make room, so a sender spraying from many ports cannot grow the table.
+/// Senders (host and device name) kept at most; beyond it, the quietest are forgotten to make
+/// room, so a sender spraying many names cannot grow the table.
 pub const MAX_SENDERS: usize = 4096;
 /// The receive buffer asked for: room for a few thousand datagrams, so a burst from many
 /// sensors, or a moment when the loop is busy with something else, loses nothing. The kernel
@@ -27,9 +27,13 @@ pub const RECEIVE_BUFFER_BYTES: usize = 1 << 20;
 /// Sources of malformed datagrams kept at most (the same reasoning).
 pub const MAX_MALFORMED_SOURCES: usize = 1024;
 
-/// One device sending from one address: a sensor restarting on a new port starts afresh.
+/// One device sending from one host. A sensor that restarts (or the README's `/dev/udp`, a new
+/// socket per datagram) comes from a new source port: it is still the same sensor, one row in
+/// `sitectl devices`, and its `STATUS` replies go to the port it last sent from.
 struct Sender {
     device: String,
+    /// The source port of its latest datagram.
+    port: u16,
     /// What it last reported (`temperature`): its type in `sitectl devices`.
     quantity: String,
     stream: Stream,
@@ -43,7 +47,7 @@ pub struct SensorHub {
     socket: UdpSocket,
     addr: SocketAddr,
     gap: Duration,
-    senders: HashMap<SocketAddr, Vec<Sender>>,
+    senders: HashMap<IpAddr, Vec<Sender>>,
     sender_count: usize,
     /// [`MAX_SENDERS`] (smaller in tests).
     max_senders: usize,
@@ -181,22 +185,24 @@ impl SensorHub {
         }
     }
 
-    /// The sender `device` at `from`, made if new (evicting the quietest one when full).
+    /// The sender `device` on `from`'s host, made if new (evicting the quietest when full),
+    /// with `from`'s port as the one to answer.
     fn sender(&mut self, from: SocketAddr, device: &str, now: Duration) -> &mut Sender {
         let known = self
             .senders
-            .get(&from)
+            .get(&from.ip())
             .and_then(|list| list.iter().position(|s| s.device == device));
         if known.is_none() && self.sender_count >= self.max_senders {
             self.evict_quietest();
         }
-        let list = self.senders.entry(from).or_default();
+        let list = self.senders.entry(from.ip()).or_default();
         let index = match known {
             Some(i) => i,
             None => {
                 self.sender_count += 1;
                 list.push(Sender {
                     device: device.to_string(),
+                    port: from.port(),
                     quantity: String::new(),
                     stream: Stream::default(),
                     last_seen: SystemTime::now(),
@@ -205,7 +211,9 @@ impl SensorHub {
                 list.len() - 1
             }
         };
-        &mut list[index]
+        let sender = &mut list[index];
+        sender.port = from.port();
+        sender
     }
 
     /// Forgets the quietest eighth of the senders (at least one): one scan makes room for
@@ -323,10 +331,11 @@ impl SensorHub {
         self.replies.clear();
     }
 
+    /// Every sender, with the address it last sent from.
     fn all(&self) -> impl Iterator<Item = (SocketAddr, &Sender)> {
         self.senders
             .iter()
-            .flat_map(|(addr, list)| list.iter().map(move |s| (*addr, s)))
+            .flat_map(|(ip, list)| list.iter().map(move |s| (SocketAddr::new(*ip, s.port), s)))
     }
 
     /// When the earliest open cycle goes quiet for the gap.
@@ -340,10 +349,10 @@ impl SensorHub {
     pub fn expire(&mut self, now: Duration) {
         let gap = self.gap;
         let mut replies = Vec::new();
-        for (from, list) in &mut self.senders {
+        for (ip, list) in &mut self.senders {
             for s in list {
                 if let Some(cycle) = s.stream.expire(now, gap) {
-                    replies.push((*from, cycle.status_line()));
+                    replies.push((SocketAddr::new(*ip, s.port), cycle.status_line()));
                 }
             }
         }
@@ -543,6 +552,41 @@ mod tests {
             .collect();
         assert_eq!(names, ["S1", "S2"], "S0 was the quietest");
         assert_eq!(hub.sender_count, 2);
+    }
+
+    #[test]
+    fn a_sensor_on_a_new_port_is_the_same_sensor_and_is_answered_there() {
+        let (_poll, mut hub) = hub(MAX_SENDERS);
+        let to = hub.local_addr();
+        let first = sender(to);
+        let second = sender(to);
+        second
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        for n in 1..=5u8 {
+            first
+                .send(format!("S0,t,temperature,20.0,SEQ:{n}").as_bytes())
+                .expect("send");
+        }
+        hub.readable(Duration::from_secs(1));
+        // Restarted: a new socket, the same name, the rest of the cycle.
+        for n in 6..=10u8 {
+            second
+                .send(format!("S0,t,temperature,20.0,SEQ:{n}").as_bytes())
+                .expect("send");
+        }
+        hub.readable(Duration::from_secs(2));
+        let listed = hub.senders();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(
+            listed[0]["address"],
+            second.local_addr().expect("addr").to_string()
+        );
+        let mut buf = [0u8; 64];
+        let n = second
+            .recv(&mut buf)
+            .expect("the STATUS, at the latest port");
+        assert_eq!(&buf[..n], b"STATUS RECEIVED 10/10 PACKETS");
     }
 
     #[test]
