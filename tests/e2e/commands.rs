@@ -131,6 +131,24 @@ fn the_seed_device_program_itself_understands_every_command() {
 }
 
 #[test]
+fn a_command_right_after_a_seed_registration_waits_for_it() {
+    let (_site, daemon) = hub();
+    let mut device = TcpStream::connect(daemon.hub_addr()).expect("connect");
+    device.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    // No newline: the registration counts once the device has been quiet for 100 ms, and the
+    // operator's command comes before that.
+    device
+        .write_all(b"DEVICE Quick01 TYPE temperature")
+        .expect("register");
+    let pending = send_async(&daemon, &["send", "Quick01", "PING"]);
+    assert_eq!(receive(&mut device), "PING");
+    device.write_all(b"ACK pong").expect("ack");
+    let out = pending.join().expect("send");
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(text(&out).0, "ACK pong\n");
+}
+
+#[test]
 fn a_device_that_registers_with_a_newline_gets_newline_terminated_commands() {
     let (_site, daemon) = hub();
     let mut device = TcpStream::connect(daemon.hub_addr()).expect("connect");

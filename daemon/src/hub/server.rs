@@ -505,9 +505,16 @@ impl HubServer {
         asker: Asker,
         registry: &Registry,
     ) -> Result<(), String> {
-        let index = *self.by_name.get(device).ok_or_else(|| {
-            format!("no device named \"{device}\" is connected (see sitectl devices)")
-        })?;
+        // A seed device's registration counts once it has been quiet for 100 ms; a command
+        // for it in the meantime waits for it rather than failing.
+        let index = self
+            .by_name
+            .get(device)
+            .copied()
+            .or_else(|| self.pending_registration(device))
+            .ok_or_else(|| {
+                format!("no device named \"{device}\" is connected (see sitectl devices)")
+            })?;
         if text.trim().eq_ignore_ascii_case("quit") {
             log::info!("hub: closing the connection with {device} at the operator's request");
             self.close(index, registry);
@@ -532,12 +539,27 @@ impl HubServer {
         Ok(())
     }
 
+    /// The connection whose unterminated input is a registration of `device` still waiting
+    /// out its quiet interval, if any.
+    fn pending_registration(&self, device: &str) -> Option<usize> {
+        self.conns.iter().position(|c| {
+            c.as_ref().is_some_and(|c| {
+                c.client.is_none()
+                    && !c.closing
+                    && !c.input.is_empty()
+                    && std::str::from_utf8(&c.input).is_ok_and(|text| {
+                        matches!(protocol::parse(text), Ok(Line::Register { name, .. }) if name == device)
+                    })
+            })
+        })
+    }
+
     /// Sends the device's next queued command if none is waiting for an answer.
     fn start_next(&mut self, index: usize) {
         let Some(Some(conn)) = self.conns.get_mut(index) else {
             return;
         };
-        if conn.in_flight.is_some() {
+        if conn.in_flight.is_some() || conn.client.is_none() {
             return;
         }
         let Some(command) = conn.commands.pop_front() else {
