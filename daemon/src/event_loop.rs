@@ -93,7 +93,25 @@ enum LoopTimer {
     Watchdog,
     /// A control request has been half-sent for too long.
     ControlPartial,
+    /// A simulated input has had its time to settle (see [`PendingSim`]).
+    SimSettled,
 }
+
+/// `sitectl sim` on an input inside its debounce lockout: the plugin applies the new level
+/// when the lockout ends, so the answer waits for that (at most [`SIM_SETTLE`]) rather than
+/// reporting the old state as if it were the result.
+struct PendingSim {
+    asker: Asker,
+    device: String,
+    value: String,
+    /// The state before the simulated edge; any change means it has been applied.
+    before: String,
+    deadline: Duration,
+}
+
+/// The longest a simulated input may take to show its new state: the longest debounce a
+/// plugin allows (1000 ms) and some.
+const SIM_SETTLE: Duration = Duration::from_millis(1200);
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +166,7 @@ pub struct Daemon {
     stopping: bool,
     edges: Vec<Edge>,
     events: Vec<DeviceEvent>,
+    pending_sims: Vec<PendingSim>,
 }
 
 /// Raises the soft open-file limit to the hard one and returns it. The soft default (often
@@ -276,6 +295,7 @@ impl Daemon {
             stopping: false,
             edges: Vec::new(),
             events: Vec::new(),
+            pending_sims: Vec::new(),
         })
     }
 
@@ -359,6 +379,7 @@ impl Daemon {
                     self.poll.registry(),
                 );
             }
+            self.settle_sims();
             self.arm_control_partial();
             self.node.flush();
             // Connections that waited for their answers to go out may go on.
@@ -495,6 +516,8 @@ impl Daemon {
                 LoopTimer::ControlPartial => {
                     self.control.expire_partial(self.poll.registry());
                 }
+                // Answered by `settle_sims`, which runs at the end of every turn.
+                LoopTimer::SimSettled => {}
             }
         }
         self.devices
@@ -550,11 +573,32 @@ impl Daemon {
                     "control: uid {} simulates {device} {value}",
                     incoming.peer.uid
                 );
+                let before = self.device_state(device);
                 match self.devices.simulate(device, value, self.hw.as_mut()) {
                     Ok(()) => {
                         // Deliver the edge now, so the reply (and the next status) shows its effect.
                         self.on_hardware();
-                        Response::ok(self.device_result(device))
+                        let now = self.device_state(device);
+                        if now.eq_ignore_ascii_case(value) || now != before {
+                            Response::ok(self.device_result(device))
+                        } else {
+                            // Inside the debounce lockout: answer when it has been applied.
+                            let deadline = monotonic_now() + SIM_SETTLE;
+                            self.pending_sims.push(PendingSim {
+                                asker: Asker {
+                                    conn: incoming.conn,
+                                    generation: incoming.generation,
+                                },
+                                device: device.clone(),
+                                value: value.clone(),
+                                before,
+                                deadline,
+                            });
+                            if self.timers.deadline_of(&LoopTimer::SimSettled).is_none() {
+                                self.timers.arm(LoopTimer::SimSettled, deadline);
+                            }
+                            return None;
+                        }
                     }
                     Err(e) => Response::err(e.kind, e.message),
                 }
@@ -613,6 +657,52 @@ impl Daemon {
                 Err(message) => Response::err(ErrorKind::Rejected, message),
             },
         })
+    }
+
+    /// A device's state word now ("" if it has none).
+    fn device_state(&self, device: &str) -> String {
+        self.devices
+            .status()
+            .remove(device)
+            .map(|s| s.state)
+            .unwrap_or_default()
+    }
+
+    /// Answers the `sim` requests whose input has taken its new state, or whose time is up.
+    fn settle_sims(&mut self) {
+        if self.pending_sims.is_empty() {
+            return;
+        }
+        let now = monotonic_now();
+        let pending = std::mem::take(&mut self.pending_sims);
+        for sim in pending {
+            let state = self.device_state(&sim.device);
+            let response = if state.eq_ignore_ascii_case(&sim.value) || state != sim.before {
+                Response::ok(self.device_result(&sim.device))
+            } else if now >= sim.deadline {
+                Response::err(
+                    ErrorKind::Failed,
+                    format!(
+                        "{} is still {state} {:.1} s after simulating {}",
+                        sim.device,
+                        SIM_SETTLE.as_secs_f64(),
+                        sim.value
+                    ),
+                )
+            } else {
+                self.pending_sims.push(sim);
+                continue;
+            };
+            self.control.respond_later(
+                sim.asker.conn,
+                sim.asker.generation,
+                &response,
+                self.poll.registry(),
+            );
+        }
+        if let Some(next) = self.pending_sims.iter().map(|s| s.deadline).min() {
+            self.timers.arm(LoopTimer::SimSettled, next);
+        }
     }
 
     fn device_result(&self, device: &str) -> serde_json::Value {

@@ -98,3 +98,21 @@ fn set_siren_on_sounds_it() {
     assert_eq!(daemon.state("siren"), "on");
     assert_eq!(site.pins()["22"]["level"], "high");
 }
+
+#[test]
+fn sim_inside_the_debounce_lockout_prints_the_state_it_leads_to() {
+    let (_site, daemon) = site();
+    // Back to back, as the README's walkthrough does: the release comes inside the button's
+    // 20 ms lockout (and the reed's 50 ms), and is applied when it ends.
+    for (device, first, second) in [
+        ("entry_button", "pressed", "released"),
+        ("office_door", "open", "closed"),
+    ] {
+        let out = daemon.ctl(&["sim", device, first]);
+        assert!(out.status.success(), "{:?}", text(&out));
+        let out = daemon.ctl(&["sim", device, second]);
+        assert!(out.status.success(), "{:?}", text(&out));
+        assert_eq!(text(&out).0, format!("{device}: {second}\n"));
+        assert_eq!(daemon.state(device), second);
+    }
+}
