@@ -1,6 +1,7 @@
-//! Rate limiting for log lines an outsider can trigger (bad control requests, later bad
-//! datagrams): at most `burst` lines per window, then one line saying how many were dropped.
-//! Without it, anyone who can reach a socket could fill the journal.
+//! Log lines an outsider can trigger (connections, registrations, answers, bad requests, bad
+//! datagrams): rate limiting, at most `burst` lines per window and then one line saying how
+//! many were dropped, and escaping of what the client sent. Without them, anyone who can
+//! reach a socket could fill the journal or forge lines in it.
 
 use std::time::{Duration, Instant};
 

@@ -14,6 +14,28 @@ use std::time::{Duration, Instant};
 const NOBODY: u32 = 65534;
 const NOGROUP: u32 = 65534;
 
+/// Writes `chunk` over and over until a write blocks for the stream's write timeout (the
+/// daemon stopped reading), `within` passes, or `max_bytes` went out. Returns whether it
+/// blocked, and the bytes written.
+fn write_until_blocked(
+    stream: &mut impl Write,
+    chunk: &[u8],
+    within: Duration,
+    max_bytes: usize,
+) -> (bool, usize) {
+    let started = Instant::now();
+    let mut written = 0;
+    while started.elapsed() < within && written < max_bytes {
+        match stream.write(chunk) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return (true, written),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("writing: {e}"),
+        }
+    }
+    (false, written)
+}
+
 fn whole_site() -> (SiteDir, Daemon) {
     let site = SiteDir::new();
     site.write_site_config();
@@ -30,20 +52,9 @@ fn a_control_client_that_never_reads_holds_bounded_memory_and_others_are_served(
         .expect("timeout");
     // Status requests, never read: each answer is several KiB.
     let batch = b"{\"cmd\":\"status\"}\n".repeat(1000);
-    let started = Instant::now();
-    let mut sent = 0usize;
-    let mut blocked = false;
-    while started.elapsed() < Duration::from_secs(10) && sent < 200_000 {
-        match hog.write(&batch) {
-            Ok(n) => sent += n / 17,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                blocked = true;
-                break;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => panic!("writing requests: {e}"),
-        }
-    }
+    let (blocked, written) =
+        write_until_blocked(&mut hog, &batch, Duration::from_secs(10), 200_000 * 17);
+    let sent = written / 17;
     assert!(
         blocked,
         "sited kept taking requests ({sent}) while their answers were not read"
@@ -72,19 +83,7 @@ fn a_hub_client_that_never_reads_its_errors_holds_bounded_memory() {
         .expect("timeout");
     // Two bytes in, a 60-byte ERR out: never read, that would grow without end.
     let junk = b"x\n".repeat(32 * 1024);
-    let started = Instant::now();
-    let mut blocked = false;
-    while started.elapsed() < Duration::from_secs(20) {
-        match hog.write(&junk) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                blocked = true;
-                break;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => panic!("writing: {e}"),
-        }
-    }
+    let (blocked, _) = write_until_blocked(&mut hog, &junk, Duration::from_secs(20), usize::MAX);
     assert!(
         blocked,
         "sited kept reading while its answers were not read"
@@ -121,19 +120,7 @@ fn bad_lines_behind_a_report_waiting_for_the_disk_hold_bounded_memory() {
     hog.set_write_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
     let junk = b"x\n".repeat(32 * 1024);
-    let started = Instant::now();
-    let mut blocked = false;
-    while started.elapsed() < Duration::from_secs(20) {
-        match hog.write(&junk) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                blocked = true;
-                break;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => panic!("writing: {e}"),
-        }
-    }
+    let (blocked, _) = write_until_blocked(&mut hog, &junk, Duration::from_secs(20), usize::MAX);
     assert!(blocked, "sited kept reading while the answers piled up");
     let after = rss_kib(daemon.child.id());
     assert!(
