@@ -531,6 +531,48 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A child process that is killed and reaped on every path out of a test, like the daemon.
+pub struct Reap(pub std::process::Child);
+
+impl Reap {
+    /// Starts `python3 tests/seed/<script> <args>`, its output piped: seed 001's own programs.
+    pub fn seed_program(script: &str, args: &[&str]) -> Reap {
+        let child = std::process::Command::new("python3")
+            .arg(workspace_root().join("tests/seed").join(script))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run python3 (seed 001's programs are Python)");
+        Reap(child)
+    }
+
+    /// Waits up to `limit` for it to exit; its exit status and what it printed on stdout.
+    pub fn finish(&mut self, limit: Duration) -> (ExitStatus, String) {
+        use std::io::Read;
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(start.elapsed() < limit, "still running after {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut printed = String::new();
+        if let Some(mut out) = self.0.stdout.take() {
+            let _ = out.read_to_string(&mut printed);
+        }
+        (status, printed)
+    }
+}
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs a blocking socket call again when a signal interrupts it (EINTR): the test process
 /// gets signals from the children it starts and stops.
 pub fn retry_eintr<T>(mut call: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {

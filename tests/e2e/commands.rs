@@ -82,23 +82,7 @@ fn the_seed_device_program_itself_understands_every_command() {
     let (_site, daemon) = hub();
     let hub = daemon.hub_addr();
     let (host, port) = hub.rsplit_once(':').expect("host:port");
-    let script = workspace_root().join("tests/seed/tcp_client.py");
-    let device = std::process::Command::new("python3")
-        .arg(&script)
-        .args([host, port])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run python3 (seed 001's device is a Python program)");
-    // Killed on every path, like the daemon.
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut device = Reap(device);
+    let mut device = Reap::seed_program("tcp_client.py", &[host, port]);
     daemon.wait_log("registered DEVICE=Sensor01 TYPE=temperature");
     for command in [&["SET_INTERVAL", "3"][..], &["ACTIVATE_ALARM"]] {
         let mut args = vec!["send", "Sensor01"];
@@ -108,16 +92,7 @@ fn the_seed_device_program_itself_understands_every_command() {
         assert_eq!(text(&out).0, "ACK Command Executed\n");
     }
     assert!(daemon.ctl(&["send", "Sensor01", "quit"]).status.success());
-    let status = wait_for("the seed device to exit", || {
-        device.0.try_wait().expect("try_wait")
-    });
-    let mut printed = String::new();
-    let _ = device
-        .0
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut printed);
+    let (status, printed) = device.finish(DEADLINE);
     assert!(status.success(), "{printed}");
     for line in [
         "[Sensor01] Received command: SET_INTERVAL 3\n",

@@ -2,6 +2,7 @@
 
 use site_tests::*;
 use std::net::UdpSocket;
+use std::time::Duration;
 
 fn hub() -> (SiteDir, Daemon, String) {
     let site = SiteDir::new();
@@ -266,4 +267,68 @@ fn a_sensor_sending_from_new_ports_is_one_row_and_is_answered_at_the_latest() {
         rows[0]["address"],
         last.local_addr().expect("addr").to_string()
     );
+}
+
+/// Seed 001's own UDP sensor program (`tests/seed/udp_client.py`) at 0.1 s, 1 s and 3 s
+/// intervals, each with and without a lost `SEQ:10`, all at once against one hub with the
+/// default `cycle-gap-ms` (2 s, shorter than the slowest interval). Each must get exactly one
+/// `STATUS` per cycle, for that cycle, while it waits for it: the first cycle included, before
+/// the hub knows its interval, and the cycle whose `SEQ:10` was lost included.
+#[test]
+fn seed_sensors_get_one_status_per_cycle_at_any_interval() {
+    let site = SiteDir::new();
+    site.write_config("\n[hub]\ntcp = \"127.0.0.1:0\"\nudp = \"127.0.0.1:0\"\n");
+    let daemon = Daemon::start(&site);
+    let udp = daemon.status()["hub"]["udp"]["listen"]
+        .as_str()
+        .expect("udp listen address")
+        .to_string();
+    let (host, port) = udp.rsplit_once(':').expect("host:port");
+    let full = "STATUS RECEIVED 10/10 PACKETS";
+    let lost = "STATUS RECEIVED 9/10 PACKETS; MISSING: [10]";
+    // (name, interval, the cycles whose SEQ:10 is lost, the replies it must print)
+    let cases: [(&str, &str, &str, &[&str]); 6] = [
+        ("Fast", "0.1", "", &[full, full, full]),
+        ("FastLost", "0.1", "2", &[full, lost, full]),
+        ("Steady", "1", "", &[full, full]),
+        ("SteadyLost", "1", "1", &[lost, full]),
+        ("Slow", "3", "", &[full]),
+        ("SlowLost", "3", "1", &[lost]),
+    ];
+    let mut clients: Vec<Reap> = cases
+        .iter()
+        .map(|(name, every, lose, replies)| {
+            let cycles = replies.len().to_string();
+            Reap::seed_program("udp_client.py", &[host, port, name, every, &cycles, lose])
+        })
+        .collect();
+    for ((name, every, _, replies), client) in cases.iter().zip(&mut clients) {
+        let (status, printed) = client.finish(Duration::from_secs(90));
+        assert!(status.success(), "{name}: {printed}");
+        let got: Vec<&str> = printed
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("[{name}] ")))
+            .filter(|l| l.starts_with("STATUS") || l.starts_with("No status"))
+            .collect();
+        assert_eq!(&got, replies, "{name}, every {every} s:\n{printed}");
+    }
+    // Exactly one reply per cycle: the hub closed each sender's cycles once each (a closed
+    // cycle is one STATUS), and knows each one's interval.
+    let out = daemon.ctl(&["devices", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    for (name, every, _, replies) in cases {
+        let sender = list["devices"]
+            .as_array()
+            .expect("devices")
+            .iter()
+            .find(|d| d["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {list}"));
+        assert_eq!(sender["stats"]["cycles"], replies.len(), "{name}: {sender}");
+        let interval = sender["interval_ms"].as_u64().expect("interval_ms");
+        let every_ms = (every.parse::<f64>().expect("interval") * 1000.0) as u64;
+        assert!(
+            (every_ms..every_ms + 500).contains(&interval),
+            "{name}: interval {interval} ms, sent every {every_ms} ms"
+        );
+    }
 }

@@ -4,6 +4,12 @@
 //! `STATUS RECEIVED x/10 PACKETS` (`; MISSING: [3, 7]`). A cycle closes on SEQ:10, on a SEQ:1
 //! while it is open (the sender started over), or after a quiet gap. Duplicates and
 //! out-of-order packets are counted, never double-counted.
+//!
+//! The quiet gap adapts to each sender ([`Stream::gap`]): a sensor reporting every 3 s must not
+//! have its cycle closed between two of its packets (it would get `1/10` after every packet,
+//! and a seed client, which reads one reply per cycle, would stay a cycle behind from then on),
+//! and a lost `SEQ:10` must still be answered while a seed client waits for its reply (5 s
+//! after sending `SEQ:10`).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -198,6 +204,17 @@ impl ClosedCycle {
     }
 }
 
+/// How long a cycle waits for a sender whose interval is not known yet (before its second
+/// packet), unless `cycle-gap-ms` is longer: long enough for any sensor's first cycle. Only a
+/// sender that sends one packet and then nothing waits this long for its reply.
+pub const FIRST_INTERVAL_ALLOWANCE: Duration = Duration::from_secs(30);
+/// How late a packet may be, beyond its sender's interval, before its cycle is closed: one more
+/// interval, but at most this, so a cycle whose `SEQ:10` was lost is answered within the 5 s a
+/// seed client waits for its `STATUS`.
+pub const MAX_LATENESS: Duration = Duration::from_secs(4);
+/// Intervals remembered per sender; the longest of them is its interval.
+const INTERVALS_KEPT: usize = 4;
+
 /// Counters for `sitectl devices`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StreamStats {
@@ -215,6 +232,12 @@ pub struct Stream {
     received: BTreeSet<u8>,
     highest: u8,
     last_packet: Option<Duration>,
+    /// The open cycle's newest fresh packet: its sequence number and arrival.
+    last_fresh: Option<(u8, Duration)>,
+    /// Recent time per sequence step between fresh packets of one cycle (the pause between
+    /// cycles, which includes the sender's wait for its reply, is not an interval).
+    intervals: [Option<Duration>; INTERVALS_KEPT],
+    next_interval: usize,
     pub stats: StreamStats,
 }
 
@@ -239,6 +262,12 @@ impl Stream {
             self.stats.out_of_order += 1;
         } else {
             fresh = true;
+            if let Some((before, at)) = self.last_fresh {
+                let steps = u32::from(seq - before);
+                self.intervals[self.next_interval] = Some(now.saturating_sub(at) / steps);
+                self.next_interval = (self.next_interval + 1) % INTERVALS_KEPT;
+            }
+            self.last_fresh = Some((seq, now));
         }
         self.highest = self.highest.max(seq);
         self.last_packet = Some(now);
@@ -248,18 +277,32 @@ impl Stream {
         (closed, fresh)
     }
 
-    /// Closes an open cycle that has been quiet for `gap`.
-    pub fn expire(&mut self, now: Duration, gap: Duration) -> Option<ClosedCycle> {
-        let quiet = self
-            .last_packet
-            .is_some_and(|at| now.saturating_sub(at) >= gap);
-        (self.is_open() && quiet).then(|| self.close())
+    /// The sender's interval between packets: the longest of its recent ones, once it has sent
+    /// two packets of one cycle.
+    pub fn interval(&self) -> Option<Duration> {
+        self.intervals.iter().flatten().max().copied()
+    }
+
+    /// How long this sender's open cycle may be quiet before it is closed: `floor`
+    /// (`cycle-gap-ms`), or its interval plus the lateness allowed, if that is longer; before
+    /// the interval is known, [`FIRST_INTERVAL_ALLOWANCE`].
+    pub fn gap(&self, floor: Duration) -> Duration {
+        let wait = match self.interval() {
+            Some(i) => i + i.min(MAX_LATENESS),
+            None => FIRST_INTERVAL_ALLOWANCE,
+        };
+        wait.max(floor)
+    }
+
+    /// Closes an open cycle that has been quiet for its gap (see [`Stream::gap`]).
+    pub fn expire(&mut self, now: Duration, floor: Duration) -> Option<ClosedCycle> {
+        (self.deadline(floor)? <= now).then(|| self.close())
     }
 
     /// When the open cycle times out, if one is open.
-    pub fn deadline(&self, gap: Duration) -> Option<Duration> {
+    pub fn deadline(&self, floor: Duration) -> Option<Duration> {
         if self.is_open() {
-            self.last_packet.map(|at| at + gap)
+            self.last_packet.map(|at| at + self.gap(floor))
         } else {
             None
         }
@@ -280,6 +323,7 @@ impl Stream {
         }
         self.received.clear();
         self.highest = 0;
+        self.last_fresh = None;
         cycle
     }
 }
@@ -455,9 +499,116 @@ mod tests {
     fn a_cycle_stays_open_until_the_gap_has_passed() {
         let mut s = Stream::default();
         s.packet(1, ms(100));
-        assert_eq!(s.deadline(ms(2000)), Some(ms(2100)));
-        assert_eq!(s.expire(ms(2099), ms(2000)), None);
-        assert!(s.expire(ms(2100), ms(2000)).is_some());
+        s.packet(2, ms(200));
+        assert_eq!(s.deadline(ms(2000)), Some(ms(2200)));
+        assert_eq!(s.expire(ms(2199), ms(2000)), None);
+        assert!(s.expire(ms(2200), ms(2000)).is_some());
         assert_eq!(s.deadline(ms(2000)), None);
+    }
+
+    /// A sender at `every` ms for `cycles` cycles (SEQ:10 lost where `lose_10`), pausing
+    /// `every` between cycles as a seed client sleeps; the replies, and when each came.
+    fn play(every: u64, cycles: usize, lose_10: &[usize]) -> Vec<(u64, ClosedCycle)> {
+        let mut s = Stream::default();
+        let mut replies = Vec::new();
+        let mut now = 0;
+        // Runs the expiry at every millisecond for `span`, as the loop's timer would.
+        fn wait(s: &mut Stream, now: &mut u64, span: u64, replies: &mut Vec<(u64, ClosedCycle)>) {
+            for _ in 0..span {
+                *now += 1;
+                if let Some(c) = s.expire(ms(*now), ms(2000)) {
+                    replies.push((*now, c));
+                }
+            }
+        }
+        for cycle in 0..cycles {
+            for seq in 1..=CYCLE_LEN {
+                if !(seq == CYCLE_LEN && lose_10.contains(&cycle)) {
+                    for c in s.packet(seq, ms(now)).0 {
+                        replies.push((now, c));
+                    }
+                }
+                if seq < CYCLE_LEN {
+                    wait(&mut s, &mut now, every, &mut replies);
+                }
+            }
+            // The seed client waits up to 5 s for its STATUS, then sleeps and starts over.
+            let sent_10 = now;
+            let answered = replies.len() > cycle;
+            wait(&mut s, &mut now, 5000, &mut replies);
+            if !answered {
+                assert!(
+                    replies.len() > cycle && replies[cycle].0 < sent_10 + 5000,
+                    "every {every} ms, cycle {cycle}: no reply within the seed client's 5 s"
+                );
+            }
+            wait(&mut s, &mut now, every, &mut replies);
+        }
+        replies
+    }
+
+    #[test]
+    fn a_steady_sender_gets_one_status_per_cycle_at_any_interval() {
+        for every in [100, 1000, 2500, 3000, 10_000, 20_000] {
+            let replies = play(every, 3, &[]);
+            let lines: Vec<String> = replies.iter().map(|(_, c)| c.status_line()).collect();
+            assert_eq!(
+                lines,
+                vec!["STATUS RECEIVED 10/10 PACKETS"; 3],
+                "every {every} ms"
+            );
+        }
+    }
+
+    #[test]
+    fn a_lost_seq_10_is_answered_while_the_seed_client_still_waits() {
+        for every in [100, 1000, 2500, 3000, 10_000, 20_000] {
+            for lost in [0, 1] {
+                let replies = play(every, 3, &[lost]);
+                let lines: Vec<String> = replies.iter().map(|(_, c)| c.status_line()).collect();
+                let mut expected = vec!["STATUS RECEIVED 10/10 PACKETS"; 3];
+                expected[lost] = "STATUS RECEIVED 9/10 PACKETS; MISSING: [10]";
+                assert_eq!(
+                    lines, expected,
+                    "every {every} ms, SEQ:10 lost in cycle {lost}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_gap_follows_the_senders_recent_interval() {
+        let mut s = Stream::default();
+        s.packet(1, ms(0));
+        assert_eq!(s.interval(), None);
+        assert_eq!(s.gap(ms(2000)), FIRST_INTERVAL_ALLOWANCE);
+        s.packet(2, ms(3000));
+        assert_eq!(s.interval(), Some(ms(3000)));
+        assert_eq!(s.gap(ms(2000)), ms(6000), "one interval late is allowed");
+        // SEQ:3 lost: SEQ:4 two steps later is still a 3 s interval.
+        s.packet(4, ms(9000));
+        assert_eq!(s.interval(), Some(ms(3000)));
+        // A late or repeated packet is not an interval.
+        s.packet(3, ms(9500));
+        s.packet(4, ms(9600));
+        assert_eq!(s.interval(), Some(ms(3000)));
+        // Once the slow steps are out of the window, the gap shrinks back to the floor.
+        for seq in 5..=9 {
+            s.packet(seq, ms(9000 + 100 * u64::from(seq - 4)));
+        }
+        assert_eq!(s.interval(), Some(ms(100)));
+        assert_eq!(s.gap(ms(2000)), ms(2000));
+        // A slow sender is allowed at most MAX_LATENESS beyond its interval.
+        let mut slow = Stream::default();
+        slow.packet(1, ms(0));
+        slow.packet(2, ms(20_000));
+        assert_eq!(slow.gap(ms(2000)), ms(20_000) + MAX_LATENESS);
+        // The pause between cycles is not an interval.
+        let mut s = Stream::default();
+        for seq in 1..=CYCLE_LEN {
+            s.packet(seq, ms(u64::from(seq) * 100));
+        }
+        s.packet(1, ms(60_000));
+        assert_eq!(s.interval(), Some(ms(100)));
     }
 }

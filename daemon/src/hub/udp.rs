@@ -46,6 +46,8 @@ struct Sender {
 pub struct SensorHub {
     socket: UdpSocket,
     addr: SocketAddr,
+    /// `cycle-gap-ms`: the shortest quiet gap that closes a cycle; each sender's own is longer
+    /// if its interval is ([`Stream::gap`]).
     gap: Duration,
     senders: HashMap<IpAddr, Vec<Sender>>,
     sender_count: usize,
@@ -338,14 +340,14 @@ impl SensorHub {
             .flat_map(|(ip, list)| list.iter().map(move |s| (SocketAddr::new(*ip, s.port), s)))
     }
 
-    /// When the earliest open cycle goes quiet for the gap.
+    /// When the earliest open cycle goes quiet for its sender's gap.
     pub fn next_deadline(&self) -> Option<Duration> {
         self.all()
             .filter_map(|(_, s)| s.stream.deadline(self.gap))
             .min()
     }
 
-    /// Closes the cycles that have been quiet for the gap and answers their senders.
+    /// Closes the cycles that have been quiet for their sender's gap and answers their senders.
     pub fn expire(&mut self, now: Duration) {
         let gap = self.gap;
         let mut replies = Vec::new();
@@ -369,6 +371,7 @@ impl SensorHub {
                     "name": s.device, "type": s.quantity, "via": "udp", "address": from.to_string(),
                     "state": if s.stream.is_open() { "in cycle" } else { "idle" },
                     "last_seen": local_time(s.last_seen), "stats": s.stream.stats,
+                    "interval_ms": s.stream.interval().map(|i| i.as_millis() as u64),
                 })
             })
             .collect();
