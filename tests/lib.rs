@@ -201,7 +201,12 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `sited --config <config>` and waits until it answers `status`.
     pub fn start(site: &SiteDir) -> Daemon {
-        let daemon = Daemon::spawn(&site.config_path(), &site.socket());
+        Daemon::start_with_env(site, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment (`SITED_LOG_LEVEL`, ...).
+    pub fn start_with_env(site: &SiteDir, env: &[(&str, &str)]) -> Daemon {
+        let daemon = Daemon::spawn_with_env(&site.config_path(), &site.socket(), env);
         wait_for("sited to answer status", || {
             if let Some(status) = daemon.try_exit_status() {
                 panic!("sited exited early with {status}; log:\n{}", daemon.log());

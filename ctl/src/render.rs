@@ -88,9 +88,14 @@ fn site(out: &mut String, status: &Status) {
             Some((text, _)) => text,
             None => &stall.error,
         };
+        let waits = if stall.best_effort {
+            "lines wait, nothing else does"
+        } else {
+            "acknowledgements wait"
+        };
         let _ = writeln!(
             out,
-            "store: cannot write {} since {}: {} ({}; acknowledgements wait)",
+            "store: cannot write {} since {}: {} ({}; {waits})",
             one_line(&file),
             one_line(&stall.since),
             one_line(error),
@@ -624,13 +629,19 @@ NAME ";
         let mut v = sample();
         v["staff"] = json!(2);
         v["store"] = json!({"stalled": [{"file": "/var/log/sited/events.log",
-            "since": "2026-11-30 10:07:35", "error": "No space left on device (os error 28)"}]});
+            "since": "2026-11-30 10:07:35", "error": "No space left on device (os error 28)"},
+            {"file": "/var/log/sited/devices.log", "since": "2026-11-30 10:07:36",
+             "error": "Permission denied (os error 13)", "best_effort": true}]});
         v["site"] = json!({"access": {"state": "idle", "open": [],
             "link": {"hub": "10.0.0.2:5050", "name": "front-access", "connected": true,
                      "outbox": 4, "refused": "sequence (expected 7 or lower, got 9)"}}});
         let text = status(&v).expect("renders");
         assert!(
             text.contains("store: cannot write events.log since 2026-11-30 10:07:35: No space left on device (/var/log/sited/events.log; acknowledgements wait)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("store: cannot write devices.log since 2026-11-30 10:07:36: Permission denied (/var/log/sited/devices.log; lines wait, nothing else does)\n"),
             "{text}"
         );
         assert!(

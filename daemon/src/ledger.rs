@@ -96,6 +96,7 @@ impl Ledger {
     pub fn open(
         state_dir: &Path,
         event_log: Option<&Path>,
+        device_log: Option<&Path>,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<Ledger, Error> {
         let dir_err = |source| Error::StateDir {
@@ -145,7 +146,8 @@ impl Ledger {
         } else {
             AT_START - 1
         };
-        let store = Store::start(state_dir, log, missing, wake).map_err(dir_err)?;
+        let device_log = device_log.map(EventLog::device_log);
+        let store = Store::start(state_dir, log, missing, device_log, wake).map_err(dir_err)?;
         Ok(Ledger {
             state,
             store,
@@ -364,9 +366,14 @@ impl Ledger {
         }
     }
 
-    /// SIGHUP: reopen the event log (logrotate moved it).
+    /// SIGHUP: reopen the event log and the device log (logrotate moved them).
     pub fn reopen_log(&mut self) {
         self.store.reopen_log();
+    }
+
+    /// Lines for `[hub] device-log`, written by the writer thread.
+    pub fn device_log(&mut self, lines: Vec<String>) {
+        self.store.device_log(lines);
     }
 
     /// Collects the writer's progress and releases what waited on it. Cheap when nothing
@@ -439,7 +446,7 @@ mod tests {
             let _ = tx.lock().map(|t| t.send(()));
         });
         (
-            Ledger::open(dir, Some(log_path), wake).expect("open"),
+            Ledger::open(dir, Some(log_path), None, wake).expect("open"),
             woken,
         )
     }

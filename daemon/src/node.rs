@@ -111,7 +111,8 @@ impl Node {
             return Ok(Node::empty());
         }
         let event_log = config.hub.as_ref().map(|h| h.event_log.as_path());
-        let ledger = Ledger::open(&config.daemon.state_dir, event_log, wake)?;
+        let device_log = config.hub.as_ref().and_then(|h| h.device_log.as_deref());
+        let ledger = Ledger::open(&config.daemon.state_dir, event_log, device_log, wake)?;
         let hub = match &config.hub {
             Some(h) => {
                 let addr = resolve_addr(&h.tcp).map_err(Error::Config)?;
@@ -126,14 +127,21 @@ impl Node {
                         h.max_clients
                     );
                 }
-                let server =
+                let mut server =
                     HubServer::bind(addr, max_clients, h.max_clients_per_address, registry)
                         .map_err(|source| Error::HubBind {
                             addr: h.tcp.clone(),
                             source,
                         })?;
+                let device_log = match &h.device_log {
+                    Some(path) => {
+                        server.keep_device_log();
+                        format!(", device log {}", path.display())
+                    }
+                    None => String::new(),
+                };
                 log::info!(
-                    "hub: listening on {} (event log {})",
+                    "hub: listening on {} (event log {}{device_log})",
                     server.local_addr(),
                     h.event_log.display()
                 );
@@ -664,10 +672,17 @@ impl Node {
         self.release(registry);
     }
 
-    /// End of a turn of the loop: this turn's changes go to the writer as one snapshot.
+    /// End of a turn of the loop: this turn's changes go to the writer as one snapshot, and
+    /// the turn's device-log lines with them.
     pub fn flush(&mut self) {
         if let Some(ledger) = &mut self.ledger {
             ledger.flush();
+            if let Some(hub) = &mut self.hub {
+                let lines = hub.take_device_log();
+                if !lines.is_empty() {
+                    ledger.device_log(lines);
+                }
+            }
         }
     }
 
@@ -804,6 +819,7 @@ impl Node {
                     file: s.file.display().to_string(),
                     since: crate::hub::stream::local_time(s.since),
                     error: s.error.clone(),
+                    best_effort: s.best_effort,
                 })
                 .collect(),
         })
@@ -834,6 +850,7 @@ impl Node {
 
     /// At stop: the writer finishes what is queued.
     pub fn finish(&mut self) {
+        self.flush();
         if let Some(ledger) = &mut self.ledger {
             ledger.finish();
         }

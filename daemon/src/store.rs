@@ -163,9 +163,12 @@ pub fn check_writable(dir: &Path) -> io::Result<()> {
     nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).map_err(io::Error::from)
 }
 
-/// The seed-000 text log, appended and fsynced, one whole line or nothing.
+/// The seed-000 text log, appended and fsynced, one whole line or nothing. The device log
+/// (`[hub] device-log`) is one too.
 pub struct EventLog {
     path: PathBuf,
+    /// "event log" or "device log", for messages.
+    label: &'static str,
     /// None until it could be opened (a log directory that is not writable yet is a stall,
     /// not a reason to refuse to start).
     file: Option<File>,
@@ -182,6 +185,7 @@ impl EventLog {
     pub fn open(path: &Path) -> io::Result<EventLog> {
         let mut log = EventLog {
             path: path.to_path_buf(),
+            label: "event log",
             file: None,
             suspect_tail: true,
             cut_back_to: None,
@@ -194,9 +198,19 @@ impl EventLog {
     pub fn closed(path: &Path) -> EventLog {
         EventLog {
             path: path.to_path_buf(),
+            label: "event log",
             file: None,
             suspect_tail: true,
             cut_back_to: None,
+        }
+    }
+
+    /// The device log at `path`, opened at its first line (so a log directory that is not
+    /// writable yet is a stall reported then, not an error at start).
+    pub fn device_log(path: &Path) -> EventLog {
+        EventLog {
+            label: "device log",
+            ..EventLog::closed(path)
         }
     }
 
@@ -236,8 +250,14 @@ impl EventLog {
             let file = self.file.as_mut().expect("opened just above");
             let cut = repair_tail(file)?;
             if cut > 0 {
+                let again = if self.label == "event log" {
+                    "; it is appended again whole"
+                } else {
+                    ""
+                };
                 log::warn!(
-                    "event log {}: removed a torn last line ({cut} bytes) that a crash or a full disk left; it is appended again whole",
+                    "{} {}: removed a torn last line ({cut} bytes) that a crash or a full disk left{again}",
+                    self.label,
                     self.path.display()
                 );
             }
@@ -394,6 +414,9 @@ enum Job {
         state: Box<State>,
         lines: Vec<String>,
     },
+    /// Lines for the device log.
+    DeviceLog(Vec<String>),
+    /// SIGHUP: reopen the event log and the device log (logrotate moved them).
     ReopenLog,
 }
 
@@ -403,6 +426,8 @@ pub struct Stall {
     pub file: PathBuf,
     pub since: SystemTime,
     pub error: String,
+    /// Nothing waits for this file (the device log).
+    pub best_effort: bool,
 }
 
 /// How far the writer has got: every commit up to `state` has its state file on disk, every
@@ -437,11 +462,81 @@ struct Writer {
     state_done: CommitId,
     state_stall: Option<Stall>,
     log_stall: Option<Stall>,
+    devices: Option<DeviceLogWriter>,
+}
+
+/// Lines a device log holds at most while it cannot be written; beyond it the oldest go, and
+/// how many is said when it works again. It is a record for people, and nothing waits for it.
+pub const DEVICE_LOG_BACKLOG: usize = 10_000;
+
+/// The device log's side of the writer: best effort, never holding anything else up.
+struct DeviceLogWriter {
+    log: EventLog,
+    pending: std::collections::VecDeque<String>,
+    dropped: u64,
+    stall: Option<Stall>,
+}
+
+impl DeviceLogWriter {
+    fn add(&mut self, lines: Vec<String>) {
+        self.pending.extend(lines);
+        let over = self.pending.len().saturating_sub(DEVICE_LOG_BACKLOG);
+        if over > 0 {
+            self.pending.drain(..over);
+            self.dropped += over as u64;
+        }
+    }
+
+    fn work(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let lines: Vec<String> = self.pending.iter().cloned().collect();
+        match self.log.append(&lines) {
+            Ok(()) => {
+                self.pending.clear();
+                if self.stall.take().is_some() {
+                    log::info!(
+                        "device log: {} written again{}",
+                        self.log.path().display(),
+                        match std::mem::take(&mut self.dropped) {
+                            0 => String::new(),
+                            n => format!(
+                                " ({n} older line(s) were left out: more than {DEVICE_LOG_BACKLOG} waited)"
+                            ),
+                        }
+                    );
+                }
+            }
+            Err(e) => self.failed(e.to_string()),
+        }
+    }
+
+    fn failed(&mut self, error: String) {
+        match &mut self.stall {
+            Some(s) => s.error = error,
+            None => {
+                log::error!(
+                    "device log: cannot write {}: {error}; retrying every {} s (the hub carries on, and up to {DEVICE_LOG_BACKLOG} lines wait)",
+                    self.log.path().display(),
+                    RETRY_PAUSE.as_secs()
+                );
+                self.stall = Some(Stall {
+                    file: self.log.path().to_path_buf(),
+                    since: SystemTime::now(),
+                    error,
+                    best_effort: true,
+                });
+            }
+        }
+    }
 }
 
 impl Writer {
     fn unfinished(&self) -> bool {
-        self.unwritten.is_some() || !self.pending.is_empty()
+        self.unwritten.is_some()
+            || !self.pending.is_empty()
+            || self.devices.as_ref().is_some_and(|d| !d.pending.is_empty())
     }
 
     fn take(&mut self, job: Job) {
@@ -450,9 +545,19 @@ impl Writer {
                 self.pending.extend(lines.into_iter().map(|l| (id, l)));
                 self.unwritten = Some((id, state));
             }
+            Job::DeviceLog(lines) => {
+                if let Some(d) = &mut self.devices {
+                    d.add(lines);
+                }
+            }
             Job::ReopenLog => {
                 if let Err(e) = self.log.reopen() {
                     self.log_failed(format!("reopening: {e}"));
+                }
+                if let Some(d) = &mut self.devices
+                    && let Err(e) = d.log.reopen()
+                {
+                    d.failed(format!("reopening: {e}"));
                 }
             }
         }
@@ -508,6 +613,9 @@ impl Writer {
                 Err(e) => self.log_failed(e.to_string()),
             }
         }
+        if let Some(d) = &mut self.devices {
+            d.work();
+        }
     }
 
     fn log_failed(&mut self, error: String) {
@@ -528,6 +636,7 @@ impl Writer {
                 .state_stall
                 .iter()
                 .chain(&self.log_stall)
+                .chain(self.devices.as_ref().and_then(|d| d.stall.as_ref()))
                 .cloned()
                 .collect(),
         }
@@ -548,6 +657,7 @@ fn fail(stall: &mut Option<Stall>, file: &Path, error: String) {
                 file: file.to_path_buf(),
                 since: SystemTime::now(),
                 error,
+                best_effort: false,
             });
         }
     }
@@ -555,11 +665,13 @@ fn fail(stall: &mut Option<Stall>, file: &Path, error: String) {
 
 impl Store {
     /// Starts the writer. `pending` are event-log lines from before the start that the log
-    /// lacks (appended first). `wake` is called after each pass so the loop picks it up.
+    /// lacks (appended first); `device_log` is `[hub] device-log`, if set. `wake` is called
+    /// after each pass so the loop picks it up.
     pub fn start(
         state_dir: &Path,
         log: EventLog,
         pending: Vec<String>,
+        device_log: Option<EventLog>,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> io::Result<Store> {
         let (jobs, job_rx) = mpsc::channel::<Job>();
@@ -577,6 +689,12 @@ impl Store {
             state_done: AT_START,
             state_stall,
             log_stall: None,
+            devices: device_log.map(|log| DeviceLogWriter {
+                log,
+                pending: std::collections::VecDeque::new(),
+                dropped: 0,
+                stall: None,
+            }),
         };
         let thread = std::thread::Builder::new()
             .name("sited-store".into())
@@ -660,6 +778,15 @@ impl Store {
     pub fn reopen_log(&mut self) {
         if let Some(jobs) = &self.jobs {
             let _ = jobs.send(Job::ReopenLog);
+        }
+    }
+
+    /// Queues lines for the device log (dropped if none is configured).
+    pub fn device_log(&mut self, lines: Vec<String>) {
+        if let Some(jobs) = &self.jobs
+            && !lines.is_empty()
+        {
+            let _ = jobs.send(Job::DeviceLog(lines));
         }
     }
 
@@ -849,7 +976,10 @@ mod tests {
             let _ = tx.lock().map(|t| t.send(()));
         });
         let log = EventLog::open(log_path).expect("log");
-        (Store::start(dir, log, Vec::new(), wake).expect("start"), rx)
+        (
+            Store::start(dir, log, Vec::new(), None, wake).expect("start"),
+            rx,
+        )
     }
 
     fn progress_until(
@@ -917,5 +1047,94 @@ mod tests {
             "and the line with it"
         );
         store.finish();
+    }
+
+    #[test]
+    fn a_failing_device_log_holds_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tx, rx) = mpsc::channel::<()>();
+        let tx = std::sync::Mutex::new(tx);
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            let _ = tx.lock().map(|t| t.send(()));
+        });
+        let log_path = dir.path().join("events.log");
+        let log = EventLog::open(&log_path).expect("log");
+        let devices = EventLog::device_log(Path::new("/dev/full"));
+        let mut store =
+            Store::start(dir.path(), log, Vec::new(), Some(devices), wake).expect("start");
+        store.device_log(
+            (0..DEVICE_LOG_BACKLOG + 10)
+                .map(|n| format!("line {n}"))
+                .collect(),
+        );
+        let id = store.commit(&State::default(), vec!["entered, 1".into()]);
+        let p = progress_until(&store, &rx, |p| p.log >= id && !p.stalls.is_empty());
+        assert_eq!(
+            (p.state, p.log),
+            (id, id),
+            "the event log and state went on"
+        );
+        assert_eq!(p.stalls[0].file, Path::new("/dev/full"));
+        assert!(p.stalls[0].best_effort);
+        assert_eq!(tail_lines(&log_path, 5).expect("tail"), vec!["entered, 1"]);
+        store.finish();
+    }
+
+    #[test]
+    fn device_log_lines_are_appended_whole_and_reopened_on_request() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tx, rx) = mpsc::channel::<()>();
+        let tx = std::sync::Mutex::new(tx);
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            let _ = tx.lock().map(|t| t.send(()));
+        });
+        let log = EventLog::open(&dir.path().join("events.log")).expect("log");
+        let path = dir.path().join("devices.log");
+        let mut store = Store::start(
+            dir.path(),
+            log,
+            Vec::new(),
+            Some(EventLog::device_log(&path)),
+            wake,
+        )
+        .expect("start");
+        store.device_log(vec!["one".into(), "two".into()]);
+        let wait_lines = |path: &Path, n: usize| {
+            for _ in 0..1000 {
+                let lines = tail_lines(path, 10).unwrap_or_default();
+                if lines.len() >= n {
+                    return lines;
+                }
+                let _ = rx.recv_timeout(Duration::from_millis(10));
+            }
+            panic!("{} never had {n} lines", path.display());
+        };
+        assert_eq!(wait_lines(&path, 2), vec!["one", "two"]);
+        std::fs::rename(&path, dir.path().join("devices.log.1")).expect("rotate");
+        store.reopen_log();
+        store.device_log(vec!["three".into()]);
+        assert_eq!(wait_lines(&path, 1), vec!["three"]);
+        store.finish();
+    }
+
+    #[test]
+    fn the_device_log_backlog_keeps_the_newest_lines() {
+        let mut d = DeviceLogWriter {
+            log: EventLog::device_log(Path::new("/dev/full")),
+            pending: std::collections::VecDeque::new(),
+            dropped: 0,
+            stall: None,
+        };
+        d.add(
+            (0..DEVICE_LOG_BACKLOG + 10)
+                .map(|n| n.to_string())
+                .collect(),
+        );
+        assert_eq!(d.pending.len(), DEVICE_LOG_BACKLOG);
+        assert_eq!(d.dropped, 10);
+        assert_eq!(d.pending.front().map(String::as_str), Some("10"));
+        d.work();
+        assert!(d.stall.is_some(), "/dev/full is full");
+        assert_eq!(d.pending.len(), DEVICE_LOG_BACKLOG, "kept for the retry");
     }
 }

@@ -386,3 +386,101 @@ fn registered_devices_are_watched_by_tcp_keepalive_not_an_idle_timeout() {
     let ticks = u64::from_str_radix(when, 16).expect("hex");
     assert!(ticks > 0, "{timer}");
 }
+
+/// `[hub] device-log`: seed 001's server record, in the seed server's words, for the seed's
+/// own device program; reopened on SIGHUP like the event log. At debug level the raw
+/// registration line is logged too.
+#[test]
+fn the_device_log_keeps_the_seed_servers_record() {
+    let site = SiteDir::new();
+    let device_log = site.path().join("devices.log");
+    site.write_config(&format!(
+        "{}device-log = \"{}\"\n",
+        site.hub_section(),
+        device_log.display()
+    ));
+    let daemon = Daemon::start_with_env(&site, &[("SITED_LOG_LEVEL", "debug")]);
+    let hub = daemon.hub_addr();
+    let (host, port) = hub.rsplit_once(':').expect("host:port");
+    let mut device = Reap::seed_program("tcp_client.py", &[host, port]);
+    daemon.wait_log("registered DEVICE=Sensor01 TYPE=temperature");
+    for command in ["SET_INTERVAL 3", "ACTIVATE_ALARM", "quit"] {
+        let mut args = vec!["send", "Sensor01"];
+        args.extend(command.split(' '));
+        let out = daemon.ctl(&args);
+        assert!(out.status.success(), "{:?}", text(&out));
+    }
+    assert!(device.finish(DEADLINE).0.success());
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
+    // (the date and time, the words)
+    let entries = |text: &str| -> Vec<(String, String)> {
+        text.lines()
+            .map(|l| {
+                let (date, words) = l.split_at(l.len().min(20));
+                (date.to_string(), words.to_string())
+            })
+            .collect()
+    };
+    let closed = wait_for("the disconnection in the device log", || {
+        entries(&read(&device_log))
+            .into_iter()
+            .find(|(_, w)| w.starts_with("Connection to 127.0.0.1:") && w.ends_with(" closed."))
+    });
+    let got = entries(&read(&device_log));
+    let words: Vec<&str> = got.iter().map(|(_, w)| w.as_str()).collect();
+    assert_eq!(
+        words,
+        [
+            "Registered DEVICE=Sensor01 TYPE=temperature",
+            "Sent command to Sensor01: SET_INTERVAL 3",
+            "Received ACK from Sensor01: ACK Command Executed",
+            "Sent command to Sensor01: ACTIVATE_ALARM",
+            "Received ACK from Sensor01: ACK Command Executed",
+            "Closing connection with Sensor01",
+            closed.1.as_str(),
+        ]
+    );
+    for (date, _) in &got {
+        assert!(
+            date.len() == 20
+                && date.ends_with(' ')
+                && date.chars().filter(char::is_ascii_digit).count() == 14,
+            "a timestamp, YYYY-MM-DD HH:MM:SS: {date:?}"
+        );
+    }
+    assert!(
+        daemon
+            .log()
+            .contains("Received registration: DEVICE Sensor01 TYPE temperature"),
+        "the raw registration at debug level"
+    );
+
+    // logrotate moves the file and sends SIGHUP: new lines go to a new file.
+    let rotated = site.path().join("devices.log.1");
+    std::fs::rename(&device_log, &rotated).expect("rotate");
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log("reloaded");
+    let mut lamp = TcpStream::connect(&hub).expect("connect");
+    lamp.write_all(b"DEVICE Lamp TYPE relay\n")
+        .expect("register");
+    daemon.wait_log("registered DEVICE=Lamp TYPE=relay");
+    let lamp_addr = lamp.local_addr().expect("addr");
+    drop(lamp);
+    let fresh = wait_for("the lamp's disconnection in the new device log", || {
+        let text = read(&device_log);
+        text.contains(&format!("Connection to {lamp_addr} closed."))
+            .then_some(text)
+    });
+    let words: Vec<String> = entries(&fresh).into_iter().map(|(_, w)| w).collect();
+    assert_eq!(
+        words,
+        [
+            "Registered DEVICE=Lamp TYPE=relay".to_string(),
+            format!("Connection to {lamp_addr} closed.")
+        ]
+    );
+    assert!(
+        !read(&rotated).contains("Lamp"),
+        "the old file is left alone"
+    );
+}

@@ -196,6 +196,10 @@ pub struct StoreStall {
     pub since: String,
     /// The system's reason (`No space left on device (os error 28)`).
     pub error: String,
+    /// A record nothing waits for (the device log); false for the state file and the event
+    /// log, whose stall holds the hub's acknowledgements.
+    #[serde(default)]
+    pub best_effort: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

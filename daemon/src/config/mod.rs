@@ -187,6 +187,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
     {
         *p = resolve(base, p);
     }
+    if let Some(p) = hub.as_mut().and_then(|h| h.device_log.as_mut()) {
+        *p = resolve(base, p);
+    }
     let mut devices = Vec::with_capacity(raw.device.len());
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut pins: HashMap<Pin, usize> = HashMap::new();
@@ -514,6 +517,29 @@ pin = 18
             PathBuf::from("/etc/sited/run/control.sock")
         );
         assert_eq!(cfg.daemon.state_dir, PathBuf::from("/var/lib/sited"));
+    }
+
+    #[test]
+    fn the_device_log_is_off_by_default_relative_to_the_config_and_a_file_of_its_own() {
+        assert_eq!(
+            parse_str("[hub]\n")
+                .expect("valid")
+                .hub
+                .expect("hub")
+                .device_log,
+            None
+        );
+        let cfg = parse_str("[hub]\ndevice-log = \"log/devices.log\"\n").expect("valid");
+        assert_eq!(
+            cfg.hub.expect("hub").device_log,
+            Some(PathBuf::from("/etc/sited/log/devices.log"))
+        );
+        let err = parse_str(
+            "[hub]\nevent-log = \"/var/log/sited/events.log\"\ndevice-log = \"/var/log/sited/events.log\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("hub.device-log"), "{err}");
+        assert!(err.to_string().contains("also the event log"), "{err}");
     }
 
     #[test]

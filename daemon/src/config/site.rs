@@ -126,6 +126,10 @@ pub struct HubSection {
     /// The seed-000 event log.
     #[serde(default = "event_log")]
     pub event_log: PathBuf,
+    /// Seed 001's server record, in the seed server's words: registrations, commands, answers,
+    /// closes and disconnections, one timestamped line each. Off unless set.
+    #[serde(default)]
+    pub device_log: Option<PathBuf>,
     /// The UDP listener for sensor streams (`address:port`); none if unset.
     #[serde(default)]
     pub udp: Option<String>,
@@ -303,6 +307,24 @@ impl Config {
                     "cycle-gap-ms",
                     format!("{} is not within 100..=600000", h.cycle_gap_ms),
                 ));
+            }
+            if let Some(path) = &h.device_log {
+                let state = self.daemon.state_dir.join(crate::store::STATE_FILE);
+                if path == &h.event_log || path == &state {
+                    return Err(self.section_error(
+                        "hub",
+                        "device-log",
+                        format!(
+                            "{} is also the {}; give the device log a file of its own",
+                            path.display(),
+                            if path == &h.event_log {
+                                "event log"
+                            } else {
+                                "state file"
+                            }
+                        ),
+                    ));
+                }
             }
             if !(1..=1_000_000).contains(&h.max_clients) {
                 return Err(self.section_error(

@@ -8,6 +8,7 @@
 //! bounded number of connections, and everything a client can make the hub log is
 //! rate-limited and has its control characters escaped.
 
+use super::device_log::DeviceLog;
 use super::protocol::{self, Line};
 use crate::conn_io;
 use crate::event_loop::Tok;
@@ -193,6 +194,8 @@ struct LineEffects {
     readings: Vec<super::stream::Reading>,
     done: Vec<CommandDone>,
     registered: Option<String>,
+    /// Lines for the device log (kept only if there is one).
+    notes: Vec<String>,
 }
 
 pub struct HubServer {
@@ -224,6 +227,8 @@ pub struct HubServer {
     log_limit: RateLimit,
     /// Connections, registrations and answers: routine, but any client can cause them.
     info_limit: RateLimit,
+    /// `[hub] device-log`, if set.
+    device_log: Option<DeviceLog>,
 }
 
 impl HubServer {
@@ -256,7 +261,28 @@ impl HubServer {
             done: Vec::new(),
             log_limit: RateLimit::new(20, Duration::from_secs(60)),
             info_limit: RateLimit::new(60, Duration::from_secs(10)),
+            device_log: None,
         })
+    }
+
+    /// Keeps seed 001's server record (`[hub] device-log`), taken with
+    /// [`HubServer::take_device_log`].
+    pub fn keep_device_log(&mut self) {
+        self.device_log = Some(DeviceLog::default());
+    }
+
+    /// The device-log lines since the last call.
+    pub fn take_device_log(&mut self) -> Vec<String> {
+        self.device_log
+            .as_mut()
+            .map(DeviceLog::take)
+            .unwrap_or_default()
+    }
+
+    fn note(&mut self, words: impl FnOnce() -> String) {
+        if let Some(log) = &mut self.device_log {
+            log.note(&words());
+        }
     }
 
     /// The address actually bound (port 0 resolved).
@@ -471,6 +497,11 @@ impl HubServer {
             }
             self.by_name.insert(name, index);
         }
+        if let Some(log) = &mut self.device_log {
+            for words in &fx.notes {
+                log.note(words);
+            }
+        }
         self.done.extend(fx.done);
         self.readings.extend(fx.readings);
         self.start_next(index);
@@ -517,6 +548,7 @@ impl HubServer {
             })?;
         if text.trim().eq_ignore_ascii_case("quit") {
             log::info!("hub: closing the connection with {device} at the operator's request");
+            self.note(|| format!("Closing connection with {device}"));
             self.close(index, registry);
             self.done.push(CommandDone::Closed {
                 asker,
@@ -576,7 +608,9 @@ impl HubServer {
             conn.output.push(b'\n');
         }
         self.started.push((index, command.id, command.timeout));
+        let words = format!("Sent command to {device}: {}", escape(&command.text));
         conn.in_flight = Some(command);
+        self.note(|| words);
     }
 
     /// A command's time is up: if it is still unanswered, it fails, and the answer, should it
@@ -735,6 +769,9 @@ impl HubServer {
                     asker: command.asker,
                     reason: format!("{device} disconnected before answering"),
                 });
+            }
+            if let Some(log) = &mut self.device_log {
+                log.note(&format!("Connection to {} closed.", conn.peer));
             }
             match &conn.client {
                 Some(client) => crate::info_limited!(
@@ -919,10 +956,15 @@ fn handle_line(
                 conn.peer
             );
             log::debug!(
-                "hub: received registration from {}: {}",
-                conn.peer,
-                escape(text)
+                "hub: Received registration: {} (from {})",
+                escape(text),
+                conn.peer
             );
+            fx.notes.push(format!(
+                "Registered DEVICE={} TYPE={}",
+                client.name,
+                escape(&client.kind)
+            ));
             fx.registered = Some(client.name.clone());
             conn.client = Some(client);
             conn.epoch = epoch;
@@ -956,6 +998,11 @@ fn handle_line(
             None => bad_line(conn, limit, "register first: DEVICE <name> TYPE <type>"),
             Some(client) => {
                 let device = client.name.clone();
+                // An answer, late or not, and an unasked-for ACK are all the seed's ACK line.
+                if conn.in_flight.is_some() || conn.late_answers > 0 || text.starts_with("ACK") {
+                    fx.notes
+                        .push(format!("Received ACK from {device}: {}", escape(&text)));
+                }
                 if let Some(command) = conn.in_flight.take() {
                     crate::info_limited!(
                         info_limit,
