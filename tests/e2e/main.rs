@@ -13,3 +13,4 @@ mod lifecycle;
 mod rules;
 mod sensors;
 mod site;
+mod walkthrough;
