@@ -456,6 +456,23 @@ fn help_goes_to_stdout_with_exit_0() {
     assert_eq!(out.code, 0);
     assert!(out.stdout.contains("Exit status:"), "{}", out.stdout);
     assert_eq!(out.stderr, "");
+    // Every operating command is named where the operator group is explained.
+    assert!(
+        out.stdout
+            .contains("`sim`, `set`, `send`, `reload` and `count reset` operate"),
+        "{}",
+        out.stdout
+    );
+    let out = sitectl(&["status", "--help"]);
+    assert_eq!(out.code, 0);
+    for what in [
+        "staff on the premises",
+        "hub's ports",
+        "rules",
+        "Columns: NAME KIND PIN ROLE STATE DETAIL",
+    ] {
+        assert!(out.stdout.contains(what), "{what}: {}", out.stdout);
+    }
     let out = sitectl(&["sim", "--help"]);
     assert_eq!(out.code, 0);
     assert!(

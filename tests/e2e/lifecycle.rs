@@ -251,3 +251,50 @@ fn the_printed_export_line_works_from_any_directory() {
         text(&out)
     );
 }
+
+/// Started by hand, outside systemd (no JOURNAL_STREAM or NOTIFY_SOCKET) and without
+/// SITED_LOG, sited logs to stderr and does not open with a warning about syslog.
+#[test]
+fn a_start_outside_systemd_logs_to_stderr_without_a_warning() {
+    use std::io::Read;
+    let site = SiteDir::new();
+    site.write_site_config();
+    let child = std::process::Command::new(sited_bin())
+        .arg("--config")
+        .arg(site.config_path())
+        .env_remove("SITED_LOG")
+        .env_remove("SITED_LOG_LEVEL")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sited");
+    let mut sited = Reap(child);
+    wait_for("sited to answer status", || {
+        ctl_as_root(&site.socket(), &["status", "--json"])
+            .status
+            .success()
+            .then_some(())
+    });
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(sited.0.id() as libc::pid_t, libc::SIGTERM) };
+    let status = wait_for("sited to stop", || sited.0.try_wait().expect("try_wait"));
+    let mut stderr = String::new();
+    sited
+        .0
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert!(status.success(), "{stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.contains(" INFO "),
+        "the first line: {first:?}\n{stderr}"
+    );
+    assert!(!stderr.contains("syslog"), "{stderr}");
+    assert!(stderr.contains("ready"), "the log is on stderr: {stderr}");
+}

@@ -332,3 +332,27 @@ fn seed_sensors_get_one_status_per_cycle_at_any_interval() {
         );
     }
 }
+
+/// Seed 001's server prints a `DATA ...` line per datagram; sited does at debug level only.
+#[test]
+fn each_datagram_is_logged_at_debug_level_only() {
+    let (_site, quiet, udp) = hub();
+    let s = sensor(&udp);
+    send(&s, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(status_reply(&s), "STATUS RECEIVED 10/10 PACKETS");
+    assert!(!quiet.log().contains("DATA from"), "{}", quiet.log());
+
+    let site = SiteDir::new();
+    site.write_config("\n[hub]\ntcp = \"127.0.0.1:0\"\nudp = \"127.0.0.1:0\"\n");
+    let daemon = Daemon::start_with_env(&site, &[("SITED_LOG_LEVEL", "debug")]);
+    let udp = daemon.status()["hub"]["udp"]["listen"]
+        .as_str()
+        .expect("udp listen address")
+        .to_string();
+    let s = sensor(&udp);
+    send(&s, &[1]);
+    let from = s.local_addr().expect("addr");
+    daemon.wait_log(&format!(
+        "hub udp: DATA from {from}: Sensor01,2026-11-22 10:00:01,temperature,21.5,SEQ:1"
+    ));
+}
