@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # Checks systemd/sited.service: `systemd-analyze verify` must pass and `systemd-analyze
 # security --offline=true` must rate it OK or better (exposure < 5.0).
-# verify insists that ExecStart's binary exists, so it checks a copy of the unit whose
-# /usr/bin/sited points at this build's binary (everything else is the shipped unit verbatim).
+# verify insists that the Exec lines' binaries exist, so it checks a copy of the unit whose
+# /usr/bin/sited and /usr/bin/sitectl point at this build's (everything else is the shipped
+# unit verbatim).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 unit=systemd/sited.service
 bin="${SITED_BIN:-$PWD/target/debug/sited}"
-[ -x "$bin" ] || { echo "check-systemd: $bin missing: build first (cargo build --workspace)" >&2; exit 1; }
+ctl="$(dirname "$bin")/sitectl"
+for b in "$bin" "$ctl"; do
+  [ -x "$b" ] || { echo "check-systemd: $b missing: build first (cargo build --workspace)" >&2; exit 1; }
+done
 command -v systemd-analyze >/dev/null || { echo "check-systemd: systemd-analyze not found" >&2; exit 1; }
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-sed "s#/usr/bin/sited#$bin#g" "$unit" > "$tmp/sited.service"
-echo "systemd-analyze verify $unit (ExecStart -> $bin)"
+sed -e "s#/usr/bin/sitectl#$ctl#g" -e "s#/usr/bin/sited #$bin #g" "$unit" > "$tmp/sited.service"
+echo "systemd-analyze verify $unit (sited -> $bin, sitectl -> $ctl)"
 if ! out=$(systemd-analyze verify "$tmp/sited.service" 2>&1) || [ -n "$out" ]; then
   echo "$out" >&2
   echo "check-systemd: verify failed" >&2

@@ -552,7 +552,8 @@ impl Reap {
         Reap(child)
     }
 
-    /// Waits up to `limit` for it to exit; its exit status and what it printed on stdout.
+    /// Waits up to `limit` for it to exit; its exit status, and what it printed on stdout and
+    /// then on stderr (a Python traceback, say), as one text.
     pub fn finish(&mut self, limit: Duration) -> (ExitStatus, String) {
         use std::io::Read;
         let start = std::time::Instant::now();
@@ -566,6 +567,9 @@ impl Reap {
         let mut printed = String::new();
         if let Some(mut out) = self.0.stdout.take() {
             let _ = out.read_to_string(&mut printed);
+        }
+        if let Some(mut err) = self.0.stderr.take() {
+            let _ = err.read_to_string(&mut printed);
         }
         (status, printed)
     }

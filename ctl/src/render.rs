@@ -35,6 +35,23 @@ pub fn status(result: &Value) -> Result<String, String> {
         daemon.pid
     );
     let _ = writeln!(out, "backend: {backend}");
+    if let Some(board) = &daemon.board {
+        let read: Vec<String> = board
+            .read
+            .iter()
+            .map(|r| format!("{}: {}", one_line(&r.file), one_line(&r.said)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "board: {} (read {})",
+            board
+                .model
+                .as_deref()
+                .map(one_line)
+                .unwrap_or_else(|| "not a Raspberry Pi".into()),
+            read.join("; ")
+        );
+    }
     let _ = writeln!(out, "config:  {}", one_line(&daemon.config));
     let _ = writeln!(out, "uptime:  {}", uptime(daemon.uptime_secs));
     out.push('\n');
@@ -523,6 +540,28 @@ entry_door    servo   18   output  open     angle=90 pulsing=false
 office_fan    relay   22   output  FAULTED  fault: plugin panicked: index out of bounds
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn the_board_line_gives_the_model_or_not_a_pi_with_what_was_read() {
+        let mut v = sample();
+        v["daemon"]["board"] = json!({"model": "Raspberry Pi 3 Model B", "read": [
+            {"file": "/sys/firmware/devicetree/base/model", "said": "\"Raspberry Pi 3 Model B\""},
+            {"file": "/proc/version", "said": "Linux 6.1.0-57-arm64"}]});
+        let text = status(&v).expect("renders");
+        assert!(
+            text.contains("board: Raspberry Pi 3 Model B (read /sys/firmware/devicetree/base/model: \"Raspberry Pi 3 Model B\"; /proc/version: Linux 6.1.0-57-arm64)\n"),
+            "{text}"
+        );
+        v["daemon"]["board"] = json!({"model": null, "read": [
+            {"file": "/proc/cpuinfo", "said": "no Model or Revision line"}]});
+        let text = status(&v).expect("renders");
+        assert!(
+            text.contains(
+                "board: not a Raspberry Pi (read /proc/cpuinfo: no Model or Revision line)\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -153,6 +153,8 @@ pub struct Daemon {
     _waker: Arc<Waker>,
     signals: Signals,
     config: Config,
+    /// What board detection read at start, for `sitectl status`.
+    board: hw::board::Board,
     hw: Box<dyn Hardware>,
     libs: Libraries,
     devices: Devices,
@@ -231,10 +233,13 @@ impl Daemon {
             .register(&mut signals, Tok::Signals.into(), Interest::READABLE)
             .map_err(io_err("registering signals"))?;
 
+        let board = hw::board::Board::detect();
+        log::info!("board: {} (read {})", board.describe(), board.evidence());
         let mut hw = hw::open(
             &config.hardware.backend,
             config.hardware.chip.as_deref(),
             config.hardware.sim_pins.as_deref(),
+            &board,
         )?;
         let registry = poll
             .registry()
@@ -283,6 +288,7 @@ impl Daemon {
             _waker: waker,
             signals,
             config,
+            board,
             hw,
             libs,
             devices,
@@ -605,6 +611,9 @@ impl Daemon {
             }
             Request::Reload {} => {
                 log::info!("control: uid {} asked for a reload", incoming.peer.uid);
+                // As SIGHUP does: `systemctl reload` runs `sitectl reload`, and logrotate
+                // may have moved the logs.
+                self.node.reopen_log();
                 match self.reload() {
                     Ok(()) => Response::ok(serde_json::json!({ "reloaded": self.config.file })),
                     Err(message) => Response::err(ErrorKind::Failed, message),
@@ -722,6 +731,18 @@ impl Daemon {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 pid: std::process::id(),
                 backend: self.hw.name().to_string(),
+                board: Some(site_proto::BoardInfo {
+                    model: self.board.model.clone(),
+                    read: self
+                        .board
+                        .read
+                        .iter()
+                        .map(|(file, said)| site_proto::BoardSource {
+                            file: file.clone(),
+                            said: said.clone(),
+                        })
+                        .collect(),
+                }),
                 config: self.config.file.display().to_string(),
                 uptime_secs: self.started.elapsed().as_secs(),
             },

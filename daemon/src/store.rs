@@ -169,6 +169,9 @@ pub struct EventLog {
     path: PathBuf,
     /// "event log" or "device log", for messages.
     label: &'static str,
+    /// fsync each append (the event log, which the hub's acknowledgements wait for); the
+    /// device log is a record for people and is left to the page cache.
+    sync: bool,
     /// None until it could be opened (a log directory that is not writable yet is a stall,
     /// not a reason to refuse to start).
     file: Option<File>,
@@ -186,6 +189,7 @@ impl EventLog {
         let mut log = EventLog {
             path: path.to_path_buf(),
             label: "event log",
+            sync: true,
             file: None,
             suspect_tail: true,
             cut_back_to: None,
@@ -199,6 +203,7 @@ impl EventLog {
         EventLog {
             path: path.to_path_buf(),
             label: "event log",
+            sync: true,
             file: None,
             suspect_tail: true,
             cut_back_to: None,
@@ -210,8 +215,15 @@ impl EventLog {
     pub fn device_log(path: &Path) -> EventLog {
         EventLog {
             label: "device log",
+            sync: false,
             ..EventLog::closed(path)
         }
+    }
+
+    /// Opens the file now if it is not open, so a path that cannot be written is reported at
+    /// start rather than at the first line.
+    pub fn open_now(&mut self) -> io::Result<()> {
+        self.ensure_open().map(|_| ())
     }
 
     pub fn path(&self) -> &Path {
@@ -295,11 +307,12 @@ impl EventLog {
             text.push_str(line);
             text.push('\n');
         }
+        let sync = self.sync;
         let file = self.ensure_open()?;
         let before = file.metadata()?.len();
         let result = file
             .write_all(text.as_bytes())
-            .and_then(|()| file.sync_data());
+            .and_then(|()| if sync { file.sync_data() } else { Ok(()) });
         if let Err(e) = result {
             // Only ever shrink, and only what this append added: logrotate's copytruncate
             // may have emptied the file meanwhile.
@@ -475,6 +488,9 @@ struct DeviceLogWriter {
     pending: std::collections::VecDeque<String>,
     dropped: u64,
     stall: Option<Stall>,
+    /// While it fails, the next try is not before this (the other files' passes do not
+    /// rewrite the backlog each time).
+    retry_at: Option<std::time::Instant>,
 }
 
 impl DeviceLogWriter {
@@ -488,13 +504,18 @@ impl DeviceLogWriter {
     }
 
     fn work(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty()
+            || self
+                .retry_at
+                .is_some_and(|at| std::time::Instant::now() < at)
+        {
             return;
         }
         let lines: Vec<String> = self.pending.iter().cloned().collect();
         match self.log.append(&lines) {
             Ok(()) => {
                 self.pending.clear();
+                self.retry_at = None;
                 if self.stall.take().is_some() {
                     log::info!(
                         "device log: {} written again{}",
@@ -513,6 +534,7 @@ impl DeviceLogWriter {
     }
 
     fn failed(&mut self, error: String) {
+        self.retry_at = Some(std::time::Instant::now() + RETRY_PAUSE);
         match &mut self.stall {
             Some(s) => s.error = error,
             None => {
@@ -694,8 +716,15 @@ impl Store {
                 pending: std::collections::VecDeque::new(),
                 dropped: 0,
                 stall: None,
+                retry_at: None,
             }),
         };
+        if let Some(d) = &mut writer.devices
+            && let Err(e) = d.log.open_now()
+        {
+            d.failed(e.to_string());
+            d.retry_at = None;
+        }
         let thread = std::thread::Builder::new()
             .name("sited-store".into())
             .spawn(move || {
@@ -1124,6 +1153,7 @@ mod tests {
             pending: std::collections::VecDeque::new(),
             dropped: 0,
             stall: None,
+            retry_at: None,
         };
         d.add(
             (0..DEVICE_LOG_BACKLOG + 10)
@@ -1136,5 +1166,6 @@ mod tests {
         d.work();
         assert!(d.stall.is_some(), "/dev/full is full");
         assert_eq!(d.pending.len(), DEVICE_LOG_BACKLOG, "kept for the retry");
+        assert!(d.retry_at.is_some(), "not tried again before the pause");
     }
 }

@@ -298,3 +298,71 @@ fn a_start_outside_systemd_logs_to_stderr_without_a_warning() {
     assert!(!stderr.contains("syslog"), "{stderr}");
     assert!(stderr.contains("ready"), "the log is on stderr: {stderr}");
 }
+
+/// `backend = "auto"` never runs on simulated pins: on a machine that is not a Raspberry Pi and
+/// has no GPIO chip (this one, in CI) it refuses to start, with one line saying what it read.
+#[test]
+fn auto_refuses_to_start_without_gpio_hardware_and_says_what_it_read() {
+    let board = site_daemon::hw::board::Board::detect();
+    let chips = std::fs::read_dir("/dev")
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("gpiochip"))
+        })
+        .unwrap_or(false);
+    if board.model.is_some() || chips {
+        eprintln!("skipped: this machine has GPIO hardware, so auto would use it");
+        return;
+    }
+    let site = SiteDir::new();
+    let config = site.write_site_config();
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace("backend = \"sim\"", "backend = \"auto\""),
+    )
+    .expect("write");
+    let daemon = Daemon::spawn(&config, &site.socket());
+    let (status, log) = daemon.wait_exit();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let reason = "backend = \"auto\" found no GPIO hardware: not a Raspberry Pi (/sys/firmware/devicetree/base/model: ";
+    assert_eq!(log.matches(reason).count(), 1, "once: {log}");
+    let line = log.lines().find(|l| l.contains(reason)).expect("the line");
+    for what in [
+        "/proc/cpuinfo: ",
+        "/proc/version: Linux ",
+        "no GPIO chip (/dev/gpiochip*)",
+        "set backend = \"sim\"",
+    ] {
+        assert!(line.contains(what), "{what} in {line}");
+    }
+    assert!(!log.contains("SIMULATED"), "{log}");
+    assert!(!site.socket().exists(), "it did not start");
+}
+
+/// `sitectl status` says which board this is, and what it read to decide.
+#[test]
+fn status_shows_the_board_and_what_was_read() {
+    let site = SiteDir::new();
+    site.write_site_config();
+    let daemon = Daemon::start(&site);
+    let out = daemon.ctl(&["status"]);
+    let text = text(&out).0;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("board: "))
+        .unwrap_or_else(|| panic!("no board line in\n{text}"));
+    let expected = match site_daemon::hw::board::Board::detect().model {
+        Some(model) => format!("board: {model} (read "),
+        None => "board: not a Raspberry Pi (read ".to_string(),
+    };
+    assert!(line.starts_with(&expected), "{line}");
+    assert!(line.contains("/proc/cpuinfo: "), "{line}");
+    let json = daemon.status();
+    assert!(
+        json["daemon"]["board"]["read"]
+            .as_array()
+            .is_some_and(|r| r.len() == 4),
+        "{json}"
+    );
+}

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Seed 001's UDP sensor (udp_client.py), as the seed describes it: ten datagrams
-"Sensor01,<timestamp>,temperature,<value>,SEQ:<n>" sent one interval apart, then one
-recvfrom() for the STATUS with a 5 s timeout, a sleep, and the next cycle.
+"""Seed 001's UDP sensor (udp_client.py). The seed shows its flow and its output, not its
+source, so this follows both exactly: ten datagrams "Sensor01,<timestamp>,temperature,<value>,
+SEQ:<n>" sent one interval apart, then one recvfrom() for the STATUS with a 5 s timeout
+("No status received (timeout)." if none), "Cycle complete. Starting a new cycle...", a sleep,
+and the next cycle.
 
     python3 udp_client.py HOST PORT NAME INTERVAL CYCLES [LOSE]
 
-INTERVAL is in seconds (fractions allowed). LOSE is a comma-separated list of cycle numbers
-(1-based) whose SEQ:10 the network "loses": the client prints it as sent, but does not send
-it, and waits for its STATUS as usual. That is the only thing the seed's program does not do."""
+INTERVAL is in seconds (fractions allowed). LOSE is a comma-separated list of CYCLE:SEQ pairs
+(cycles count from 1) that the network "loses": the client prints them as sent but does not
+send them, and carries on as usual. That is the only thing the seed's program does not do."""
 import datetime
 import random
 import socket
@@ -16,7 +18,11 @@ import time
 
 HOST, PORT, NAME = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 INTERVAL, CYCLES = float(sys.argv[4]), int(sys.argv[5])
-LOSE = {int(n) for n in sys.argv[6].split(",") if n} if len(sys.argv) > 6 else set()
+LOSE = set()
+if len(sys.argv) > 6:
+    for pair in filter(None, sys.argv[6].split(",")):
+        cycle, seq = pair.split(":")
+        LOSE.add((int(cycle), int(seq)))
 
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 print(f"[{NAME}] UDP client sending to Smart Hub at {HOST}:{PORT}", flush=True)
@@ -26,7 +32,7 @@ for cycle in range(1, CYCLES + 1):
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
         packet = f"{NAME},{stamp},temperature,{value},SEQ:{seq}"
         print(f"[{NAME}] Sending packet SEQ:{seq} - temperature={value}", flush=True)
-        if not (seq == 10 and cycle in LOSE):
+        if (cycle, seq) not in LOSE:
             s.sendto(packet.encode(), (HOST, PORT))
         if seq < 10:
             time.sleep(INTERVAL)
@@ -36,6 +42,7 @@ for cycle in range(1, CYCLES + 1):
         print(f"[{NAME}] {data.decode()}", flush=True)
     except socket.timeout:
         print(f"[{NAME}] No status received (timeout).", flush=True)
+    print(f"[{NAME}] Cycle complete. Starting a new cycle...", flush=True)
     print(flush=True)
     time.sleep(INTERVAL)
 print(f"[{NAME}] Closing connection.", flush=True)

@@ -207,8 +207,27 @@ pub struct DaemonInfo {
     pub version: String,
     pub pid: u32,
     pub backend: String,
+    /// What sited found out about the board at start (absent from older daemons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub board: Option<BoardInfo>,
     pub config: String,
     pub uptime_secs: u64,
+}
+
+/// Board detection: the Raspberry Pi model, if this is one, and the files read to decide.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoardInfo {
+    /// `Raspberry Pi 3 Model B`; none if this is not a Raspberry Pi.
+    pub model: Option<String>,
+    pub read: Vec<BoardSource>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoardSource {
+    /// `/sys/firmware/devicetree/base/model`
+    pub file: String,
+    /// What it said (`"Raspberry Pi 3 Model B"`, `absent`, `no Model or Revision line`).
+    pub said: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -540,6 +540,19 @@ pin = 18
         .unwrap_err();
         assert_eq!(err.key.as_deref(), Some("hub.device-log"), "{err}");
         assert!(err.to_string().contains("also the event log"), "{err}");
+        // The same file under another name.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let events = dir.path().join("events.log");
+        std::fs::write(&events, "").expect("write");
+        let link = dir.path().join("devices.log");
+        std::os::unix::fs::symlink(&events, &link).expect("symlink");
+        let err = parse_str(&format!(
+            "[hub]\nevent-log = \"{}\"\ndevice-log = \"{}\"\n",
+            events.display(),
+            link.display()
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("also the event log"), "{err}");
     }
 
     #[test]

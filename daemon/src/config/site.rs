@@ -310,14 +310,23 @@ impl Config {
             }
             if let Some(path) = &h.device_log {
                 let state = self.daemon.state_dir.join(crate::store::STATE_FILE);
-                if path == &h.event_log || path == &state {
+                // The same file under another name (a symlink, a hard link) counts too.
+                let same = |a: &std::path::Path, b: &std::path::Path| {
+                    use std::os::unix::fs::MetadataExt;
+                    a == b
+                        || matches!(
+                            (std::fs::metadata(a), std::fs::metadata(b)),
+                            (Ok(x), Ok(y)) if (x.dev(), x.ino()) == (y.dev(), y.ino())
+                        )
+                };
+                if same(path, &h.event_log) || same(path, &state) {
                     return Err(self.section_error(
                         "hub",
                         "device-log",
                         format!(
                             "{} is also the {}; give the device log a file of its own",
                             path.display(),
-                            if path == &h.event_log {
+                            if same(path, &h.event_log) {
                                 "event log"
                             } else {
                                 "state file"

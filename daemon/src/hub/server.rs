@@ -917,6 +917,15 @@ fn handle_line(
     if text.is_empty() {
         return;
     }
+    // Seed 001's server prints the raw line before it parses it; so do we, at debug level,
+    // whatever the parser then makes of it.
+    if conn.client.is_none() && text.starts_with("DEVICE") {
+        log::debug!(
+            "hub: Received registration: {} (from {})",
+            escape(text),
+            conn.peer
+        );
+    }
     // Seed 002 peers send JSON readings, registered or not.
     if text.starts_with('{') {
         if let Some(device) = super::stream::hello(text.as_bytes()) {
@@ -953,11 +962,6 @@ fn handle_line(
                 "hub: registered DEVICE={} TYPE={} from {}{role}",
                 client.name,
                 client.kind,
-                conn.peer
-            );
-            log::debug!(
-                "hub: Received registration: {} (from {})",
-                escape(text),
                 conn.peer
             );
             fx.notes.push(format!(

@@ -9,7 +9,9 @@
 //! have its cycle closed between two of its packets (it would get `1/10` after every packet,
 //! and a seed client, which reads one reply per cycle, would stay a cycle behind from then on),
 //! and a lost `SEQ:10` must still be answered while a seed client waits for its reply (5 s
-//! after sending `SEQ:10`).
+//! after sending `SEQ:10`). For the same reason a cycle is answered once: if the gap closed it
+//! early and the sender carries on (it slowed down), the rest of it is counted as its tail and
+//! not answered again.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -204,14 +206,15 @@ impl ClosedCycle {
     }
 }
 
-/// How long a cycle waits for a sender whose interval is not known yet (before its second
-/// packet), unless `cycle-gap-ms` is longer: long enough for any sensor's first cycle. Only a
-/// sender that sends one packet and then nothing waits this long for its reply.
-pub const FIRST_INTERVAL_ALLOWANCE: Duration = Duration::from_secs(30);
+/// How long a cycle waits for a sender whose interval is not known yet (until two packets of
+/// one cycle have arrived), unless `cycle-gap-ms` is longer: long enough for the first cycle
+/// of any sensor reporting at least once a minute. Only a sender that sends one packet and
+/// then nothing waits this long for its reply.
+pub const FIRST_INTERVAL_ALLOWANCE: Duration = Duration::from_secs(60);
 /// How late a packet may be, beyond its sender's interval, before its cycle is closed: one more
 /// interval, but at most this, so a cycle whose `SEQ:10` was lost is answered within the 5 s a
 /// seed client waits for its `STATUS`.
-pub const MAX_LATENESS: Duration = Duration::from_secs(4);
+pub const MAX_LATENESS: Duration = Duration::from_secs(3);
 /// Intervals remembered per sender; the longest of them is its interval.
 const INTERVALS_KEPT: usize = 4;
 
@@ -224,6 +227,9 @@ pub struct StreamStats {
     pub cycles: u64,
     pub complete_cycles: u64,
     pub missing: u64,
+    /// Cycles closed by the quiet gap whose sender then carried on (it had slowed down): the
+    /// rest of such a cycle is counted, but not answered again.
+    pub tails: u64,
 }
 
 /// One sender's open cycle (if any) and its counters.
@@ -238,6 +244,11 @@ pub struct Stream {
     /// cycles, which includes the sender's wait for its reply, is not an interval).
     intervals: [Option<Duration>; INTERVALS_KEPT],
     next_interval: usize,
+    /// The highest sequence number of a cycle the quiet gap closed, until the next packet.
+    answered_early: Option<u8>,
+    /// The open cycle carries on one the gap closed and answered: a seed client reads one
+    /// reply per cycle, so a second would leave it a cycle behind for good.
+    tail: bool,
     pub stats: StreamStats,
 }
 
@@ -253,7 +264,15 @@ impl Stream {
         let mut closed = Vec::new();
         self.stats.packets += 1;
         if seq == 1 && self.is_open() {
-            closed.push(self.close());
+            closed.extend(self.close());
+        }
+        if self
+            .answered_early
+            .take()
+            .is_some_and(|highest| seq > highest)
+        {
+            self.tail = true;
+            self.stats.tails += 1;
         }
         let mut fresh = false;
         if !self.received.insert(seq) {
@@ -262,7 +281,7 @@ impl Stream {
             self.stats.out_of_order += 1;
         } else {
             fresh = true;
-            if let Some((before, at)) = self.last_fresh {
+            if let Some((before, at)) = self.last_fresh.filter(|(before, _)| seq > *before) {
                 let steps = u32::from(seq - before);
                 self.intervals[self.next_interval] = Some(now.saturating_sub(at) / steps);
                 self.next_interval = (self.next_interval + 1) % INTERVALS_KEPT;
@@ -272,7 +291,7 @@ impl Stream {
         self.highest = self.highest.max(seq);
         self.last_packet = Some(now);
         if seq == CYCLE_LEN {
-            closed.push(self.close());
+            closed.extend(self.close());
         }
         (closed, fresh)
     }
@@ -284,19 +303,39 @@ impl Stream {
     }
 
     /// How long this sender's open cycle may be quiet before it is closed: `floor`
-    /// (`cycle-gap-ms`), or its interval plus the lateness allowed, if that is longer; before
-    /// the interval is known, [`FIRST_INTERVAL_ALLOWANCE`].
+    /// (`cycle-gap-ms`), or, if longer, the time until the cycle's last packet is due plus the
+    /// lateness allowed ([`MAX_LATENESS`], at most one interval). Until `SEQ:9` that is two
+    /// intervals, so one lost packet mid-cycle does not split the cycle in two (two replies
+    /// for one cycle would leave a seed client a cycle behind); after `SEQ:9`, one, so a lost
+    /// `SEQ:10` is answered while a seed client still waits for its reply. Before the
+    /// interval is known, [`FIRST_INTERVAL_ALLOWANCE`].
     pub fn gap(&self, floor: Duration) -> Duration {
         let wait = match self.interval() {
-            Some(i) => i + i.min(MAX_LATENESS),
+            Some(i) => {
+                let steps = if self.highest >= CYCLE_LEN - 1 { 1 } else { 2 };
+                i * steps + i.min(MAX_LATENESS)
+            }
             None => FIRST_INTERVAL_ALLOWANCE,
         };
         wait.max(floor)
     }
 
-    /// Closes an open cycle that has been quiet for its gap (see [`Stream::gap`]).
+    /// Closes an open cycle that has been quiet for its gap (see [`Stream::gap`]). The last
+    /// packet's sequence number and time are kept, so the sender's next packet still measures
+    /// its interval: a sender that has slowed down (`SET_INTERVAL`) learns its new pace from
+    /// the cycle that closed too early, rather than having every cycle closed after one packet.
     pub fn expire(&mut self, now: Duration, floor: Duration) -> Option<ClosedCycle> {
-        (self.deadline(floor)? <= now).then(|| self.close())
+        if self.deadline(floor)? > now {
+            return None;
+        }
+        let kept = self.last_fresh;
+        let highest = self.highest;
+        let cycle = self.close();
+        self.last_fresh = kept;
+        if cycle.is_some() {
+            self.answered_early = Some(highest);
+        }
+        cycle
     }
 
     /// When the open cycle times out, if one is open.
@@ -308,7 +347,8 @@ impl Stream {
         }
     }
 
-    fn close(&mut self) -> ClosedCycle {
+    /// Ends the open cycle; its reply, unless it is the tail of a cycle already answered.
+    fn close(&mut self) -> Option<ClosedCycle> {
         let missing: Vec<u8> = (1..=CYCLE_LEN)
             .filter(|n| !self.received.contains(n))
             .collect();
@@ -316,15 +356,18 @@ impl Stream {
             received: self.received.len(),
             missing,
         };
+        self.received.clear();
+        self.highest = 0;
+        self.last_fresh = None;
+        if std::mem::take(&mut self.tail) {
+            return None;
+        }
         self.stats.cycles += 1;
         self.stats.missing += cycle.missing.len() as u64;
         if cycle.missing.is_empty() {
             self.stats.complete_cycles += 1;
         }
-        self.received.clear();
-        self.highest = 0;
-        self.last_fresh = None;
-        cycle
+        Some(cycle)
     }
 }
 
@@ -506,9 +549,12 @@ mod tests {
         assert_eq!(s.deadline(ms(2000)), None);
     }
 
-    /// A sender at `every` ms for `cycles` cycles (SEQ:10 lost where `lose_10`), pausing
-    /// `every` between cycles as a seed client sleeps; the replies, and when each came.
-    fn play(every: u64, cycles: usize, lose_10: &[usize]) -> Vec<(u64, ClosedCycle)> {
+    /// A seed sender: one cycle per entry of `every` (its interval in ms for that cycle), each
+    /// packet `late` ms behind schedule every third packet, the `(cycle, seq)` packets in `lost`
+    /// never arriving. After `SEQ:10` it waits up to 5 s for its STATUS, then sleeps one interval
+    /// and starts over, as seed 001's client does. Returns the replies and when each came, and
+    /// checks that each cycle's reply came while the client waited for it.
+    fn play(every: &[u64], late: u64, lost: &[(usize, u8)]) -> Vec<(u64, ClosedCycle)> {
         let mut s = Stream::default();
         let mut replies = Vec::new();
         let mut now = 0;
@@ -521,59 +567,119 @@ mod tests {
                 }
             }
         }
-        for cycle in 0..cycles {
+        for (cycle, &interval) in every.iter().enumerate() {
             for seq in 1..=CYCLE_LEN {
-                if !(seq == CYCLE_LEN && lose_10.contains(&cycle)) {
+                let delay = if seq % 3 == 0 { late } else { 0 };
+                wait(&mut s, &mut now, delay, &mut replies);
+                if !lost.contains(&(cycle, seq)) {
                     for c in s.packet(seq, ms(now)).0 {
                         replies.push((now, c));
                     }
                 }
                 if seq < CYCLE_LEN {
-                    wait(&mut s, &mut now, every, &mut replies);
+                    wait(&mut s, &mut now, interval - delay, &mut replies);
                 }
             }
-            // The seed client waits up to 5 s for its STATUS, then sleeps and starts over.
             let sent_10 = now;
-            let answered = replies.len() > cycle;
             wait(&mut s, &mut now, 5000, &mut replies);
-            if !answered {
-                assert!(
-                    replies.len() > cycle && replies[cycle].0 < sent_10 + 5000,
-                    "every {every} ms, cycle {cycle}: no reply within the seed client's 5 s"
-                );
-            }
-            wait(&mut s, &mut now, every, &mut replies);
+            assert!(
+                replies.len() > cycle && replies[cycle].0 <= sent_10 + 5000,
+                "every {interval} ms, cycle {cycle}: no reply within the seed client's 5 s: {replies:?}"
+            );
+            wait(&mut s, &mut now, interval, &mut replies);
         }
+        assert_eq!(
+            replies.len(),
+            every.len(),
+            "one reply per cycle: {replies:?}"
+        );
         replies
     }
 
+    fn lines(replies: &[(u64, ClosedCycle)]) -> Vec<String> {
+        replies.iter().map(|(_, c)| c.status_line()).collect()
+    }
+
+    const FULL: &str = "STATUS RECEIVED 10/10 PACKETS";
+    const INTERVALS: [u64; 7] = [100, 1000, 2500, 3000, 10_000, 20_000, 50_000];
+
     #[test]
     fn a_steady_sender_gets_one_status_per_cycle_at_any_interval() {
-        for every in [100, 1000, 2500, 3000, 10_000, 20_000] {
-            let replies = play(every, 3, &[]);
-            let lines: Vec<String> = replies.iter().map(|(_, c)| c.status_line()).collect();
+        for every in INTERVALS {
+            for late in [0, (every / 10).min(500)] {
+                let replies = play(&[every; 3], late, &[]);
+                assert_eq!(
+                    lines(&replies),
+                    vec![FULL; 3],
+                    "every {every} ms, {late} ms late"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_lost_seq_10_is_answered_while_the_seed_client_still_waits() {
+        for every in INTERVALS {
+            for cycle in [0, 1] {
+                let replies = play(&[every; 3], (every / 10).min(500), &[(cycle, 10)]);
+                let mut expected = vec![FULL; 3];
+                expected[cycle] = "STATUS RECEIVED 9/10 PACKETS; MISSING: [10]";
+                assert_eq!(
+                    lines(&replies),
+                    expected,
+                    "every {every} ms, SEQ:10 lost in cycle {cycle}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_packet_lost_mid_cycle_does_not_split_the_cycle() {
+        for every in INTERVALS {
+            for seq in [2, 5, 9] {
+                let replies = play(&[every; 3], (every / 10).min(500), &[(1, seq)]);
+                let mut expected = vec![FULL.to_string(); 3];
+                expected[1] = format!("STATUS RECEIVED 9/10 PACKETS; MISSING: [{seq}]");
+                assert_eq!(
+                    lines(&replies),
+                    expected,
+                    "every {every} ms, SEQ:{seq} lost"
+                );
+            }
+            // The last two lost: answered while the client waits, too.
+            let replies = play(&[every; 2], (every / 10).min(500), &[(0, 9), (0, 10)]);
             assert_eq!(
-                lines,
-                vec!["STATUS RECEIVED 10/10 PACKETS"; 3],
+                lines(&replies),
+                vec!["STATUS RECEIVED 8/10 PACKETS; MISSING: [9, 10]", FULL],
                 "every {every} ms"
             );
         }
     }
 
     #[test]
-    fn a_lost_seq_10_is_answered_while_the_seed_client_still_waits() {
-        for every in [100, 1000, 2500, 3000, 10_000, 20_000] {
-            for lost in [0, 1] {
-                let replies = play(every, 3, &[lost]);
-                let lines: Vec<String> = replies.iter().map(|(_, c)| c.status_line()).collect();
-                let mut expected = vec!["STATUS RECEIVED 10/10 PACKETS"; 3];
-                expected[lost] = "STATUS RECEIVED 9/10 PACKETS; MISSING: [10]";
-                assert_eq!(
-                    lines, expected,
-                    "every {every} ms, SEQ:10 lost in cycle {lost}"
-                );
-            }
-        }
+    fn a_sender_that_slows_down_learns_its_new_pace_and_stays_in_step() {
+        // SET_INTERVAL 3, as seed 001's operator sends it, on a 1 s sensor; then slower still.
+        let replies = play(&[1000, 1000, 3000, 3000, 10_000, 10_000], 0, &[]);
+        let early = |n: usize| {
+            let missing: Vec<String> = (n + 1..=10).map(|m| m.to_string()).collect();
+            format!(
+                "STATUS RECEIVED {n}/10 PACKETS; MISSING: [{}]",
+                missing.join(", ")
+            )
+        };
+        // The first cycle at each new pace is answered early, once (play checks one reply
+        // per cycle, each while the client waits); the next is whole.
+        assert_eq!(
+            lines(&replies),
+            [
+                FULL.to_string(),
+                FULL.into(),
+                early(1),
+                FULL.into(),
+                early(1),
+                FULL.into()
+            ]
+        );
     }
 
     #[test]
@@ -584,7 +690,11 @@ mod tests {
         assert_eq!(s.gap(ms(2000)), FIRST_INTERVAL_ALLOWANCE);
         s.packet(2, ms(3000));
         assert_eq!(s.interval(), Some(ms(3000)));
-        assert_eq!(s.gap(ms(2000)), ms(6000), "one interval late is allowed");
+        assert_eq!(
+            s.gap(ms(2000)),
+            ms(9000),
+            "two intervals (one packet may be lost) and one late"
+        );
         // SEQ:3 lost: SEQ:4 two steps later is still a 3 s interval.
         s.packet(4, ms(9000));
         assert_eq!(s.interval(), Some(ms(3000)));
@@ -602,6 +712,11 @@ mod tests {
         let mut slow = Stream::default();
         slow.packet(1, ms(0));
         slow.packet(2, ms(20_000));
+        assert_eq!(slow.gap(ms(2000)), ms(40_000) + MAX_LATENESS);
+        // After SEQ:9 only SEQ:10 is due: one interval, so a lost SEQ:10 is answered in time.
+        for seq in 3..=9 {
+            slow.packet(seq, ms(20_000 * u64::from(seq - 1)));
+        }
         assert_eq!(slow.gap(ms(2000)), ms(20_000) + MAX_LATENESS);
         // The pause between cycles is not an interval.
         let mut s = Stream::default();

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod board;
 pub mod cdev;
 mod gpiochip;
 pub mod pwm_sysfs;
@@ -30,7 +31,8 @@ pub struct Edge {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendKind {
-    /// `rppal` on a Raspberry Pi, otherwise `sim` with a warning.
+    /// `rppal` on a Raspberry Pi, `cdev` where a GPIO chip exists, otherwise a refusal to
+    /// start: simulated pins are never chosen for you.
     #[default]
     Auto,
     Rppal,
@@ -45,6 +47,10 @@ pub enum Error {
         "this machine is not a Raspberry Pi ({detail}); set `backend = \"sim\"` in [hardware] to run on simulated pins, or `backend = \"cdev\"` for another Linux board"
     )]
     NotAPi { detail: String },
+    #[error(
+        "backend = \"auto\" found no GPIO hardware: not a Raspberry Pi ({board}), and no GPIO chip (/dev/gpiochip*); set backend = \"sim\" in [hardware] to run on simulated pins, or check the kernel's GPIO driver"
+    )]
+    NoHardware { board: String },
     #[error(
         "permission denied on {path}: run sited as root or as a user in the `gpio` group (the shipped unit uses SupplementaryGroups=gpio)"
     )]
@@ -159,40 +165,38 @@ pub fn monotonic_now() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// Is this a Raspberry Pi? Reads the device-tree model, as rppal does.
-pub fn raspberry_pi_model() -> Option<String> {
-    let model = std::fs::read_to_string("/proc/device-tree/model").ok()?;
-    let model = model.trim_end_matches('\0').trim().to_string();
-    model.starts_with("Raspberry Pi").then_some(model)
-}
-
-/// Opens the backend the config names. `auto` picks `rppal` on a Pi and `sim` elsewhere,
-/// with a warning so nobody mistakes a simulation for wired doors.
+/// Opens the backend the config names. `auto` picks `rppal` on a Raspberry Pi (by `board`),
+/// `cdev` where a GPIO chip exists, and otherwise refuses: it never picks simulated pins, so
+/// nobody mistakes a simulation for wired doors.
 /// `sim_pins`: for the sim backend, a file to mirror every pin's level into.
 pub fn open(
     kind: &BackendKind,
     chip: Option<&str>,
     sim_pins: Option<&Path>,
+    board: &board::Board,
 ) -> Result<Box<dyn Hardware>, Error> {
     match kind {
         BackendKind::Sim => Ok(Box::new(sim::SimBackend::with_pins_file(
             sim_pins.map(Path::to_path_buf),
         ))),
-        BackendKind::Rppal => Ok(Box::new(rppal::RppalBackend::open()?)),
+        BackendKind::Rppal => Ok(Box::new(rppal::RppalBackend::open(board)?)),
         BackendKind::Cdev => Ok(Box::new(cdev::CdevBackend::open(chip)?)),
-        BackendKind::Auto => match raspberry_pi_model() {
-            Some(model) => {
-                log::info!("hardware: {model}, using the rppal backend");
-                Ok(Box::new(rppal::RppalBackend::open()?))
+        BackendKind::Auto => {
+            if let Some(model) = &board.model {
+                log::info!("hardware: {model}, so backend = \"auto\" uses rppal");
+                return Ok(Box::new(rppal::RppalBackend::open(board)?));
             }
-            None => {
-                log::warn!(
-                    "hardware: not a Raspberry Pi, so backend = \"auto\" falls back to SIMULATED pins; nothing physical will move (set backend explicitly to silence this)"
-                );
-                Ok(Box::new(sim::SimBackend::with_pins_file(
-                    sim_pins.map(Path::to_path_buf),
-                )))
+            let chips = gpiocdev::chip::chips().unwrap_or_default();
+            if chips.is_empty() {
+                return Err(Error::NoHardware {
+                    board: board.evidence(),
+                });
             }
-        },
+            log::info!(
+                "hardware: not a Raspberry Pi, and {} GPIO chip(s) found, so backend = \"auto\" uses cdev",
+                chips.len()
+            );
+            Ok(Box::new(cdev::CdevBackend::open(chip)?))
+        }
     }
 }

@@ -59,8 +59,15 @@ pub struct RppalBackend {
 }
 
 impl RppalBackend {
-    pub fn open() -> Result<Self, Error> {
-        let gpio = Gpio::new().map_err(|e| map_gpio_error(e, None, None))?;
+    /// Opens the Pi's GPIO; `board` is what detection read, named if rppal cannot tell the
+    /// model either.
+    pub fn open(board: &super::board::Board) -> Result<Self, Error> {
+        let gpio = Gpio::new().map_err(|e| match e {
+            gpio::Error::UnknownModel => Error::NotAPi {
+                detail: format!("rppal cannot identify the board; read {}", board.evidence()),
+            },
+            e => map_gpio_error(e, None, None),
+        })?;
         let model = DeviceInfo::new().ok().map(|info| info.model());
         let line_chip = gpiochip::open_pi_chip_for_line_info();
         if line_chip.is_none() {
