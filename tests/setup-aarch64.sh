@@ -45,8 +45,10 @@ LIBDIR="$SYSROOT/lib/rustlib/$TARGET/lib"
 COMMIT=$("$RUSTC" -vV | sed -n 's/^commit-hash: //p')
 VERSION=$("$RUSTC" -vV | sed -n 's/^release: //p')
 STAMP="$LIBDIR/.sited-std-stamp"
+# What the installed std was built from and how; a different stamp rebuilds it.
+STAMP_TEXT="$COMMIT embed-bitcode"
 
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$COMMIT" ]; then
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$STAMP_TEXT" ]; then
   say "std for $TARGET already installed (rustc $VERSION)"
 else
   case "$VERSION" in *-*) say "rustc $VERSION is not a stable release; Debian has no matching rust-src" >&2; exit 1;; esac
@@ -117,14 +119,19 @@ rustflags = ["-Cpanic=abort"]
 TOML
   echo '' > "$DUMMY/src/lib.rs"
   say "building std for $TARGET from $SRC (about a minute)"
-  (cd "$DUMMY" && RUSTC_BOOTSTRAP=1 __CARGO_TESTS_ONLY_SRC_ROOT="$SRC" \
+  # RUSTFLAGS must be unset, not empty: an empty RUSTFLAGS still wins over the target's
+  # rustflags, and std would then have no embedded bitcode, so `lto = true` release builds for
+  # the Pi would fail ("Can't find section .llvmbc").
+  (cd "$DUMMY" && env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS RUSTC_BOOTSTRAP=1 __CARGO_TESTS_ONLY_SRC_ROOT="$SRC" \
      CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
      CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-Cembed-bitcode=yes -Zunstable-options -Cforce-frame-pointers=non-leaf --remap-path-prefix=$SRC=/rustc/$COMMIT/library" \
-     CARGO_TARGET_DIR="$DUMMY/target" RUSTFLAGS="" \
+     CARGO_TARGET_DIR="$DUMMY/target" \
      "$CARGO" build -q --release --target "$TARGET" -Zbuild-std=std,panic_abort,panic_unwind,proc_macro,test)
   mkdir -p "$LIBDIR"
+  # A std built before (other flags, other hashes) would be a second candidate for every crate.
+  find "$LIBDIR" -maxdepth 1 \( -name '*.rlib' -o -name '*.rmeta' \) -delete
   find "$DUMMY/target/$TARGET/release/deps" -maxdepth 1 \( -name '*.rlib' -o -name '*.rmeta' \) ! -name 'libstd_build-*' -exec cp {} "$LIBDIR/" \;
-  echo "$COMMIT" > "$STAMP"
+  echo "$STAMP_TEXT" > "$STAMP"
   rm -rf "$DUMMY"
   say "installed std into $LIBDIR"
 fi

@@ -4,6 +4,7 @@
 //! (`plugin_host`), the device's events go to the site logic, and its commands go back out.
 //! `event_loop` is where those steps are wired together.
 
+pub mod cli;
 pub mod config;
 pub mod conn_io;
 pub mod control;
