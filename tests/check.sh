@@ -37,6 +37,8 @@ step "clippy (aarch64, the Pi)" aarch64_clippy
 step "tests" cargo test --workspace --locked
 step "shipped configs" validate_configs
 step "systemd unit" bash tests/check-systemd.sh
+step "package (amd64)" bash tests/build-deb.sh
+step "VM: the site on gpio-sim (real kernel GPIO and PWM)" bash tests/vm/gpio-site.sh "$(ls -t target/debian/sited_*_amd64.deb | head -n 1)"
 step "fuzz (${FUZZ_SECS:-30} s a target)" bash tests/fuzz.sh
 echo
 echo "all checks passed in $((SECONDS - total)) s"

@@ -72,11 +72,34 @@ pub struct Node {
 }
 
 fn hostname() -> String {
-    nix::unistd::gethostname()
+    let raw = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "sited".to_string())
+        .unwrap_or_default();
+    link_name_base(&raw)
+}
+
+/// The host name as the start of a hub registration name (`<host>-access`): only what the
+/// protocol allows in a name (letters, digits, `_-.@`; anything else becomes `-`), at most 48
+/// characters, and `sited` for a machine with no name (the kernel's `(none)`, or empty).
+fn link_name_base(host: &str) -> String {
+    let name: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-.@".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(48)
+        .collect();
+    let name = name.trim_matches('-');
+    if name.is_empty() || host == "(none)" {
+        "sited".to_string()
+    } else {
+        name.to_string()
+    }
 }
 
 impl Node {
@@ -853,6 +876,31 @@ impl Node {
         self.flush();
         if let Some(ledger) = &mut self.ledger {
             ledger.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_name_becomes_a_valid_registration_name() {
+        assert_eq!(link_name_base("front-door"), "front-door");
+        // The kernel's name for a machine without one (a bare VM, an initramfs).
+        assert_eq!(link_name_base("(none)"), "sited");
+        assert_eq!(link_name_base(""), "sited");
+        assert_eq!(link_name_base("Büro Pi"), "B-ro-Pi");
+        assert_eq!(link_name_base(&"x".repeat(80)).len(), 48);
+        for host in ["(none)", "Büro Pi", "a b", "pi.local"] {
+            let name = format!("{}-access", link_name_base(host));
+            assert!(
+                matches!(
+                    crate::hub::protocol::parse(&format!("DEVICE {name} TYPE access-control")),
+                    Ok(crate::hub::protocol::Line::Register { .. })
+                ),
+                "{name}"
+            );
         }
     }
 }

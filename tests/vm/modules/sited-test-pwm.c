@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * sited's test-only PWM chip, for the VM tier (tests/vm). The kernel's sysfs PWM interface has
+ * no simulator, so this registers a platform device "sited-test-pwm.0" with a PWM chip whose
+ * channels accept every setting; the kernel's own pwm_apply trace event records what sited
+ * wrote. With hold=N an in-kernel consumer holds channel N, as pwm-fan does with a channel on a
+ * Raspberry Pi 5, so exporting it from sysfs fails with EBUSY.
+ */
+#include <linux/err.h>
+#include <linux/module.h>
+#include <linux/platform_device.h>
+#include <linux/pwm.h>
+
+static int hold = -1;
+module_param(hold, int, 0444);
+MODULE_PARM_DESC(hold, "channel an in-kernel consumer holds (-1: none)");
+
+static unsigned int npwm = 4;
+module_param(npwm, uint, 0444);
+MODULE_PARM_DESC(npwm, "number of channels");
+
+struct test_pwm {
+	struct pwm_chip chip;
+	struct pwm_device *held;
+};
+
+static int test_pwm_apply(struct pwm_chip *chip, struct pwm_device *pwm,
+			  const struct pwm_state *state)
+{
+	return 0;
+}
+
+static const struct pwm_ops test_pwm_ops = {
+	.apply = test_pwm_apply,
+	.owner = THIS_MODULE,
+};
+
+static int test_pwm_probe(struct platform_device *pdev)
+{
+	struct test_pwm *t;
+	int ret;
+
+	t = devm_kzalloc(&pdev->dev, sizeof(*t), GFP_KERNEL);
+	if (!t)
+		return -ENOMEM;
+	t->chip.dev = &pdev->dev;
+	t->chip.ops = &test_pwm_ops;
+	t->chip.npwm = npwm;
+	ret = pwmchip_add(&t->chip);
+	if (ret)
+		return ret;
+	if (hold >= 0 && hold < (int)npwm) {
+		t->held = pwm_request_from_chip(&t->chip, hold, "test-fan");
+		if (IS_ERR(t->held)) {
+			ret = PTR_ERR(t->held);
+			pwmchip_remove(&t->chip);
+			return ret;
+		}
+	}
+	platform_set_drvdata(pdev, t);
+	return 0;
+}
+
+static int test_pwm_remove(struct platform_device *pdev)
+{
+	struct test_pwm *t = platform_get_drvdata(pdev);
+
+	if (t->held)
+		pwm_free(t->held);
+	pwmchip_remove(&t->chip);
+	return 0;
+}
+
+static struct platform_driver test_pwm_driver = {
+	.probe = test_pwm_probe,
+	.remove = test_pwm_remove,
+	.driver = { .name = "sited-test-pwm" },
+};
+
+static struct platform_device *test_pwm_device;
+
+static int __init test_pwm_init(void)
+{
+	int ret = platform_driver_register(&test_pwm_driver);
+
+	if (ret)
+		return ret;
+	test_pwm_device = platform_device_register_simple("sited-test-pwm", 0, NULL, 0);
+	if (IS_ERR(test_pwm_device)) {
+		platform_driver_unregister(&test_pwm_driver);
+		return PTR_ERR(test_pwm_device);
+	}
+	return 0;
+}
+
+static void __exit test_pwm_exit(void)
+{
+	platform_device_unregister(test_pwm_device);
+	platform_driver_unregister(&test_pwm_driver);
+}
+
+module_init(test_pwm_init);
+module_exit(test_pwm_exit);
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("sited's test-only PWM chip (accepts every setting; the pwm_apply trace shows them)");

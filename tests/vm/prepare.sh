@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Prepares what the VM tier needs, from Debian's packages, without installing anything on this
+# machine (shared/notes/vm-test-tier.md is the measured recipe):
+#   - qemu-system-x86 7.2 and its libraries, extracted (installing it would replace the machine's
+#     backported qemu-utils);
+#   - Debian's current bookworm kernel (its ABI is resolved from linux-image-amd64 each time, as
+#     it moves with every security update), as an uncompressed vmlinux (PVH boot skips ~3 s of
+#     XZ under TCG), and its configfs module;
+#   - gpio-sim, which no Debian kernel builds, compiled out of tree against the extracted
+#     headers from the matching linux-source (gpio-sim.c + irq_sim.c, one patched line);
+#   - sited's test-only PWM chip (modules/sited-test-pwm.c), compiled the same way;
+#   - busybox-static.
+# Everything goes to $SITED_VM_CACHE (default ~/.cache/sited-vm), keyed by version, so a warm
+# run downloads and builds nothing. Prints the path of an env file to source.
+# Needs: apt-get, dpkg-deb, gcc, make, xz (all on a stock Debian); fails saying what is missing.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+CACHE=${SITED_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sited-vm}
+mkdir -p "$CACHE"
+say() { echo "vm/prepare: $*" >&2; }
+die() { echo "vm/prepare: $*" >&2; exit 1; }
+for tool in apt-get apt-cache dpkg-deb gcc make xz; do
+  command -v "$tool" >/dev/null || die "$tool not found; the VM tier needs it (apt-get install $tool)"
+done
+
+# ---- a private apt configuration: the machine's sources and lists are not touched -------------
+APT="$CACHE/apt"
+mkdir -p "$APT/lists/partial" "$APT/cache/archives/partial" "$APT/etc/preferences.d" "$APT/debs"
+cat > "$APT/sources.list" <<'SOURCES'
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-updates main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main
+SOURCES
+cat > "$APT/apt.conf" <<CONF
+Dir::Etc::sourcelist "$APT/sources.list";
+Dir::Etc::sourceparts "-";
+Dir::Etc::preferencesparts "$APT/etc/preferences.d";
+Dir::State::Lists "$APT/lists";
+Dir::Cache "$APT/cache";
+Acquire::IndexTargets::deb::DEP-11::DefaultEnabled "false";
+Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled "false";
+Acquire::Languages "none";
+APT::Sandbox::User "root";
+CONF
+export APT_CONFIG="$APT/apt.conf"
+# The lists are refreshed at most once an hour: the kernel ABI is looked up in them.
+if [ -z "$(find "$APT/lists" -maxdepth 1 -name '*Packages*' -mmin -60 2>/dev/null | head -n 1)" ]; then
+  say "apt-get update (private lists in $APT)"
+  apt-get update -qq || die "apt-get update failed (is deb.debian.org reachable?)"
+fi
+# Versions as they may appear in a path (an epoch's ':' would split LD_LIBRARY_PATH).
+version_of() { apt-cache show "$1" 2>/dev/null | sed -n 's/^Version: //p' | head -n 1; }
+path_safe() { echo "$1" | tr ':~' '__'; }
+download() { (cd "$APT/debs" && apt-get download -qq "$@") || die "downloading $* failed"; }
+deb_of() { ls "$APT/debs/$1"_*.deb 2>/dev/null | head -n 1; }
+
+# ---- the kernel -------------------------------------------------------------------------------
+KPKG=$(apt-cache depends linux-image-amd64 | sed -n 's/^ *Depends: \(linux-image-[0-9].*-amd64\)$/\1/p' | head -n 1)
+[ -n "$KPKG" ] || die "cannot resolve linux-image-amd64's kernel package"
+KVER=${KPKG#linux-image-}
+KVERSION=$(version_of "$KPKG")
+SRCPKG=linux-source-${KVER%%.0-*}            # 6.1.0-57-amd64 -> linux-source-6.1
+PWM_SUM=$(sha256sum "$HERE/modules/sited-test-pwm.c" | cut -c1-16)
+KDIR="$CACHE/kernel-$KVER-$(path_safe "$KVERSION")-$PWM_SUM"
+if [ ! -f "$KDIR/ready" ]; then
+  say "kernel $KVER ($KVERSION): downloading the image, headers and source"
+  rm -rf "$APT/debs"/*
+  HDR_COMMON=$(apt-cache depends "linux-headers-$KVER" | sed -n 's/^ *Depends: \(linux-headers-.*-common\)$/\1/p' | head -n 1)
+  KBUILD=$(apt-cache depends "linux-headers-$KVER" | sed -n 's/^ *Depends: \(linux-kbuild-.*\)$/\1/p' | head -n 1)
+  download "$KPKG" "linux-headers-$KVER" "$HDR_COMMON" "$KBUILD" "$SRCPKG=$KVERSION"
+  work="$CACHE/work"
+  rm -rf "$work" "$KDIR"
+  mkdir -p "$work/root" "$work/src" "$KDIR/modules"
+  for pkg in "$KPKG" "linux-headers-$KVER" "$HDR_COMMON" "$KBUILD"; do
+    dpkg-deb -x "$(deb_of "$pkg")" "$work/root"
+  done
+  say "taking gpio-sim.c, gpiolib.h, irq_sim.c and extract-vmlinux from $SRCPKG"
+  dpkg-deb --fsys-tarfile "$(deb_of "$SRCPKG")" | tar -xO "./usr/src/$SRCPKG.tar.xz" | xz -dc \
+    | tar -x -C "$work/src" --strip-components=1 \
+        "$SRCPKG/drivers/gpio/gpio-sim.c" "$SRCPKG/drivers/gpio/gpiolib.h" \
+        "$SRCPKG/kernel/irq/irq_sim.c" "$SRCPKG/scripts/extract-vmlinux"
+  sh "$work/src/scripts/extract-vmlinux" "$work/root/boot/vmlinuz-$KVER" > "$KDIR/vmlinux"
+  cp "$work/root/lib/modules/$KVER/kernel/fs/configfs/configfs.ko" "$KDIR/modules/"
+  # The headers' Makefile includes the -common tree by its installed path; point it here.
+  headers="$work/root/usr/src/linux-headers-$KVER"
+  sed -i "s#include /usr/src/#include $work/root/usr/src/#" "$headers/Makefile"
+  # gpio-sim with the IRQ simulator built in (Debian builds neither); irq_to_desc is not
+  # exported to modules, generic_handle_irq does the same here.
+  mkdir -p "$work/gpio-sim" "$work/pwm"
+  cp "$work/src/drivers/gpio/gpio-sim.c" "$work/gpio-sim/gpio-sim-core.c"
+  cp "$work/src/drivers/gpio/gpiolib.h" "$work/src/kernel/irq/irq_sim.c" "$work/gpio-sim/"
+  sed -i 's/handle_simple_irq(irq_to_desc(irqnum));/generic_handle_irq(irqnum);/' "$work/gpio-sim/irq_sim.c"
+  printf 'obj-m := gpio-sim.o\ngpio-sim-y := gpio-sim-core.o irq_sim.o\n' > "$work/gpio-sim/Kbuild"
+  cp "$HERE/modules/sited-test-pwm.c" "$work/pwm/"
+  echo 'obj-m := sited-test-pwm.o' > "$work/pwm/Kbuild"
+  for m in gpio-sim pwm; do
+    make -s -C "$headers" M="$work/$m" modules 2>&1 | grep -v '^Skipping BTF' >&2 || true
+    ls "$work/$m"/*.ko >/dev/null 2>&1 || die "building $m against $KVER failed"
+    cp "$work/$m"/*.ko "$KDIR/modules/"
+  done
+  strip --strip-debug "$KDIR"/modules/*.ko
+  rm -rf "$work" "$APT/debs"/*
+  touch "$KDIR/ready"
+fi
+
+# ---- qemu -------------------------------------------------------------------------------------
+QVERSION=$(version_of qemu-system-x86)
+QDIR="$CACHE/qemu-$(path_safe "$QVERSION")"
+if [ ! -f "$QDIR/ready" ]; then
+  say "qemu-system-x86 $QVERSION: downloading and extracting it and its libraries"
+  rm -rf "$APT/debs"/* "$QDIR"
+  mkdir -p "$QDIR/root"
+  # What apt would install here (this machine's libraries serve the rest), extracted instead.
+  pkgs=$(apt-get install -s --no-install-recommends qemu-system-x86 2>/dev/null | awk '/^Inst/{print $2}')
+  [ -n "$pkgs" ] || die "cannot resolve qemu-system-x86's dependencies"
+  # shellcheck disable=SC2086
+  download $pkgs
+  for d in "$APT/debs"/*.deb; do dpkg-deb -x "$d" "$QDIR/root"; done
+  rm -rf "$APT/debs"/*
+  touch "$QDIR/ready"
+fi
+
+# ---- busybox ----------------------------------------------------------------------------------
+BVERSION=$(version_of busybox-static)
+BDIR="$CACHE/busybox-$(path_safe "$BVERSION")"
+if [ ! -f "$BDIR/ready" ]; then
+  say "busybox-static $BVERSION"
+  rm -rf "$APT/debs"/* "$BDIR"
+  mkdir -p "$BDIR/root"
+  download busybox-static
+  dpkg-deb -x "$(deb_of busybox-static)" "$BDIR/root"
+  cp "$BDIR/root/bin/busybox" "$BDIR/busybox"
+  rm -rf "$BDIR/root" "$APT/debs"/*
+  touch "$BDIR/ready"
+fi
+
+Q="$QDIR/root"
+cat > "$CACHE/env.sh" <<ENV
+# Written by tests/vm/prepare.sh: the VM tier's kernel, modules, qemu and busybox.
+export VM_KVER="$KVER"
+export VM_KERNEL="$KDIR/vmlinux"
+export VM_MODULES="$KDIR/modules"
+export VM_BUSYBOX="$BDIR/busybox"
+export VM_QEMU="$Q/usr/bin/qemu-system-x86_64"
+export VM_QEMU_BIOS="-L $Q/usr/share/qemu -L $Q/usr/share/seabios"
+export VM_QEMU_LIBS="$Q/usr/lib/x86_64-linux-gnu:$Q/lib/x86_64-linux-gnu"
+ENV
+# A last check that the extracted qemu runs at all.
+LD_LIBRARY_PATH="$Q/usr/lib/x86_64-linux-gnu:$Q/lib/x86_64-linux-gnu" "$Q/usr/bin/qemu-system-x86_64" --version >/dev/null \
+  || die "the extracted qemu does not run (missing libraries?)"
+echo "$CACHE/env.sh"
