@@ -52,6 +52,12 @@ pub enum PwmError {
     PermissionDenied {
         path: PathBuf,
     },
+    /// `export` said EBUSY and no channel appeared: a kernel driver holds it (the Pi 5's fan
+    /// holds a channel of `pwmchip0` on 6.6 kernels). `holder` is its name, if debugfs says.
+    InUse {
+        export: PathBuf,
+        holder: Option<String>,
+    },
     ZeroPeriod,
     PulseTooLong {
         pulse_ns: u64,
@@ -83,6 +89,14 @@ impl PwmError {
             PwmError::PermissionDenied { path } => Error::PermissionDenied {
                 path: path.display().to_string(),
             },
+            PwmError::InUse { export, holder } => pwm(format!(
+                "channel in use by a kernel driver ({}; writing {channel} to {} says EBUSY); free it (a device-tree overlay such as the Pi 5's fan may hold it) or pick another pwm-chip/pwm-channel",
+                match holder {
+                    Some(h) => format!("\"{h}\""),
+                    None => "see /sys/kernel/debug/pwm".into(),
+                },
+                export.display()
+            )),
             PwmError::ZeroPeriod => pwm(
                 "the period is 0 ns; set the device's PWM period (20 ms for hobby servos)".into(),
             ),
@@ -110,6 +124,44 @@ impl PwmError {
             }
         }
     }
+}
+
+/// Who holds `channel` of the chip at `chip_dir`, from the PWM core's debugfs listing
+/// (`/sys/kernel/debug/pwm`, readable by root where debugfs is mounted; 6.1 kernels leave out
+/// the `0: ` numbering):
+/// ```text
+/// 0: platform/sited-test-pwm.0, 4 PWM devices
+///  pwm-1   (test-fan            ): requested period: 0 ns duty: 0 ns polarity: normal
+/// ```
+fn kernel_holder(chip_dir: &Path, channel: u32) -> Option<String> {
+    let device = std::fs::canonicalize(chip_dir.join("device")).ok()?;
+    let device = device.file_name()?.to_str()?.to_string();
+    let listing = std::fs::read_to_string("/sys/kernel/debug/pwm").ok()?;
+    holder_in_listing(&listing, &device, channel)
+}
+
+fn holder_in_listing(listing: &str, device: &str, channel: u32) -> Option<String> {
+    let mut in_chip = false;
+    for line in listing.lines() {
+        if !line.starts_with(' ') {
+            // `platform/sited-test-pwm.0, 4 PWM devices`, numbered `0: ...` on newer kernels.
+            let bus_path = line.split(',').next().unwrap_or_default();
+            let bus_path = bus_path.split_once(": ").map_or(bus_path, |(_, p)| p);
+            in_chip = bus_path.ends_with(&format!("/{device}"));
+            continue;
+        }
+        let entry = line.trim_start();
+        if in_chip && let Some(rest) = entry.strip_prefix(&format!("pwm-{channel} ")) {
+            let label = rest
+                .trim_start()
+                .strip_prefix('(')?
+                .split(')')
+                .next()?
+                .trim();
+            return (!label.is_empty()).then(|| label.to_string());
+        }
+    }
+    None
 }
 
 /// One exported PWM channel, configured with a fixed period and normal polarity.
@@ -165,8 +217,16 @@ impl SysfsPwm {
             let export = chip_dir.join("export");
             match write_attr(&export, &channel.to_string()) {
                 Ok(()) => {}
-                // Someone exported it between our look and our write: just as good.
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                // Someone exported it between our look and our write: just as good. Without
+                // the channel's directory, though, a kernel driver holds it.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    if !dir.is_dir() {
+                        return Err(PwmError::InUse {
+                            holder: kernel_holder(&chip_dir, channel),
+                            export,
+                        });
+                    }
+                }
                 Err(e) => return Err(PwmError::io(&export, e)),
             }
         }
@@ -313,6 +373,37 @@ mod tests {
     use std::fs;
 
     const SERVO_PERIOD_NS: u64 = 20_000_000;
+
+    #[test]
+    fn the_kernel_driver_holding_a_channel_is_named_from_debugfs() {
+        let listing = [
+            "0: platform/soc/fe20c000.pwm, 2 PWM devices",
+            " pwm-1   (other               ): requested",
+            "platform/sited-test-pwm.0, 4 PWM devices",
+            " pwm-0   (sysfs               ): requested enabled",
+            " pwm-1   (test-fan            ): requested period: 0 ns duty: 0 ns polarity: normal",
+        ]
+        .join("\n");
+        let listing = listing.as_str();
+        assert_eq!(
+            holder_in_listing(listing, "sited-test-pwm.0", 1).as_deref(),
+            Some("test-fan")
+        );
+        assert_eq!(holder_in_listing(listing, "sited-test-pwm.0", 2), None);
+        assert_eq!(
+            holder_in_listing(listing, "fe20c000.pwm", 1).as_deref(),
+            Some("other")
+        );
+        let e = PwmError::InUse {
+            export: "/sys/class/pwm/pwmchip0/export".into(),
+            holder: Some("test-fan".into()),
+        }
+        .into_hw(13, 0, 1);
+        assert_eq!(
+            e.to_string(),
+            "PWM 0/1 for GPIO 13: channel in use by a kernel driver (\"test-fan\"; writing 1 to /sys/class/pwm/pwmchip0/export says EBUSY); free it (a device-tree overlay such as the Pi 5's fan may hold it) or pick another pwm-chip/pwm-channel"
+        );
+    }
 
     /// A sysfs PWM tree in a temp dir: `pwmchip<chip>` with `npwm` and `export`, and (when
     /// `exported`) `pwm<channel>` with its attributes as a fresh kernel export shows them.

@@ -59,6 +59,9 @@ struct Ctx {
     timer_ops: Vec<TimerOp>,
     state: serde_json::Map<String, serde_json::Value>,
     error: Option<String>,
+    /// The backend's own reason for the last hardware error in this call, so a device that
+    /// fails because of it says why (`sitectl status`), not only that the hardware failed.
+    hw_error: Option<String>,
 }
 
 impl Ctx {
@@ -72,6 +75,21 @@ impl Ctx {
             timer_ops: Vec::new(),
             state: serde_json::Map::new(),
             error: None,
+            hw_error: None,
+        }
+    }
+
+    /// The plugin's error, with the backend's reason when the plugin only knew that the
+    /// hardware failed.
+    fn take_error(&mut self) -> Option<String> {
+        let hw_error = self.hw_error.take();
+        let message = self.error.take();
+        match (message, hw_error) {
+            (Some(m), Some(hw)) => {
+                Some(format!("{}: {hw}", m.replace(" (see the daemon log)", "")))
+            }
+            (None, Some(hw)) => Some(hw),
+            (m, None) => m,
         }
     }
 
@@ -84,6 +102,7 @@ impl Ctx {
     fn hw_result<T>(&mut self, what: &str, r: Result<T, crate::hw::Error>) -> Result<T, i32> {
         r.map_err(|e| {
             log::error!("{}: {what}: {e}", self.device);
+            self.hw_error = Some(e.to_string());
             abi::HOST_HW_ERROR
         })
     }
@@ -402,8 +421,7 @@ impl Instance {
             _ => {
                 let message = instance
                     .ctx()
-                    .error
-                    .take()
+                    .take_error()
                     .unwrap_or_else(|| "create failed".into());
                 instance.force_safe(hw);
                 instance.release(hw);
@@ -468,11 +486,12 @@ impl Instance {
         }
         let c = self.ctx();
         c.error = None;
+        c.hw_error = None;
         c.hw = hw.map(|h| h as *mut (dyn Hardware + 'static));
         let status = f(self.lib.descriptor, self.raw);
         let c = self.ctx();
         c.hw = None;
-        let message = c.error.take();
+        let message = c.take_error();
         match status {
             abi::STATUS_OK => Ok(()),
             abi::STATUS_ERROR => Err(CallError::Refused(
@@ -583,5 +602,35 @@ impl Drop for Instance {
             drop(Box::from_raw(self.vtable));
             drop(Box::from_raw(self.ctx));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hardware_failure_carries_the_backends_reason() {
+        let mut c = Ctx::new("exit_door", 13);
+        let r: Result<(), i32> = c.hw_result(
+            "claiming GPIO 13 for PWM",
+            Err(crate::hw::Error::Pwm {
+                pin: 13,
+                chip: 0,
+                channel: 1,
+                detail: "channel in use by a kernel driver".into(),
+            }),
+        );
+        assert_eq!(r, Err(abi::HOST_HW_ERROR));
+        c.error = Some("claiming GPIO 13 for PWM: the hardware failed (see the daemon log)".into());
+        assert_eq!(
+            c.take_error().as_deref(),
+            Some(
+                "claiming GPIO 13 for PWM: the hardware failed: PWM 0/1 for GPIO 13: channel in use by a kernel driver"
+            )
+        );
+        // Taken once; a failure without a hardware error keeps the plugin's words.
+        c.error = Some("bad angle".into());
+        assert_eq!(c.take_error().as_deref(), Some("bad angle"));
     }
 }
