@@ -238,6 +238,7 @@ impl Daemon {
         let mut hw = hw::open(
             &config.hardware.backend,
             config.hardware.chip.as_deref(),
+            config.hardware.pwm_chip.as_deref(),
             config.hardware.sim_pins.as_deref(),
             &board,
         )?;

@@ -103,6 +103,12 @@ pub struct HardwareSection {
     /// cdev only: the GPIO chip's label (e.g. `pinctrl-bcm2711`) or a `/dev/gpiochipN` path.
     #[serde(default)]
     pub chip: Option<String>,
+    /// rppal and cdev: the PWM chip servos use, by its device: a device-tree node
+    /// (`/axi/pcie@120000/rp1/pwm@98000`), a `/sys/devices/...` path or a device name
+    /// (`1f00098000.pwm`). Default: a Raspberry Pi's own PWM device. A device's `pwm-chip`
+    /// number overrides it.
+    #[serde(default)]
+    pub pwm_chip: Option<String>,
     /// sim only: a file the simulated pins are mirrored into (for tests and demos).
     #[serde(default)]
     pub sim_pins: Option<PathBuf>,

@@ -39,6 +39,8 @@ enum Line {
 pub struct CdevBackend {
     /// Kept open to ask the kernel who holds a busy line.
     chip: Chip,
+    /// The PWM chip and channels for servos that name none.
+    pwm: super::PwmDefaults,
     label: String,
     num_lines: u32,
     lines: HashMap<Pin, Line>,
@@ -51,7 +53,7 @@ impl CdevBackend {
     /// Opens the GPIO chip `chip` names: a label (as `gpiodetect` prints it) or, starting with
     /// "/dev/", a path. `None` looks for the Raspberry Pi controllers
     /// (`pinctrl-rp1`, `pinctrl-bcm2711`, `pinctrl-bcm2835`, in that order).
-    pub fn open(chip: Option<&str>) -> Result<Self, Error> {
+    pub fn open(chip: Option<&str>, pwm: super::PwmDefaults) -> Result<Self, Error> {
         let path = gpiochip::resolve(chip)?;
         let chip = gpiochip::open(&path)?;
         let info = chip.info().map_err(|e| {
@@ -68,6 +70,7 @@ impl CdevBackend {
         );
         Ok(CdevBackend {
             chip,
+            pwm,
             label: info.label,
             num_lines: info.num_lines,
             lines: HashMap::new(),
@@ -175,10 +178,12 @@ impl Hardware for CdevBackend {
         if self.lines.contains_key(&pin) {
             return Err(Error::AlreadyClaimed { pin });
         }
-        let (Some(chip), Some(channel)) = (spec.chip, spec.channel) else {
+        let chip = spec.chip.or(self.pwm.chip());
+        let channel = spec.channel.or(self.pwm.channel_for(pin));
+        let (Some(chip), Some(channel)) = (chip, channel) else {
             return Err(Error::PwmNotConfigured {
                 pin,
-                why: "the cdev backend has no software PWM",
+                why: "the cdev backend has no software PWM, and no PWM chip or channel is known for this pin ([hardware] pwm-chip chooses the chip)",
             });
         };
         if let Some(other) = self.lines.iter().find_map(|(p, line)| match line {
@@ -510,7 +515,7 @@ mod tests {
 
     #[test]
     fn a_label_no_chip_carries_is_a_clear_error_not_a_panic() {
-        let result = CdevBackend::open(Some("sited-test-no-such-chip"));
+        let result = CdevBackend::open(Some("sited-test-no-such-chip"), Default::default());
 
         assert!(
             matches!(
@@ -526,7 +531,8 @@ mod tests {
 
     #[test]
     fn a_missing_chip_path_is_chip_not_found() {
-        let result = CdevBackend::open(Some("/dev/gpiochip-sited-test-missing"));
+        let result =
+            CdevBackend::open(Some("/dev/gpiochip-sited-test-missing"), Default::default());
 
         assert!(
             matches!(&result, Err(Error::ChipNotFound { label, .. }) if label.contains("gpiochip-sited-test-missing")),
@@ -542,7 +548,7 @@ mod tests {
             .filter_map(|e| e.ok())
             .any(|e| e.file_name().to_string_lossy().starts_with("gpiochip"));
 
-        let result = CdevBackend::open(None);
+        let result = CdevBackend::open(None, Default::default());
 
         if machine_has_chips {
             // A Pi opens; a VM with gpio-sim lists its chips; neither panics.

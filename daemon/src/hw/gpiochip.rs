@@ -84,9 +84,15 @@ fn select_chip(
             return Ok(path.clone());
         }
     }
-    if let Some(path) = denied.first() {
-        return Err(Error::PermissionDenied {
-            path: path.display().to_string(),
+    if !denied.is_empty() {
+        // Any of them may be the one wanted: name them all, and what was looked for.
+        return Err(Error::ChipsDenied {
+            wanted: wanted.join("\" or \""),
+            denied: denied
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     }
     if found.is_empty() {
@@ -234,8 +240,17 @@ mod tests {
         let err = select_chip(&found, &denied, DEFAULT_CHIP_LABELS).expect_err("denied");
 
         assert!(
-            matches!(&err, Error::PermissionDenied { path } if path == "/dev/gpiochip0"),
+            matches!(&err, Error::ChipsDenied { denied, .. } if denied == "/dev/gpiochip0"),
             "{err:?}"
+        );
+        let denied = [
+            PathBuf::from("/dev/gpiochip0"),
+            PathBuf::from("/dev/gpiochip4"),
+        ];
+        let err = select_chip(&[], &denied, &["pinctrl-rp1"]).expect_err("denied");
+        assert_eq!(
+            err.to_string(),
+            "permission denied on /dev/gpiochip0, /dev/gpiochip4, so the GPIO chip \"pinctrl-rp1\" could not be looked for: run sited as root or as a user in the `gpio` group (the package's udev rule gives that group the GPIO chips; the shipped unit runs sited with SupplementaryGroups=gpio)"
         );
     }
 

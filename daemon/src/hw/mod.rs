@@ -11,6 +11,7 @@ use std::time::Duration;
 pub mod board;
 pub mod cdev;
 mod gpiochip;
+pub mod pwm_chips;
 pub mod pwm_sysfs;
 pub mod rppal;
 pub mod sim;
@@ -55,6 +56,10 @@ pub enum Error {
         "permission denied on {path}: run sited as root or as a user in the `gpio` group (the shipped unit uses SupplementaryGroups=gpio)"
     )]
     PermissionDenied { path: String },
+    #[error(
+        "permission denied on {denied}, so the GPIO chip \"{wanted}\" could not be looked for: run sited as root or as a user in the `gpio` group (the package's udev rule gives that group the GPIO chips; the shipped unit runs sited with SupplementaryGroups=gpio)"
+    )]
+    ChipsDenied { wanted: String, denied: String },
     #[error("GPIO {pin} is busy: {holder}; stop that program or pick another pin")]
     PinBusy { pin: Pin, holder: String },
     #[error("GPIO {pin} does not exist on {chip}")]
@@ -86,6 +91,10 @@ pub enum Error {
         pulse_ns: u64,
         period_ns: u64,
     },
+    #[error(
+        "no PWM chip \"{wanted}\" (found: {found}); set [hardware] pwm-chip to one of those, by its device-tree node, /sys/devices path or device name"
+    )]
+    PwmChipNotFound { wanted: String, found: String },
     #[error(
         "GPIO {pin}: {why}; set both pwm-chip and pwm-channel for this device (the chips are listed in /sys/class/pwm)"
     )]
@@ -165,26 +174,73 @@ pub fn monotonic_now() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// The PWM chip and channel a backend uses for a servo whose config names no chip number or
+/// no channel: the chip `[hardware] pwm-chip` names, or the Raspberry Pi's own PWM device, as
+/// numbered now; and the Pi's pin-to-channel routing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PwmDefaults {
+    /// The chip's number and what it is (for messages).
+    pub chip: Option<(u32, String)>,
+    pub pi: Option<pwm_chips::PiPwm>,
+}
+
+impl PwmDefaults {
+    /// Resolves them at start from sysfs and the device tree.
+    pub fn find(wanted: Option<&str>, board: &board::Board) -> Result<PwmDefaults, Error> {
+        let chips = pwm_chips::list(
+            Path::new(pwm_sysfs::SYSFS_PWM_ROOT),
+            Path::new("/sys/firmware/devicetree/base"),
+        );
+        let pi = pwm_chips::PiPwm::of(board);
+        let chip = pwm_chips::select(&chips, wanted, pi)?;
+        match &chip {
+            Some((_, what)) => log::info!("hardware: servos use PWM chip {what}"),
+            None if !chips.is_empty() => log::info!(
+                "hardware: no PWM chip chosen for the servos (set [hardware] pwm-chip; found: {})",
+                pwm_chips::describe_all(&chips)
+            ),
+            None => {}
+        }
+        Ok(PwmDefaults { chip, pi })
+    }
+
+    pub fn chip(&self) -> Option<u32> {
+        self.chip.as_ref().map(|(n, _)| *n)
+    }
+
+    pub fn channel_for(&self, pin: Pin) -> Option<u32> {
+        self.pi?.channel_for(pin)
+    }
+
+    /// Both, when the board routes `pin` to a channel of a chip it knows.
+    pub fn default_for(&self, pin: Pin) -> Option<(u32, u32)> {
+        Some((self.chip()?, self.channel_for(pin)?))
+    }
+}
+
 /// Opens the backend the config names. `auto` picks `rppal` on a Raspberry Pi (by `board`),
 /// `cdev` where a GPIO chip exists, and otherwise refuses: it never picks simulated pins, so
 /// nobody mistakes a simulation for wired doors.
 /// `sim_pins`: for the sim backend, a file to mirror every pin's level into.
+/// `pwm_chip` is `[hardware] pwm-chip`.
 pub fn open(
     kind: &BackendKind,
     chip: Option<&str>,
+    pwm_chip: Option<&str>,
     sim_pins: Option<&Path>,
     board: &board::Board,
 ) -> Result<Box<dyn Hardware>, Error> {
+    let pwm = || PwmDefaults::find(pwm_chip, board);
     match kind {
         BackendKind::Sim => Ok(Box::new(sim::SimBackend::with_pins_file(
             sim_pins.map(Path::to_path_buf),
         ))),
-        BackendKind::Rppal => Ok(Box::new(rppal::RppalBackend::open(board)?)),
-        BackendKind::Cdev => Ok(Box::new(cdev::CdevBackend::open(chip)?)),
+        BackendKind::Rppal => Ok(Box::new(rppal::RppalBackend::open(board, pwm()?)?)),
+        BackendKind::Cdev => Ok(Box::new(cdev::CdevBackend::open(chip, pwm()?)?)),
         BackendKind::Auto => {
             if let Some(model) = &board.model {
                 log::info!("hardware: {model}, so backend = \"auto\" uses rppal");
-                return Ok(Box::new(rppal::RppalBackend::open(board)?));
+                return Ok(Box::new(rppal::RppalBackend::open(board, pwm()?)?));
             }
             let chips = gpiocdev::chip::chips().unwrap_or_default();
             if chips.is_empty() {
@@ -196,7 +252,7 @@ pub fn open(
                 "hardware: not a Raspberry Pi, and {} GPIO chip(s) found, so backend = \"auto\" uses cdev",
                 chips.len()
             );
-            Ok(Box::new(cdev::CdevBackend::open(chip)?))
+            Ok(Box::new(cdev::CdevBackend::open(chip, pwm()?)?))
         }
     }
 }

@@ -20,22 +20,6 @@ pub const SYSFS_PWM_ROOT: &str = "/sys/class/pwm";
 const EXPORT_SETTLE_MAX_MS: u64 = 1_000;
 const EXPORT_SETTLE_STEP_MS: u64 = 10;
 
-/// The PWM chip and channel that GPIO `pin` (BCM number) is wired to on a Raspberry Pi 1 to 4
-/// (and Zero, 400, CM1-4) with the `pwm` or `pwm-2chan` overlay: GPIO 12/18 are PWM0 and
-/// GPIO 13/19 are PWM1 of `pwmchip0`.
-///
-/// The Pi 5 is different: its PWM block sits on the RP1, GPIO 12/13/18/19 are channels 0/1/2/3,
-/// and the chip number is not stable (`pwmchip2` on 6.6 kernels, `pwmchip0` from 6.12, while
-/// 6.6's `pwmchip0` is the fan). So on a Pi 5 nothing is assumed and `pwm-chip`/`pwm-channel`
-/// must be configured; that is why those keys exist.
-pub fn default_channel_for_bcm(pin: Pin) -> Option<(u32, u32)> {
-    match pin {
-        12 | 18 => Some((0, 0)),
-        13 | 19 => Some((0, 1)),
-        _ => None,
-    }
-}
-
 /// Why a PWM channel could not be opened or driven. [`PwmError::into_hw`] turns it into the
 /// daemon's [`Error`] once the caller knows which GPIO it was for.
 #[derive(Debug)]
@@ -433,15 +417,6 @@ mod tests {
             .expect("read attr")
             .trim()
             .to_string()
-    }
-
-    #[test]
-    fn bcm_pwm_pins_map_to_pwmchip0_channels() {
-        assert_eq!(default_channel_for_bcm(12), Some((0, 0)));
-        assert_eq!(default_channel_for_bcm(18), Some((0, 0)));
-        assert_eq!(default_channel_for_bcm(13), Some((0, 1)));
-        assert_eq!(default_channel_for_bcm(19), Some((0, 1)));
-        assert_eq!(default_channel_for_bcm(17), None);
     }
 
     #[test]

@@ -16,10 +16,10 @@
 //! deaf until it is claimed again; rppal gives no way to notice.
 
 use super::gpiochip::{self, describe_holder};
-use super::pwm_sysfs::{PwmError, SYSFS_PWM_ROOT, SysfsPwm, default_channel_for_bcm};
+use super::pwm_chips::PiPwm;
+use super::pwm_sysfs::{PwmError, SYSFS_PWM_ROOT, SysfsPwm};
 use super::{Edge, EdgeSink, Error, Hardware, Pin, monotonic_now};
 use rppal::gpio::{self, Event, Gpio, InputPin, Mode, OutputPin, Trigger};
-use rppal::system::{DeviceInfo, Model};
 use site_plugin_api::{Bias, Level, PwmSpec};
 use std::collections::HashMap;
 use std::io;
@@ -50,7 +50,8 @@ enum Claimed {
 pub struct RppalBackend {
     /// Keeps rppal's shared GPIO state (the /dev/gpiomem mapping) alive.
     gpio: Gpio,
-    wiring: PwmWiring,
+    /// The PWM chip (by its device) and the pin-to-channel routing of this Pi.
+    pwm: super::PwmDefaults,
     pins: HashMap<Pin, Claimed>,
     edges: EdgeQueue,
     /// The Pi's GPIO chip, for asking the kernel who holds a line; `None` if it cannot be read.
@@ -61,14 +62,13 @@ pub struct RppalBackend {
 impl RppalBackend {
     /// Opens the Pi's GPIO; `board` is what detection read, named if rppal cannot tell the
     /// model either.
-    pub fn open(board: &super::board::Board) -> Result<Self, Error> {
+    pub fn open(board: &super::board::Board, pwm: super::PwmDefaults) -> Result<Self, Error> {
         let gpio = Gpio::new().map_err(|e| match e {
             gpio::Error::UnknownModel => Error::NotAPi {
                 detail: format!("rppal cannot identify the board; read {}", board.evidence()),
             },
             e => map_gpio_error(e, None, None),
         })?;
-        let model = DeviceInfo::new().ok().map(|info| info.model());
         let line_chip = gpiochip::open_pi_chip_for_line_info();
         if line_chip.is_none() {
             log::warn!(
@@ -77,7 +77,7 @@ impl RppalBackend {
         }
         Ok(RppalBackend {
             gpio,
-            wiring: wiring_of(model),
+            pwm,
             pins: HashMap::new(),
             edges: EdgeQueue::new(),
             line_chip,
@@ -128,8 +128,8 @@ impl RppalBackend {
         }
         // On a Pi 1-4 the SoC's PWM reaches the pin only if an overlay switched it over; an
         // enabled channel on an unswitched pin would pulse some other pin, or none.
-        if self.wiring == PwmWiring::Bcm
-            && default_channel_for_bcm(pin) == Some((chip, channel))
+        if self.pwm.pi == Some(PiPwm::Bcm)
+            && self.pwm.default_for(pin) == Some((chip, channel))
             && let Some(wanted) = bcm_pwm_mode(pin)
             && let Ok(bcm) = u8::try_from(pin)
             && let Ok(mode) = self.gpio.get(bcm).map(|p| p.mode())
@@ -230,7 +230,7 @@ impl Hardware for RppalBackend {
         if self.pins.contains_key(&pin) {
             return Err(Error::AlreadyClaimed { pin });
         }
-        let claimed = match pwm_route(pin, spec.chip, spec.channel, self.wiring)? {
+        let claimed = match pwm_route(pin, spec.chip, spec.channel, &self.pwm)? {
             PwmRoute::Software => self.claim_software_pwm(pin, &spec)?,
             PwmRoute::Hardware {
                 chip,
@@ -474,27 +474,6 @@ fn map_gpio_error(e: gpio::Error, pin: Option<Pin>, holder: Option<String>) -> E
     }
 }
 
-/// Whether the Pi 1-4 PWM wiring ([`default_channel_for_bcm`]) may be assumed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PwmWiring {
-    Bcm,
-    /// Pi 5 family (RP1, unstable chip numbers) or an unidentified board: assume nothing.
-    Unknown,
-}
-
-fn wiring_of(model: Option<Model>) -> PwmWiring {
-    match model {
-        Some(
-            Model::RaspberryPi5
-            | Model::RaspberryPi500
-            | Model::RaspberryPiComputeModule5
-            | Model::RaspberryPiComputeModule5Lite,
-        )
-        | None => PwmWiring::Unknown,
-        Some(_) => PwmWiring::Bcm,
-    }
-}
-
 #[derive(Debug, PartialEq, Eq)]
 enum PwmRoute {
     Hardware {
@@ -506,17 +485,20 @@ enum PwmRoute {
     Software,
 }
 
-/// Hardware PWM when the config names a chip and channel or the pin has a known default;
-/// a half-given chip/channel is completed from the default. Otherwise software PWM.
+/// Hardware PWM when the config names a chip and channel or the pin has a known default (the
+/// Pi's own PWM device, found by its device, and the Pi's routing of the pin); a half-given
+/// chip/channel is completed from the defaults. Otherwise software PWM.
 fn pwm_route(
     pin: Pin,
     chip: Option<u32>,
     channel: Option<u32>,
-    wiring: PwmWiring,
+    defaults: &super::PwmDefaults,
 ) -> Result<PwmRoute, Error> {
-    let default = match wiring {
-        PwmWiring::Bcm => default_channel_for_bcm(pin),
-        PwmWiring::Unknown => None,
+    let default = defaults.default_for(pin);
+    let (chip, channel) = match (chip, channel) {
+        (Some(c), None) => (Some(c), defaults.channel_for(pin)),
+        (None, Some(ch)) => (defaults.chip(), Some(ch)),
+        other => other,
     };
     match (chip, channel, default) {
         (Some(chip), Some(channel), _) => Ok(PwmRoute::Hardware {
@@ -537,9 +519,9 @@ fn pwm_route(
                 configured: true,
             })
         }
-        (Some(_), None, None) | (None, Some(_), None) => Err(Error::PwmNotConfigured {
+        (Some(_), None, _) | (None, Some(_), _) => Err(Error::PwmNotConfigured {
             pin,
-            why: "only one of pwm-chip and pwm-channel is set, and this pin has no default on this board",
+            why: "only one of pwm-chip and pwm-channel is set, and this board gives no default for the other ([hardware] pwm-chip chooses the chip)",
         }),
     }
 }
@@ -721,10 +703,18 @@ mod tests {
         assert!(matches!(err, Error::NoSuchPin { pin: 60, .. }));
     }
 
+    /// A Pi 1-4 whose PWM device is pwmchip0.
+    fn pi_1_to_4() -> super::super::PwmDefaults {
+        super::super::PwmDefaults {
+            chip: Some((0, "pwmchip0 (fe20c000.pwm)".into())),
+            pi: Some(PiPwm::Bcm),
+        }
+    }
+
     #[test]
     fn pi_1_to_4_pwm_pins_use_hardware_pwm_by_default() {
         assert_eq!(
-            pwm_route(18, None, None, PwmWiring::Bcm).expect("route"),
+            pwm_route(18, None, None, &pi_1_to_4()).expect("route"),
             PwmRoute::Hardware {
                 chip: 0,
                 channel: 0,
@@ -732,7 +722,7 @@ mod tests {
             }
         );
         assert_eq!(
-            pwm_route(17, None, None, PwmWiring::Bcm).expect("route"),
+            pwm_route(17, None, None, &pi_1_to_4()).expect("route"),
             PwmRoute::Software
         );
     }
@@ -740,7 +730,7 @@ mod tests {
     #[test]
     fn a_configured_chip_and_channel_win_on_any_board() {
         assert_eq!(
-            pwm_route(18, Some(2), Some(2), PwmWiring::Unknown).expect("route"),
+            pwm_route(18, Some(2), Some(2), &super::super::PwmDefaults::default()).expect("route"),
             PwmRoute::Hardware {
                 chip: 2,
                 channel: 2,
@@ -750,13 +740,13 @@ mod tests {
     }
 
     #[test]
-    fn a_pi_5_assumes_no_pwm_wiring() {
+    fn without_a_known_pwm_chip_nothing_is_assumed() {
         assert_eq!(
-            pwm_route(18, None, None, PwmWiring::Unknown).expect("route"),
+            pwm_route(18, None, None, &super::super::PwmDefaults::default()).expect("route"),
             PwmRoute::Software
         );
         assert!(matches!(
-            pwm_route(18, Some(0), None, PwmWiring::Unknown),
+            pwm_route(18, Some(0), None, &super::super::PwmDefaults::default()),
             Err(Error::PwmNotConfigured { pin: 18, .. })
         ));
     }
@@ -764,7 +754,7 @@ mod tests {
     #[test]
     fn half_a_pwm_setting_is_completed_from_the_default() {
         assert_eq!(
-            pwm_route(19, None, Some(1), PwmWiring::Bcm).expect("route"),
+            pwm_route(19, None, Some(1), &pi_1_to_4()).expect("route"),
             PwmRoute::Hardware {
                 chip: 0,
                 channel: 1,
@@ -774,14 +764,28 @@ mod tests {
     }
 
     #[test]
-    fn the_pi_5_family_and_unknown_boards_have_unknown_wiring() {
-        assert_eq!(wiring_of(Some(Model::RaspberryPi5)), PwmWiring::Unknown);
+    fn a_pi_5_routes_gpio_18_to_channel_2_of_the_rp1_chip_found_by_device() {
+        let pi5 = super::super::PwmDefaults {
+            chip: Some((2, "pwmchip2 (1f00098000.pwm)".into())),
+            pi: Some(PiPwm::Rp1),
+        };
         assert_eq!(
-            wiring_of(Some(Model::RaspberryPiComputeModule5)),
-            PwmWiring::Unknown
+            pwm_route(18, None, None, &pi5).expect("route"),
+            PwmRoute::Hardware {
+                chip: 2,
+                channel: 2,
+                configured: false
+            }
         );
-        assert_eq!(wiring_of(None), PwmWiring::Unknown);
-        assert_eq!(wiring_of(Some(Model::RaspberryPi4B)), PwmWiring::Bcm);
+        // A number in the device's config still wins.
+        assert_eq!(
+            pwm_route(18, Some(0), Some(2), &pi5).expect("route"),
+            PwmRoute::Hardware {
+                chip: 0,
+                channel: 2,
+                configured: true
+            }
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 # devices and sysfs PWM, with sited from the package, playing the seed-000 site.
 #   - Two gpio-sim chips: a decoy first, then one labelled like a Pi 1-3's ("pinctrl-bcm2835"),
 #     so sited must choose by label, not by number.
-#   - sited's test-only PWM chip for the servos; the kernel's pwm_apply and gpio_value trace
+#   - Two test-only PWM chips, a decoy at pwmchip0 and the servos' at pwmchip4, chosen by
+#     `[hardware] pwm-chip = "sited-test-pwm.1"` (its device); the kernel's pwm_apply and gpio_value trace
 #     events record every write, because gpio-sim returns a released line to its pull and only
 #     the trace shows what sited wrote before it let go.
 #   - Inputs are driven through gpio-sim's sim_gpioN/pull (pull-down = the contact closed to
@@ -24,7 +25,7 @@ ifconfig lo 127.0.0.1 up        # the door modules report to the hub over loopba
 insmod /lib/modules/configfs.ko
 mount -t configfs configfs /sys/kernel/config
 insmod /lib/modules/gpio-sim.ko
-insmod /lib/modules/sited-test-pwm.ko
+insmod /lib/modules/sited-test-pwm.ko chips=2
 
 PASS=0
 FAIL=0
@@ -74,6 +75,7 @@ echo 1 > $T/events/pwm/pwm_apply/enable
 # ---- the shipped config, as far as a VM can run it ----------------------------------------------
 mkdir -p /etc/sited
 sed -e 's/^open-secs = .*/open-secs = 1.0/' \
+    -e 's/^backend = "auto"/backend = "auto"\npwm-chip = "sited-test-pwm.1"/' \
     -e '/^name = "emergency_door"/,/^\[\[device\]\]/s/^pull = "up"/pull = "off"/' \
     -e '/^name = "office_door"/,/^\[\[device\]\]/s/^pull = "up"/pull = "off"/' \
     /usr/share/sited-vm/sited.toml > /etc/sited/sited.toml
@@ -100,7 +102,8 @@ check "the chip was chosen by label behind the decoy" grep -q "cdev backend on /
 for line in 17 27 22 23 24 25; do
 	check "output GPIO $line low at start" is $line 0
 done
-PWM=/sys/class/pwm/pwmchip0
+PWM=$(ls -d /sys/devices/platform/sited-test-pwm.1/pwm/pwmchip*)
+check "the servos' PWM chip was chosen by its device, not its number ($(basename $PWM))" sh -c "grep -q 'servos use PWM chip $(basename $PWM) (sited-test-pwm.1)' /tmp/sited.log && [ ! -e /sys/class/pwm/pwmchip0/pwm0 ] && [ $(basename $PWM) != pwmchip0 ]"
 CLOSED=$(cat $PWM/pwm0/duty_cycle)
 # The servo plugin drives a door to its position and then stops pulsing (a servo holds still
 # unpowered, and does not buzz), so the trace, not the enable file, shows the start.
@@ -165,7 +168,7 @@ check "SIGTERM: the servos were last set to the closed pulse" sh -c "[ \$(cat $P
 # ---- a PWM channel a kernel driver holds (as the Pi 5's fan holds one of pwmchip0's) ------------
 echo 0 > $PWM/unexport; echo 1 > $PWM/unexport
 rmmod sited-test-pwm
-insmod /lib/modules/sited-test-pwm.ko hold=1
+insmod /lib/modules/sited-test-pwm.ko chips=2 hold=1
 pull 16 down
 sited --config /etc/sited/sited.toml > /tmp/sited-held-channel.log 2>&1 &
 SITED=$!
@@ -174,6 +177,7 @@ if wait_until 20 test -S /run/sited/control.sock && wait_until 5 sh -c 'sitectl 
 else
 	notok "sited starts with the exit door's channel held by a kernel driver"
 fi
+PWM=$(ls -d /sys/devices/platform/sited-test-pwm.1/pwm/pwmchip*)
 check "status shows the exit door faulted with the real reason" sh -c 'sitectl status | grep "^exit_door " | grep -q "FAULTED .*channel in use by a kernel driver (\"test-fan\""'
 check "... and the entry door is still driven" sh -c "[ \$(cat $PWM/pwm0/duty_cycle) = $CLOSED ]"
 kill -TERM $SITED

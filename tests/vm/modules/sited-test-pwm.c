@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * sited's test-only PWM chip, for the VM tier (tests/vm). The kernel's sysfs PWM interface has
- * no simulator, so this registers a platform device "sited-test-pwm.0" with a PWM chip whose
- * channels accept every setting; the kernel's own pwm_apply trace event records what sited
- * wrote. With hold=N an in-kernel consumer holds channel N, as pwm-fan does with a channel on a
- * Raspberry Pi 5, so exporting it from sysfs fails with EBUSY.
+ * sited's test-only PWM chips, for the VM tier (tests/vm). The kernel's sysfs PWM interface has
+ * no simulator, so this registers `chips` platform devices "sited-test-pwm.0", ".1", ..., each
+ * with a PWM chip whose channels accept every setting; the kernel's own pwm_apply trace event
+ * records what sited wrote. Chip numbers follow registration (pwmchip0, pwmchip4, ...), so a
+ * test can put a decoy chip where a number would point. With hold=N an in-kernel consumer holds
+ * channel N of the last chip, as pwm-fan holds a channel on a Raspberry Pi 5, so exporting it
+ * from sysfs fails with EBUSY.
  */
 #include <linux/err.h>
 #include <linux/module.h>
@@ -13,7 +15,11 @@
 
 static int hold = -1;
 module_param(hold, int, 0444);
-MODULE_PARM_DESC(hold, "channel an in-kernel consumer holds (-1: none)");
+MODULE_PARM_DESC(hold, "channel of the last chip an in-kernel consumer holds (-1: none)");
+
+static unsigned int chips = 1;
+module_param(chips, uint, 0444);
+MODULE_PARM_DESC(chips, "number of chips (devices sited-test-pwm.0 ..)");
 
 static unsigned int npwm = 4;
 module_param(npwm, uint, 0444);
@@ -49,7 +55,7 @@ static int test_pwm_probe(struct platform_device *pdev)
 	ret = pwmchip_add(&t->chip);
 	if (ret)
 		return ret;
-	if (hold >= 0 && hold < (int)npwm) {
+	if (hold >= 0 && hold < (int)npwm && pdev->id == (int)chips - 1) {
 		t->held = pwm_request_from_chip(&t->chip, hold, "test-fan");
 		if (IS_ERR(t->held)) {
 			ret = PTR_ERR(t->held);
@@ -77,25 +83,45 @@ static struct platform_driver test_pwm_driver = {
 	.driver = { .name = "sited-test-pwm" },
 };
 
-static struct platform_device *test_pwm_device;
+#define MAX_CHIPS 4
+static struct platform_device *test_pwm_devices[MAX_CHIPS];
+
+static void test_pwm_unregister(void)
+{
+	int i;
+
+	for (i = MAX_CHIPS - 1; i >= 0; i--) {
+		if (!IS_ERR_OR_NULL(test_pwm_devices[i]))
+			platform_device_unregister(test_pwm_devices[i]);
+		test_pwm_devices[i] = NULL;
+	}
+}
 
 static int __init test_pwm_init(void)
 {
-	int ret = platform_driver_register(&test_pwm_driver);
+	unsigned int i;
+	int ret;
 
+	if (chips < 1 || chips > MAX_CHIPS)
+		return -EINVAL;
+	ret = platform_driver_register(&test_pwm_driver);
 	if (ret)
 		return ret;
-	test_pwm_device = platform_device_register_simple("sited-test-pwm", 0, NULL, 0);
-	if (IS_ERR(test_pwm_device)) {
-		platform_driver_unregister(&test_pwm_driver);
-		return PTR_ERR(test_pwm_device);
+	for (i = 0; i < chips; i++) {
+		test_pwm_devices[i] = platform_device_register_simple("sited-test-pwm", i, NULL, 0);
+		if (IS_ERR(test_pwm_devices[i])) {
+			ret = PTR_ERR(test_pwm_devices[i]);
+			test_pwm_unregister();
+			platform_driver_unregister(&test_pwm_driver);
+			return ret;
+		}
 	}
 	return 0;
 }
 
 static void __exit test_pwm_exit(void)
 {
-	platform_device_unregister(test_pwm_device);
+	test_pwm_unregister();
 	platform_driver_unregister(&test_pwm_driver);
 }
 
