@@ -38,7 +38,9 @@ step "tests" cargo test --workspace --locked
 step "shipped configs" validate_configs
 step "systemd unit" bash tests/check-systemd.sh
 step "package (amd64)" bash tests/build-deb.sh
-step "VM: the site on gpio-sim (real kernel GPIO and PWM)" bash tests/vm/gpio-site.sh "$(ls -t target/debian/sited_*_amd64.deb | head -n 1)"
+deb() { ls -t target/debian/sited_*_amd64.deb | head -n 1; }
+step "VM: the site on gpio-sim (real kernel GPIO and PWM)" bash tests/vm/gpio-site.sh "$(deb)"
+step "VM: the package on stock Debian under systemd" bash tests/vm/systemd-site.sh "$(deb)"
 step "fuzz (${FUZZ_SECS:-30} s a target)" bash tests/fuzz.sh
 echo
 echo "all checks passed in $((SECONDS - total)) s"

@@ -61,7 +61,10 @@ KVER=${KPKG#linux-image-}
 KVERSION=$(version_of "$KPKG")
 SRCPKG=linux-source-${KVER%%.0-*}            # 6.1.0-57-amd64 -> linux-source-6.1
 PWM_SUM=$(sha256sum "$HERE/modules/sited-test-pwm.c" | cut -c1-16)
-KDIR="$CACHE/kernel-$KVER-$(path_safe "$KVERSION")-$PWM_SUM"
+# The modules the systemd VM's initramfs loads, in dependency order (busybox insmod resolves
+# nothing), to mount its ext4 root on virtio-blk.
+BOOT_MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk crc16 mbcache jbd2 crc32c_generic ext4"
+KDIR="$CACHE/kernel-$KVER-$(path_safe "$KVERSION")-$PWM_SUM-2"
 if [ ! -f "$KDIR/ready" ]; then
   say "kernel $KVER ($KVERSION): downloading the image, headers and source"
   rm -rf "$APT/debs"/*
@@ -81,6 +84,11 @@ if [ ! -f "$KDIR/ready" ]; then
         "$SRCPKG/kernel/irq/irq_sim.c" "$SRCPKG/scripts/extract-vmlinux"
   sh "$work/src/scripts/extract-vmlinux" "$work/root/boot/vmlinuz-$KVER" > "$KDIR/vmlinux"
   cp "$work/root/lib/modules/$KVER/kernel/fs/configfs/configfs.ko" "$KDIR/modules/"
+  mkdir -p "$KDIR/boot-modules"
+  for m in $BOOT_MODULES; do
+    cp "$(find "$work/root/lib/modules/$KVER/kernel" -name "$m.ko" | head -n 1)" "$KDIR/boot-modules/"
+  done
+  echo "$BOOT_MODULES" > "$KDIR/boot-modules/order"
   # The headers' Makefile includes the -common tree by its installed path; point it here.
   headers="$work/root/usr/src/linux-headers-$KVER"
   sed -i "s#include /usr/src/#include $work/root/usr/src/#" "$headers/Makefile"
@@ -134,12 +142,38 @@ if [ ! -f "$BDIR/ready" ]; then
   touch "$BDIR/ready"
 fi
 
+# ---- a stock Debian with systemd, for the package tier (SITED_VM_ROOTFS=1) ---------------------
+# debootstrap minbase plus systemd, udev and kmod: no procps, no gpio udev rule, as on a minimal
+# image. debootstrap itself is extracted from its package, not installed.
+ROOTFS=""
+if [ "${SITED_VM_ROOTFS:-0}" = 1 ]; then
+  command -v mkfs.ext4 >/dev/null || die "mkfs.ext4 not found (apt-get install e2fsprogs)"
+  command -v wget >/dev/null || die "wget not found; debootstrap needs it (apt-get install wget)"
+  [ "$(id -u)" = 0 ] || die "building the Debian image needs root (debootstrap, file ownership)"
+  SVERSION=$(version_of systemd)
+  ROOTFS="$CACHE/rootfs-bookworm-systemd-$(path_safe "$SVERSION")"
+  if [ ! -f "$ROOTFS/ready" ]; then
+    say "debootstrap bookworm minbase with systemd $SVERSION (about 40 s, once)"
+    rm -rf "$APT/debs"/* "$ROOTFS" "$CACHE/debootstrap"
+    download debootstrap
+    dpkg-deb -x "$(deb_of debootstrap)" "$CACHE/debootstrap"
+    mkdir -p "$ROOTFS"
+    DEBOOTSTRAP_DIR="$CACHE/debootstrap/usr/share/debootstrap" "$CACHE/debootstrap/usr/sbin/debootstrap" \
+      --variant=minbase --include=systemd,systemd-sysv,udev,kmod bookworm "$ROOTFS/root" http://deb.debian.org/debian \
+      > "$CACHE/debootstrap.log" 2>&1 || { tail -n 20 "$CACHE/debootstrap.log" >&2; die "debootstrap failed"; }
+    rm -rf "$ROOTFS/root/var/cache/apt/archives"/*.deb "$APT/debs"/*
+    touch "$ROOTFS/ready"
+  fi
+fi
+
 Q="$QDIR/root"
 cat > "$CACHE/env.sh" <<ENV
 # Written by tests/vm/prepare.sh: the VM tier's kernel, modules, qemu and busybox.
 export VM_KVER="$KVER"
 export VM_KERNEL="$KDIR/vmlinux"
 export VM_MODULES="$KDIR/modules"
+export VM_BOOT_MODULES="$KDIR/boot-modules"
+export VM_ROOTFS="${ROOTFS:+$ROOTFS/root}"
 export VM_BUSYBOX="$BDIR/busybox"
 export VM_QEMU="$Q/usr/bin/qemu-system-x86_64"
 export VM_QEMU_BIOS="-L $Q/usr/share/qemu -L $Q/usr/share/seabios"
