@@ -166,6 +166,50 @@ if [ "${SITED_VM_ROOTFS:-0}" = 1 ]; then
   fi
 fi
 
+# ---- an emulated Raspberry Pi 3 (SITED_VM_PI=1): qemu's raspi3b, Debian's arm64 kernel -------
+# arm64 packages come through a second private apt configuration; the machine gets no foreign
+# architecture (shared/notes/emulated-pi.md).
+PI=""
+if [ "${SITED_VM_PI:-0}" = 1 ]; then
+  A64="$CACHE/apt-arm64"
+  mkdir -p "$A64/lists/partial" "$A64/cache/archives/partial" "$A64/etc/preferences.d"
+  cp "$APT/sources.list" "$A64/sources.list"
+  sed -e "s#$APT/#$A64/#g" "$APT/apt.conf" > "$A64/apt.conf"
+  printf 'APT::Architectures { "arm64"; };\nAPT::Architecture "arm64";\n' >> "$A64/apt.conf"
+  a64() { APT_CONFIG="$A64/apt.conf" "$@"; }
+  if [ -z "$(find "$A64/lists" -maxdepth 1 -name '*Packages*' -mmin -60 2>/dev/null | head -n 1)" ]; then
+    a64 apt-get update -qq || die "apt-get update (arm64) failed"
+  fi
+  K64=$(a64 apt-cache depends linux-image-arm64 | sed -n 's/^ *Depends: \(linux-image-[0-9].*-arm64\)$/\1/p' | head -n 1)
+  [ -n "$K64" ] || die "cannot resolve linux-image-arm64's kernel package"
+  K64VERSION=$(a64 apt-cache show "$K64" | sed -n 's/^Version: //p' | head -n 1)
+  BB64=$(a64 apt-cache show busybox-static | sed -n 's/^Version: //p' | head -n 1)
+  QAVERSION=$(version_of qemu-system-arm)
+  PI="$CACHE/pi-$K64-$(path_safe "$K64VERSION")-$(path_safe "$BB64")-qemu-$(path_safe "$QAVERSION")"
+  if [ ! -f "$PI/ready" ]; then
+    say "emulated Pi: $K64 ($K64VERSION), busybox-static arm64, qemu-system-arm $QAVERSION"
+    rm -rf "$PI" "$APT/debs"/*
+    mkdir -p "$PI/qemu" "$PI/k" "$PI/bb"
+    (cd "$APT/debs" && a64 apt-get download -qq "$K64" busybox-static) || die "downloading the arm64 kernel failed"
+    dpkg-deb -x "$APT/debs/${K64}_"*.deb "$PI/k"
+    dpkg-deb -x "$APT/debs/busybox-static_"*.deb "$PI/bb"
+    rm -rf "$APT/debs"/*
+    qpkgs=$(apt-get install -s --no-install-recommends qemu-system-arm 2>/dev/null | awk '/^Inst/{print $2}')
+    # shellcheck disable=SC2086
+    download $qpkgs
+    for d in "$APT/debs"/*.deb; do dpkg-deb -x "$d" "$PI/qemu"; done
+    rm -rf "$APT/debs"/*
+    KV=${K64#linux-image-}
+    cp "$PI/k/boot/vmlinuz-$KV" "$PI/Image"
+    cp "$PI/k/usr/lib/linux-image-$KV/broadcom/bcm2837-rpi-3-b.dtb" "$PI/"
+    # Without the watchdog driver, poweroff on raspi3b halts instead of ending qemu.
+    cp "$(find "$PI/k/lib/modules" -name 'bcm2835_wdt.ko' | head -n 1)" "$PI/"
+    cp "$PI/bb/bin/busybox" "$PI/busybox"
+    rm -rf "$PI/k" "$PI/bb"
+    touch "$PI/ready"
+  fi
+fi
+
 Q="$QDIR/root"
 cat > "$CACHE/env.sh" <<ENV
 # Written by tests/vm/prepare.sh: the VM tier's kernel, modules, qemu and busybox.
@@ -174,6 +218,7 @@ export VM_KERNEL="$KDIR/vmlinux"
 export VM_MODULES="$KDIR/modules"
 export VM_BOOT_MODULES="$KDIR/boot-modules"
 export VM_ROOTFS="${ROOTFS:+$ROOTFS/root}"
+export VM_PI="$PI"
 export VM_BUSYBOX="$BDIR/busybox"
 export VM_QEMU="$Q/usr/bin/qemu-system-x86_64"
 export VM_QEMU_BIOS="-L $Q/usr/share/qemu -L $Q/usr/share/seabios"
