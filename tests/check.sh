@@ -27,6 +27,16 @@ aarch64_clippy() {
   cargo clippy --workspace --all-targets --locked --target aarch64-unknown-linux-gnu -- -D warnings
 }
 
+# The whole suite cross-built for the Pi and run under qemu-user through cargo's target runner:
+# the end-to-end tests start sited and sitectl through that runner too (tests/lib.rs), not
+# through binfmt_misc.
+aarch64_tests() {
+  # shellcheck disable=SC1091
+  . "${XDG_CACHE_HOME:-$HOME/.cache}/rust-aarch64-cross/env.sh"
+  cargo build --workspace --all-targets --locked --target aarch64-unknown-linux-gnu
+  cargo test --workspace --locked --target aarch64-unknown-linux-gnu
+}
+
 total=$SECONDS
 step "rustfmt" cargo fmt --all -- --check
 # Builds the plugin .so files too: cargo test does not build cdylibs nothing depends on, and
@@ -35,6 +45,7 @@ step "build" cargo build --workspace --all-targets --locked
 step "clippy (x86_64)" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "clippy (aarch64, the Pi)" aarch64_clippy
 step "tests" cargo test --workspace --locked
+step "tests (aarch64, the Pi, under qemu-user)" aarch64_tests
 step "shipped configs" validate_configs
 step "systemd unit" bash tests/check-systemd.sh
 step "package (amd64)" bash tests/build-deb.sh

@@ -30,6 +30,53 @@ pub fn sited_bin() -> PathBuf {
     build_dir().join("sited")
 }
 
+/// A command running one of this build's programs (`sited`, `sitectl`). Cross-built for the
+/// Pi and run under qemu-user, they start through cargo's target runner, as cargo starts the
+/// test binaries themselves, not through binfmt_misc (which a CI machine may not have).
+pub fn program(bin: impl AsRef<Path>) -> Command {
+    match target_runner() {
+        Some(runner) => {
+            let mut words = runner.split_whitespace();
+            let mut command = Command::new(words.next().expect("a runner"));
+            command.args(words).arg(bin.as_ref());
+            command
+        }
+        None => Command::new(bin.as_ref()),
+    }
+}
+
+/// Under a runner, a directory with a `sitectl` and a `sited` that start the build's through
+/// it, for what finds programs by PATH or `$SITED_BIN` (a shell, `sitectl validate`).
+pub fn runner_wrappers() -> Option<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let runner = target_runner()?;
+    let dir = tempfile::Builder::new()
+        .prefix("sited-runner")
+        .tempdir()
+        .expect("tempdir");
+    for bin in [sited_bin(), sitectl_bin()] {
+        let wrapper = dir.path().join(bin.file_name().expect("name"));
+        std::fs::write(
+            &wrapper,
+            format!("#!/bin/sh\nexec {runner} {} \"$@\"\n", bin.display()),
+        )
+        .expect("wrapper");
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    Some(dir)
+}
+
+/// Cargo's runner for this target, when the tests run under one (cross-built).
+pub fn target_runner() -> Option<String> {
+    if cfg!(target_arch = "aarch64") {
+        std::env::var("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER")
+            .ok()
+            .filter(|r| !r.trim().is_empty())
+    } else {
+        None
+    }
+}
+
 pub fn sitectl_bin() -> PathBuf {
     build_dir().join("sitectl")
 }
@@ -226,7 +273,7 @@ impl Daemon {
 
     /// Starts sited with extra environment (NOTIFY_SOCKET, WATCHDOG_USEC, ...).
     pub fn spawn_with_env(config: &Path, socket: &Path, env: &[(&str, &str)]) -> Daemon {
-        let mut command = Command::new(sited_bin());
+        let mut command = program(sited_bin());
         command
             .arg("--config")
             .arg(config)
@@ -349,7 +396,7 @@ impl Drop for Daemon {
 
 /// Runs `sitectl -s <socket> args...` and returns its output.
 pub fn ctl_as_root(socket: &Path, args: &[&str]) -> Output {
-    Command::new(sitectl_bin())
+    program(sitectl_bin())
         .arg("-s")
         .arg(socket)
         .args(args)
@@ -373,9 +420,8 @@ pub fn ctl_as_uid(socket: &Path, uid: u32, args: &[&str]) -> Output {
     // While the copy was open for writing, another test thread may have forked: its child holds
     // the write descriptor until it execs, and exec of a file open for writing fails with
     // ETXTBSY. That passes within moments, so retry until the deadline.
-    wait_for(
-        "sitectl copy to become executable",
-        || match Command::new(&bin)
+    wait_for("sitectl copy to become executable", || {
+        match program(&bin)
             .arg("-s")
             .arg(socket)
             .args(args)
@@ -387,8 +433,8 @@ pub fn ctl_as_uid(socket: &Path, uid: u32, args: &[&str]) -> Output {
             Ok(out) => Some(out),
             Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => None,
             Err(e) => panic!("run sitectl as another user: {e}"),
-        },
-    )
+        }
+    })
 }
 
 pub fn is_root() -> bool {
@@ -424,7 +470,29 @@ pub fn raw_request(socket: &Path, bytes: &[u8]) -> String {
 
 /// The site sections for a node that runs everything: hub (on a free port), access control
 /// with a short door time, emergency exit and office.
-pub const SITE_SECTIONS: &str = r#"
+/// How long each door of a test site stays open: short, but 2 s when cross-built for the Pi
+/// and run under an emulator, so a test polling `status` through it still sees each phase.
+pub const DOOR_SECS: &str = if cfg!(target_arch = "aarch64") {
+    "2.0"
+} else {
+    "0.3"
+};
+
+/// The site modules, with doors open [`DOOR_SECS`].
+pub const SITE_SECTIONS: &str = if cfg!(target_arch = "aarch64") {
+    SITE_SECTIONS_SLOW
+} else {
+    SITE_SECTIONS_FAST
+};
+const SITE_SECTIONS_SLOW: &str = r#"
+[access]
+open-secs = 2.0
+
+[emergency]
+
+[office]
+"#;
+const SITE_SECTIONS_FAST: &str = r#"
 [access]
 open-secs = 0.3
 

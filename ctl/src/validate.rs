@@ -55,6 +55,14 @@ pub struct Outcome {
 /// Runs `sited --check-config FILE [--plugin-dir DIR]` and collects what it says. `Err` is a
 /// one-line reason why it could not be run or did not finish (exit status 2).
 pub fn check(sited: &Path, config: &Path, plugin_dir: Option<&Path>) -> Result<Outcome, String> {
+    // Said before trying: under an emulator (qemu-user) a failed exec shows only as exit 127.
+    if let Err(e) = std::fs::metadata(sited) {
+        return Err(format!(
+            "cannot run {}: {}",
+            sited.display(),
+            crate::client::describe(&e)
+        ));
+    }
     let run = || {
         let mut command = Command::new(sited);
         command.arg("--check-config").arg(config);

@@ -6,7 +6,7 @@ use site_tests::*;
 use std::process::Command;
 
 fn check_config(path: &std::path::Path) -> (i32, String) {
-    let out = Command::new(sited_bin())
+    let out = program(sited_bin())
         .arg("--check-config")
         .arg(path)
         .output()
@@ -25,7 +25,7 @@ fn one_line(text: &str) {
 fn shipped_configs_are_valid() {
     for name in ["sited.toml", "demo.toml"] {
         let path = workspace_root().join("etc").join(name);
-        let out = Command::new(sited_bin())
+        let out = program(sited_bin())
             .arg("--check-config")
             .arg(&path)
             .arg("--plugin-dir")
@@ -158,7 +158,14 @@ fn plugin_dir_with_c_plugin(site: &SiteDir, kind: &str, c_source: &str) -> std::
     }
     let src = site.path().join(format!("{kind}.c"));
     std::fs::write(&src, c_source).expect("write C");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    // The plugin must be built for the daemon's architecture: the cross compiler when the tests
+    // run cross-built under qemu-user.
+    let cc = if target_runner().is_some() {
+        std::env::var("CC_aarch64_unknown_linux_gnu")
+            .unwrap_or_else(|_| "aarch64-linux-gnu-gcc".into())
+    } else {
+        std::env::var("CC").unwrap_or_else(|_| "cc".into())
+    };
     let out = Command::new(cc)
         .args(["-shared", "-fPIC", "-o"])
         .arg(dir.join(format!("libsited_plugin_{kind}.so")))
@@ -216,7 +223,16 @@ fn a_library_that_is_not_a_plugin_is_refused() {
 fn sitectl_validate_checks_a_file_without_a_daemon() {
     let site = SiteDir::new();
     site.write_config("[[device]]\nname = \"led\"\nkind = \"led\"\npin = 17\ncolour = 1\n");
-    let out = Command::new(sitectl_bin())
+    // sitectl runs sited itself: under an emulator, through the runner.
+    let wrappers = runner_wrappers();
+    let validate = || {
+        let mut command = program(sitectl_bin());
+        if let Some(dir) = &wrappers {
+            command.env("SITED_BIN", dir.path().join("sited"));
+        }
+        command
+    };
+    let out = validate()
         .args(["validate", "-c"])
         .arg(site.config_path())
         .output()
@@ -225,7 +241,7 @@ fn sitectl_validate_checks_a_file_without_a_daemon() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("device[0].colour"), "{stderr}");
     site.write_config("[[device]]\nname = \"led\"\nkind = \"led\"\npin = 17\n");
-    let out = Command::new(sitectl_bin())
+    let out = validate()
         .args(["validate", "-c"])
         .arg(site.config_path())
         .output()

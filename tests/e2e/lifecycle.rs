@@ -237,7 +237,13 @@ fn the_printed_export_line_works_from_any_directory() {
         )),
         "{line}"
     );
-    // As a person would use it: pasted into a shell somewhere else entirely.
+    // As a person would use it: pasted into a shell somewhere else entirely (under an emulator,
+    // with wrappers that start the build's programs through the runner).
+    let wrappers = runner_wrappers();
+    let line = match &wrappers {
+        Some(dir) => format!("{line} && export PATH={}:$PATH", dir.path().display()),
+        None => line.to_string(),
+    };
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!("cd / && {line} && sitectl status"))
@@ -259,7 +265,7 @@ fn a_start_outside_systemd_logs_to_stderr_without_a_warning() {
     use std::io::Read;
     let site = SiteDir::new();
     site.write_site_config();
-    let child = std::process::Command::new(sited_bin())
+    let child = program(sited_bin())
         .arg("--config")
         .arg(site.config_path())
         .env_remove("SITED_LOG")

@@ -168,7 +168,7 @@ fn sitectl_log_follow_prints_new_lines_as_they_happen() {
     let (_site, daemon) = site();
     daemon.press("entry_button");
     daemon.wait_staff(1);
-    let mut follower = std::process::Command::new(sitectl_bin())
+    let mut follower = program(sitectl_bin())
         .arg("-s")
         .arg(&daemon.socket)
         .args(["log", "-f", "-n", "1"])
@@ -287,7 +287,7 @@ fn occupied_office_gets_its_light_back_after_a_restart() {
 fn door_node(hub: &str) -> (SiteDir, Daemon) {
     let node = SiteDir::new();
     node.write_config(&format!(
-        "\n[access]\nopen-secs = 0.2\nhub = \"{hub}\"\nname = \"door-node\"\n{SITE_DEVICES}"
+        "\n[access]\nopen-secs = {DOOR_SECS}\nhub = \"{hub}\"\nname = \"door-node\"\n{SITE_DEVICES}"
     ));
     let daemon = Daemon::start(&node);
     (node, daemon)

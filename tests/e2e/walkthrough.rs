@@ -71,7 +71,7 @@ fn the_readme_walkthrough_works_from_another_directory() {
     // The README's first command runs the shipped demo config as it is: its plugin directory
     // (`../target/debug`) must be this build's, and the file must load.
     if build_dir() == root.join("target/debug") {
-        let out = std::process::Command::new(sited_bin())
+        let out = program(sited_bin())
             .arg("--check-config")
             .arg(root.join("etc/demo.toml"))
             .output()
@@ -124,6 +124,8 @@ fn the_readme_walkthrough_works_from_another_directory() {
         .to_string();
     let udp_port = udp.rsplit_once(':').expect("host:port").1.to_string();
 
+    let runner_tmp = runner_wrappers();
+    let runner_dir = runner_tmp.as_ref().map(|d| d.path().to_path_buf());
     // The script: each README command, announced with `@@@` so its output can be told apart.
     let mut script = String::from(PRELUDE);
     let mut ran = Vec::new();
@@ -133,8 +135,12 @@ fn the_readme_walkthrough_works_from_another_directory() {
             continue;
         }
         let command = if command.starts_with("export SITED_SOCKET=") {
-            // The README shows the shape; the demo printed the real thing.
-            export.clone()
+            // The README shows the shape; the demo printed the real thing. Cross-built under
+            // qemu-user, `sitectl` from PATH starts through the runner (a wrapper before it).
+            match &runner_dir {
+                Some(dir) => format!("{export}; export PATH={}:$PATH", dir.display()),
+                None => export.clone(),
+            }
         } else {
             command.replace(
                 "/dev/udp/127.0.0.1/6060",
