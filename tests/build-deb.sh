@@ -28,7 +28,7 @@ for tool in objcopy strip dpkg-deb; do
 done
 
 target_args=()
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+target_dir=${CARGO_TARGET_DIR:-target}
 out_dir="$target_dir/release"
 if [ -n "$target" ]; then
   target_args=(--target "$target")

@@ -49,11 +49,11 @@ step "tests (aarch64, the Pi, under qemu-user)" aarch64_tests
 step "shipped configs" validate_configs
 step "systemd unit" bash tests/check-systemd.sh
 step "package (amd64)" bash tests/build-deb.sh
-deb() { ls -t target/debian/sited_*_amd64.deb | head -n 1; }
+deb() { ls -t "${CARGO_TARGET_DIR:-target}"/debian/sited_*_amd64.deb | head -n 1; }
 step "VM: the site on gpio-sim (real kernel GPIO and PWM)" bash tests/vm/gpio-site.sh "$(deb)"
 step "VM: the package on stock Debian under systemd" bash tests/vm/systemd-site.sh "$(deb)"
 step "package (arm64, the Pi)" bash tests/build-deb.sh --target aarch64-unknown-linux-gnu
-step "VM: an emulated Raspberry Pi 3 (rppal)" bash tests/vm/pi-site.sh "$(ls -t target/debian/sited_*_arm64.deb | head -n 1)"
+step "VM: an emulated Raspberry Pi 3 (rppal)" bash tests/vm/pi-site.sh "$(ls -t "${CARGO_TARGET_DIR:-target}"/debian/sited_*_arm64.deb | head -n 1)"
 step "fuzz (${FUZZ_SECS:-30} s a target)" bash tests/fuzz.sh
 echo
 echo "all checks passed in $((SECONDS - total)) s"

@@ -2,11 +2,14 @@
 # The gpio-sim tier: boots Debian's kernel in qemu (TCG) with a busybox initramfs holding sited,
 # sitectl and the plugins from the package, gpio-sim and the test PWM chip, and runs
 # guest/gpio-site.sh as /init: the seed-000 site played through real GPIO character devices.
-# Usage: bash tests/vm/gpio-site.sh PATH/TO/sited_<version>_amd64.deb
+# Usage: bash tests/vm/gpio-site.sh PATH/TO/sited_<version>_amd64.deb [--bench N]
 # Exits 0 only if every check in the guest passed; the guest's console is in $VM_OUT/gpio-site.log.
+# --bench N also measures edge -> output latency over N edges (about 0.15 s each under TCG).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-deb=${1:?usage: gpio-site.sh sited_<version>_amd64.deb}
+deb=${1:?usage: gpio-site.sh sited_<version>_amd64.deb [--bench N]}
+bench=""
+[ "${2:-}" = --bench ] && bench=" sited.bench=${3:?--bench needs a count}"
 # shellcheck disable=SC1090
 . "$(bash "$HERE/prepare.sh")"
 OUT=${VM_OUT:-$(mktemp -d)}
@@ -37,12 +40,12 @@ chmod 755 "$root/init"
 log="$OUT/gpio-site.log"
 start=$SECONDS
 # shellcheck disable=SC2086
-LD_LIBRARY_PATH="$VM_QEMU_LIBS" timeout 300 "$VM_QEMU" $VM_QEMU_BIOS \
+LD_LIBRARY_PATH="$VM_QEMU_LIBS" timeout 900 "$VM_QEMU" $VM_QEMU_BIOS \
   -M pc -nic none -accel tcg,thread=multi -cpu max -smp 2 -m 512 -nographic -no-reboot \
   -kernel "$VM_KERNEL" -initrd "$work/initramfs.gz" \
-  -append "console=ttyS0 panic=-1 quiet loglevel=3" > "$log" 2>&1 || true
+  -append "console=ttyS0 panic=-1 quiet loglevel=3$bench" > "$log" 2>&1 || true
 took=$((SECONDS - start))
-grep -E '^(ok|not ok) - |^chips: ' "$log" | tr -d '\r' || true
+grep -a -E '^(ok|not ok) - |^chips: |^BENCH ' "$log" | tr -d '\r' || true
 result=$(grep -a '^VM-RESULT' "$log" | tr -d '\r' || true)
 echo "gpio-site: ${result:-no result (the VM did not finish; see $log)} in ${took} s"
 [[ "$result" =~ ^VM-RESULT\ pass=[1-9][0-9]*\ fail=0$ ]] || { tail -n 60 "$log" >&2; exit 1; }

@@ -178,12 +178,20 @@ impl Hardware for CdevBackend {
         if self.lines.contains_key(&pin) {
             return Err(Error::AlreadyClaimed { pin });
         }
-        let chip = spec.chip.or(self.pwm.chip());
-        let channel = spec.channel.or(self.pwm.channel_for(pin));
-        let (Some(chip), Some(channel)) = (chip, channel) else {
+        self.pwm.refresh();
+        let Some(chip) = spec.chip.or(self.pwm.chip()) else {
+            return Err(Error::NoPwmChip {
+                pin,
+                why: format!(
+                    "{} (the cdev backend has no software PWM)",
+                    self.pwm.missing().unwrap_or("none is known")
+                ),
+            });
+        };
+        let Some(channel) = spec.channel.or(self.pwm.channel_for(pin)) else {
             return Err(Error::PwmNotConfigured {
                 pin,
-                why: "the cdev backend has no software PWM, and no PWM chip or channel is known for this pin ([hardware] pwm-chip chooses the chip)",
+                why: "no pwm-channel, and this pin has no channel on this board (the cdev backend has no software PWM)",
             });
         };
         if let Some(other) = self.lines.iter().find_map(|(p, line)| match line {

@@ -95,6 +95,8 @@ pub enum Error {
         "no PWM chip \"{wanted}\" (found: {found}); set [hardware] pwm-chip to one of those, by its device-tree node, /sys/devices path or device name"
     )]
     PwmChipNotFound { wanted: String, found: String },
+    #[error("GPIO {pin}: no PWM chip for this servo: {why}")]
+    NoPwmChip { pin: Pin, why: String },
     #[error(
         "GPIO {pin}: {why}; set both pwm-chip and pwm-channel for this device (the chips are listed in /sys/class/pwm)"
     )]
@@ -176,32 +178,82 @@ pub fn monotonic_now() -> Duration {
 
 /// The PWM chip and channel a backend uses for a servo whose config names no chip number or
 /// no channel: the chip `[hardware] pwm-chip` names, or the Raspberry Pi's own PWM device, as
-/// numbered now; and the Pi's pin-to-channel routing.
+/// numbered now; and, for the Pi's own device only, the Pi's pin-to-channel routing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PwmDefaults {
     /// The chip's number and what it is (for messages).
     pub chip: Option<(u32, String)>,
+    /// The Pi's routing, set only when `chip` is the Pi's own PWM device.
     pub pi: Option<pwm_chips::PiPwm>,
+    /// `[hardware] pwm-chip`, and the board's routing: to look again when the chip was not
+    /// there yet (its driver loads during boot, maybe after sited starts).
+    wanted: Option<String>,
+    board_pi: Option<pwm_chips::PiPwm>,
+    /// Why there is no chip, for the error of a servo that needs one.
+    missing: Option<String>,
 }
 
 impl PwmDefaults {
-    /// Resolves them at start from sysfs and the device tree.
-    pub fn find(wanted: Option<&str>, board: &board::Board) -> Result<PwmDefaults, Error> {
+    /// Looks for the chip at start. A chip that is not there is not an error yet: the servos
+    /// that need it look again when they claim it, and fail with the reason if it is still
+    /// missing, while the rest of the site runs.
+    pub fn find(wanted: Option<&str>, board: &board::Board) -> PwmDefaults {
+        let mut defaults = PwmDefaults {
+            wanted: wanted.map(str::to_string),
+            board_pi: pwm_chips::PiPwm::of(board),
+            ..PwmDefaults::default()
+        };
+        defaults.resolve();
+        match (&defaults.chip, &defaults.missing) {
+            (Some((_, what)), _) => log::info!("hardware: servos use PWM chip {what}"),
+            (None, Some(why)) => log::warn!("hardware: {why}"),
+            (None, None) => {}
+        }
+        defaults
+    }
+
+    fn resolve(&mut self) {
         let chips = pwm_chips::list(
             Path::new(pwm_sysfs::SYSFS_PWM_ROOT),
             Path::new("/sys/firmware/devicetree/base"),
         );
-        let pi = pwm_chips::PiPwm::of(board);
-        let chip = pwm_chips::select(&chips, wanted, pi)?;
-        match &chip {
-            Some((_, what)) => log::info!("hardware: servos use PWM chip {what}"),
-            None if !chips.is_empty() => log::info!(
-                "hardware: no PWM chip chosen for the servos (set [hardware] pwm-chip; found: {})",
-                pwm_chips::describe_all(&chips)
-            ),
-            None => {}
+        self.missing = None;
+        match pwm_chips::select(&chips, self.wanted.as_deref(), self.board_pi) {
+            Ok(Some(found)) => {
+                self.chip = Some((found.number, found.what));
+                self.pi = if found.pis_own { self.board_pi } else { None };
+            }
+            Ok(None) => {
+                self.missing = match self.board_pi {
+                    Some(pi) => Some(format!(
+                        "the Raspberry Pi's PWM device is not there (PWM chips found: {}): {}",
+                        pwm_chips::describe_all(&chips),
+                        pi.enable_hint()
+                    )),
+                    None if !chips.is_empty() => Some(format!(
+                        "no PWM chip chosen for the servos: set [hardware] pwm-chip to one of {}",
+                        pwm_chips::describe_all(&chips)
+                    )),
+                    None => Some("no PWM chip on this machine".into()),
+                };
+            }
+            Err(e) => self.missing = Some(e.to_string()),
         }
-        Ok(PwmDefaults { chip, pi })
+    }
+
+    /// Looks again if the chip was missing (a claim at start or after a reload).
+    pub fn refresh(&mut self) {
+        if self.chip.is_none() {
+            self.resolve();
+            if let Some((_, what)) = &self.chip {
+                log::info!("hardware: servos use PWM chip {what} (it appeared after the start)");
+            }
+        }
+    }
+
+    /// Why no chip is known, if none is.
+    pub fn missing(&self) -> Option<&str> {
+        self.missing.as_deref()
     }
 
     pub fn chip(&self) -> Option<u32> {
@@ -212,7 +264,7 @@ impl PwmDefaults {
         self.pi?.channel_for(pin)
     }
 
-    /// Both, when the board routes `pin` to a channel of a chip it knows.
+    /// Both, when the board routes `pin` to a channel of its own PWM device.
     pub fn default_for(&self, pin: Pin) -> Option<(u32, u32)> {
         Some((self.chip()?, self.channel_for(pin)?))
     }
@@ -231,16 +283,17 @@ pub fn open(
     board: &board::Board,
 ) -> Result<Box<dyn Hardware>, Error> {
     let pwm = || PwmDefaults::find(pwm_chip, board);
+
     match kind {
         BackendKind::Sim => Ok(Box::new(sim::SimBackend::with_pins_file(
             sim_pins.map(Path::to_path_buf),
         ))),
-        BackendKind::Rppal => Ok(Box::new(rppal::RppalBackend::open(board, pwm()?)?)),
-        BackendKind::Cdev => Ok(Box::new(cdev::CdevBackend::open(chip, pwm()?)?)),
+        BackendKind::Rppal => Ok(Box::new(rppal::RppalBackend::open(board, pwm())?)),
+        BackendKind::Cdev => Ok(Box::new(cdev::CdevBackend::open(chip, pwm())?)),
         BackendKind::Auto => {
             if let Some(model) = &board.model {
                 log::info!("hardware: {model}, so backend = \"auto\" uses rppal");
-                return Ok(Box::new(rppal::RppalBackend::open(board, pwm()?)?));
+                return Ok(Box::new(rppal::RppalBackend::open(board, pwm())?));
             }
             let chips = gpiocdev::chip::chips().unwrap_or_default();
             if chips.is_empty() {
@@ -252,7 +305,7 @@ pub fn open(
                 "hardware: not a Raspberry Pi, and {} GPIO chip(s) found, so backend = \"auto\" uses cdev",
                 chips.len()
             );
-            Ok(Box::new(cdev::CdevBackend::open(chip, pwm()?)?))
+            Ok(Box::new(cdev::CdevBackend::open(chip, pwm())?))
         }
     }
 }

@@ -80,10 +80,30 @@ impl PiPwm {
         }
     }
 
+    /// How to turn the Pi's PWM on.
+    pub fn enable_hint(self) -> &'static str {
+        match self {
+            PiPwm::Bcm => {
+                "add `dtoverlay=pwm-2chan,pin=12,func=4,pin2=13,func2=4` to /boot/firmware/config.txt and reboot, or set [hardware] pwm-chip"
+            }
+            PiPwm::Rp1 => {
+                "add a PWM overlay for the RP1 (e.g. `dtoverlay=pwm-2chan,pin=12,func=4,pin2=13,func2=4`) to /boot/firmware/config.txt and reboot, or set [hardware] pwm-chip"
+            }
+        }
+    }
+
     /// Is `chip` this Pi's own PWM device (the one the header pins are routed to)?
     fn owns(self, chip: &PwmChip) -> bool {
         match self {
-            PiPwm::Bcm => chip.compatible.iter().any(|c| c == "brcm,bcm2835-pwm"),
+            // The SoC's PWM0 (the BCM2711's second block, pwm@7e20c800, is not on the header).
+            PiPwm::Bcm => {
+                chip.compatible.iter().any(|c| c == "brcm,bcm2835-pwm")
+                    && (chip
+                        .of_node
+                        .as_deref()
+                        .is_some_and(|n| n.ends_with("pwm@7e20c000"))
+                        || chip.name().ends_with("20c000.pwm"))
+            }
             // The RP1 has two PWM blocks; the fan uses the second (pwm@9c000).
             PiPwm::Rp1 => {
                 chip.compatible.iter().any(|c| c == "raspberrypi,rp1-pwm")
@@ -140,11 +160,24 @@ pub fn list(class: &Path, dt_base: &Path) -> Vec<PwmChip> {
 /// The chip the servos use unless a device names a number: the one `[hardware] pwm-chip`
 /// names, or the Pi's own. `Ok(None)`: no setting and no Pi PWM device (a device then needs a
 /// `pwm-chip` number, or software PWM on a Pi).
+/// The chip chosen, and whether it is the Pi's own PWM device (whose pin routing then holds).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Selected {
+    pub number: u32,
+    pub what: String,
+    pub pis_own: bool,
+}
+
 pub fn select(
     chips: &[PwmChip],
     wanted: Option<&str>,
     pi: Option<PiPwm>,
-) -> Result<Option<(u32, String)>, Error> {
+) -> Result<Option<Selected>, Error> {
+    let selected = |c: &PwmChip| Selected {
+        number: c.number,
+        what: c.describe(),
+        pis_own: pi.is_some_and(|pi| pi.owns(c)),
+    };
     if let Some(wanted) = wanted {
         let matches = |c: &PwmChip| {
             if wanted.starts_with('/') {
@@ -156,19 +189,14 @@ pub fn select(
             }
         };
         return match chips.iter().find(|c| matches(c)) {
-            Some(c) => Ok(Some((c.number, c.describe()))),
+            Some(c) => Ok(Some(selected(c))),
             None => Err(Error::PwmChipNotFound {
                 wanted: wanted.to_string(),
                 found: describe_all(chips),
             }),
         };
     }
-    Ok(pi.and_then(|pi| {
-        chips
-            .iter()
-            .find(|c| pi.owns(c))
-            .map(|c| (c.number, c.describe()))
-    }))
+    Ok(pi.and_then(|pi| chips.iter().find(|c| pi.owns(c)).map(selected)))
 }
 
 pub fn describe_all(chips: &[PwmChip]) -> String {
@@ -220,11 +248,17 @@ mod tests {
             chips[0].of_node.as_deref(),
             Some("/axi/pcie@120000/rp1/pwm@9c000")
         );
-        let (number, what) = select(&chips, None, Some(PiPwm::Rp1))
+        let found = select(&chips, None, Some(PiPwm::Rp1))
             .expect("ok")
             .expect("found");
-        assert_eq!(number, 2, "{what}");
-        assert!(what.contains("1f00098000.pwm"), "{what}");
+        assert_eq!(found.number, 2, "{}", found.what);
+        assert!(found.what.contains("1f00098000.pwm"), "{}", found.what);
+        assert!(found.pis_own);
+        // The fan's block, named by hand, is used, but without the Pi's pin routing.
+        let fan = select(&chips, Some("1f0009c000.pwm"), Some(PiPwm::Rp1))
+            .expect("ok")
+            .expect("found");
+        assert_eq!((fan.number, fan.pis_own), (0, false));
         assert_eq!(PiPwm::Rp1.channel_for(18), Some(2));
     }
 
@@ -236,7 +270,7 @@ mod tests {
             select(&chips, Some(wanted), None)
                 .expect("ok")
                 .expect("found")
-                .0
+                .number
         };
         assert_eq!(number("/axi/pcie@120000/rp1/pwm@98000"), 2);
         assert_eq!(number("1f00098000.pwm"), 2);

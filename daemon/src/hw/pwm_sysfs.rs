@@ -17,7 +17,7 @@ pub const SYSFS_PWM_ROOT: &str = "/sys/class/pwm";
 
 /// How long udev may take, after an export, to hand a new channel's files to the gpio group.
 /// Only claims (startup and reload) wait for this, never the event loop.
-const EXPORT_SETTLE_MAX_MS: u64 = 1_000;
+const EXPORT_SETTLE_MAX_MS: u64 = 5_000;
 const EXPORT_SETTLE_STEP_MS: u64 = 10;
 
 /// Why a PWM channel could not be opened or driven. [`PwmError::into_hw`] turns it into the

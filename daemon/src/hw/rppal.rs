@@ -230,8 +230,16 @@ impl Hardware for RppalBackend {
         if self.pins.contains_key(&pin) {
             return Err(Error::AlreadyClaimed { pin });
         }
+        self.pwm.refresh();
         let claimed = match pwm_route(pin, spec.chip, spec.channel, &self.pwm)? {
-            PwmRoute::Software => self.claim_software_pwm(pin, &spec)?,
+            PwmRoute::Software => {
+                if spec.channel.is_some()
+                    && let Some(why) = self.pwm.missing()
+                {
+                    log::warn!("hardware: GPIO {pin}: {why}; falling back to software PWM");
+                }
+                self.claim_software_pwm(pin, &spec)?
+            }
             PwmRoute::Hardware {
                 chip,
                 channel,
@@ -497,6 +505,9 @@ fn pwm_route(
     let default = defaults.default_for(pin);
     let (chip, channel) = match (chip, channel) {
         (Some(c), None) => (Some(c), defaults.channel_for(pin)),
+        // A channel without a known chip (the Pi's PWM not enabled, or its driver not loaded
+        // yet): software PWM, as for a pin without a default, with a warning.
+        (None, Some(_)) if defaults.chip().is_none() => return Ok(PwmRoute::Software),
         (None, Some(ch)) => (defaults.chip(), Some(ch)),
         other => other,
     };
@@ -708,6 +719,7 @@ mod tests {
         super::super::PwmDefaults {
             chip: Some((0, "pwmchip0 (fe20c000.pwm)".into())),
             pi: Some(PiPwm::Bcm),
+            ..Default::default()
         }
     }
 
@@ -752,6 +764,15 @@ mod tests {
     }
 
     #[test]
+    fn a_channel_without_a_known_chip_falls_back_to_software_pwm() {
+        // The shipped config names channels; a Pi without its PWM overlay still runs.
+        assert_eq!(
+            pwm_route(12, None, Some(0), &super::super::PwmDefaults::default()).expect("route"),
+            PwmRoute::Software
+        );
+    }
+
+    #[test]
     fn half_a_pwm_setting_is_completed_from_the_default() {
         assert_eq!(
             pwm_route(19, None, Some(1), &pi_1_to_4()).expect("route"),
@@ -768,6 +789,7 @@ mod tests {
         let pi5 = super::super::PwmDefaults {
             chip: Some((2, "pwmchip2 (1f00098000.pwm)".into())),
             pi: Some(PiPwm::Rp1),
+            ..Default::default()
         };
         assert_eq!(
             pwm_route(18, None, None, &pi5).expect("route"),

@@ -85,11 +85,13 @@ impl Ctx {
         let hw_error = self.hw_error.take();
         let message = self.error.take();
         match (message, hw_error) {
-            (Some(m), Some(hw)) => {
+            // Only a message that says the hardware failed gets the backend's reason: one about
+            // something else keeps its own words.
+            (Some(m), Some(hw)) if m.contains("the hardware failed") => {
                 Some(format!("{}: {hw}", m.replace(" (see the daemon log)", "")))
             }
             (None, Some(hw)) => Some(hw),
-            (m, None) => m,
+            (m, _) => m,
         }
     }
 
@@ -629,7 +631,11 @@ mod tests {
                 "claiming GPIO 13 for PWM: the hardware failed: PWM 0/1 for GPIO 13: channel in use by a kernel driver"
             )
         );
-        // Taken once; a failure without a hardware error keeps the plugin's words.
+        // Taken once; a failure without a hardware error keeps the plugin's words, and so does
+        // one about something else even after a hardware error.
+        c.error = Some("bad angle".into());
+        assert_eq!(c.take_error().as_deref(), Some("bad angle"));
+        c.hw_error = Some("PWM 0/1: busy".into());
         c.error = Some("bad angle".into());
         assert_eq!(c.take_error().as_deref(), Some("bad angle"));
     }

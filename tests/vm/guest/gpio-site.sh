@@ -150,6 +150,43 @@ check "office: light off when you leave" wait_until 5 is 24 0
 check "sitectl reload keeps it running" sh -c 'sitectl reload >/dev/null && sitectl status >/dev/null'
 check "the event log has the entries, exits and the emergency" sh -c 'grep -c "Staff member" /var/log/sited/events.log | grep -q "^3$" && grep -q "Emergency exit opened" /var/log/sited/events.log'
 
+# ---- the latency benchmark (sited.bench=N on the kernel command line; not run in CI) -----------
+# N edges on the emergency door, 100 ms apart (past the reed's 50 ms debounce), each turning the
+# siren on or off. Latency: from the kernel's interrupt for the edge (irq_handler_entry of
+# sited's line request, the moment the cdev event is timestamped) to the siren's gpio_value
+# write, both in the trace, on the same clock.
+BENCH=$(sed -n 's/.*sited\.bench=\([0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$BENCH" ]; then
+	pull 16 down; wait_until 5 is 22 0
+	echo 0 > $T/tracing_on; echo > $T/trace
+	echo 8192 > $T/buffer_size_kb
+	echo 1 > $T/events/irq/irq_handler_entry/enable
+	echo 1 > $T/tracing_on
+	i=0
+	while [ $i -lt "$BENCH" ]; do
+		if [ $((i % 2)) = 0 ]; then pull 16 up; else pull 16 down; fi
+		usleep 100000
+		i=$((i + 1))
+	done
+	wait_until 5 is 22 $((BENCH % 2))
+	echo 0 > $T/tracing_on
+	SIREN=$((BASE + 22))
+	awk -v siren="$SIREN" '
+		/irq_handler_entry: .*name=sited/ { t = $4; sub(":", "", t); edge = t; next }
+		$0 ~ ("gpio_value: " siren " set ") && edge != "" { t = $4; sub(":", "", t); print (t - edge) * 1000000; edge = "" }
+	' $T/trace | sort -n > /tmp/latency
+	n=$(wc -l < /tmp/latency)
+	p50=$(sed -n "$(( (n + 1) / 2 ))p" /tmp/latency)
+	p99=$(sed -n "$(( (n * 99 + 99) / 100 ))p" /tmp/latency)
+	max=$(tail -n 1 /tmp/latency)
+	echo "BENCH edges=$BENCH measured=$n edge->siren p50=${p50}us p99=${p99}us max=${max}us"
+	check "latency benchmark: every edge measured" [ "$n" -ge $((BENCH * 9 / 10)) ]
+	pull 16 down
+	echo 0 > $T/events/irq/irq_handler_entry/enable
+	echo > $T/trace
+	echo 1 > $T/tracing_on
+fi
+
 # ---- SIGTERM: every output to its safe level, as the kernel saw it --------------------------------
 pull 20 up; usleep 200000; pull 20 down        # the office busy again: light and fan on
 wait_until 5 is 24 1

@@ -53,6 +53,8 @@ systemctl daemon-reload
 check "systemctl enable --now sited" systemctl enable --now sited
 check "sited is active (Type=notify: READY=1 came)" wait_until 20 systemctl is-active -q sited
 check "backend auto picked cdev" bash -c 'sitectl status | grep -q "^backend: cdev$"'
+check "the servos run as the sited user through the udev rule (not faulted)" bash -c '! sitectl status | grep -E "^(entry|exit)_door " | grep -q FAULTED'
+check "... their PWM channels' files are the gpio group's" wait_until 10 bash -c '[ "$(stat -c %G /sys/class/pwm/pwmchip0/pwm0/period)" = gpio ] && [ "$(stat -c %G /sys/class/pwm/pwmchip0/pwm1/duty_cycle)" = gpio ]'
 
 # ---- 2. who may use the socket -------------------------------------------------------------------
 useradd -m -G sited-operators alice
