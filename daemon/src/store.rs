@@ -999,6 +999,15 @@ mod tests {
 
     /// A writer over `dir`, with its progress reports.
     fn writer(dir: &Path, log_path: &Path) -> (Store, mpsc::Receiver<()>) {
+        writer_with_device_log(dir, log_path, None)
+    }
+
+    /// [`writer`] with `[hub] device-log` set.
+    fn writer_with_device_log(
+        dir: &Path,
+        log_path: &Path,
+        device_log: Option<EventLog>,
+    ) -> (Store, mpsc::Receiver<()>) {
         let (tx, rx) = mpsc::channel::<()>();
         let tx = std::sync::Mutex::new(tx);
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
@@ -1006,7 +1015,7 @@ mod tests {
         });
         let log = EventLog::open(log_path).expect("log");
         (
-            Store::start(dir, log, Vec::new(), None, wake).expect("start"),
+            Store::start(dir, log, Vec::new(), device_log, wake).expect("start"),
             rx,
         )
     }
@@ -1081,16 +1090,9 @@ mod tests {
     #[test]
     fn a_failing_device_log_holds_nothing_else() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (tx, rx) = mpsc::channel::<()>();
-        let tx = std::sync::Mutex::new(tx);
-        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
-            let _ = tx.lock().map(|t| t.send(()));
-        });
         let log_path = dir.path().join("events.log");
-        let log = EventLog::open(&log_path).expect("log");
         let devices = EventLog::device_log(Path::new("/dev/full"));
-        let mut store =
-            Store::start(dir.path(), log, Vec::new(), Some(devices), wake).expect("start");
+        let (mut store, rx) = writer_with_device_log(dir.path(), &log_path, Some(devices));
         store.device_log(
             (0..DEVICE_LOG_BACKLOG + 10)
                 .map(|n| format!("line {n}"))
@@ -1112,21 +1114,12 @@ mod tests {
     #[test]
     fn device_log_lines_are_appended_whole_and_reopened_on_request() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (tx, rx) = mpsc::channel::<()>();
-        let tx = std::sync::Mutex::new(tx);
-        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
-            let _ = tx.lock().map(|t| t.send(()));
-        });
-        let log = EventLog::open(&dir.path().join("events.log")).expect("log");
         let path = dir.path().join("devices.log");
-        let mut store = Store::start(
+        let (mut store, rx) = writer_with_device_log(
             dir.path(),
-            log,
-            Vec::new(),
+            &dir.path().join("events.log"),
             Some(EventLog::device_log(&path)),
-            wake,
-        )
-        .expect("start");
+        );
         store.device_log(vec!["one".into(), "two".into()]);
         let wait_lines = |path: &Path, n: usize| {
             for _ in 0..1000 {
