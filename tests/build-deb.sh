@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds the Debian package: target/debian/sited_<version>-1_<arch>.deb, and beside it
-# sited-dbgsym_<version>-1_<arch>.ddeb with the debug info split off the stripped binaries (so a
+# Builds the Debian package: target/debian/sited_<version>_<arch>.deb, and beside it
+# sited-dbgsym_<version>_<arch>.ddeb with the debug info split off the stripped binaries (so a
 # backtrace from the field can still be symbolised). For the Pi:
 #   bash tests/build-deb.sh --target aarch64-unknown-linux-gnu
-# puts target/debian/sited_<version>-1_arm64.deb in place (the cross toolchain comes from
+# puts target/debian/sited_<version>_arm64.deb in place (the cross toolchain comes from
 # tests/setup-aarch64.sh).
 # What is in it, and why, is in the README ("Installing on a Raspberry Pi").
 set -euo pipefail
