@@ -37,10 +37,10 @@ pub enum PwmError {
         path: PathBuf,
     },
     /// `export` said EBUSY and no channel appeared: a kernel driver holds it (the Pi 5's fan
-    /// holds a channel of `pwmchip0` on 6.6 kernels). `holder` is its name, if debugfs says.
+    /// holds a channel of `pwmchip0` on 6.6 kernels). `holder` is who, as far as we can tell.
     InUse {
         export: PathBuf,
-        holder: Option<String>,
+        holder: Option<Holder>,
     },
     ZeroPeriod,
     PulseTooLong {
@@ -76,7 +76,11 @@ impl PwmError {
             PwmError::InUse { export, holder } => pwm(format!(
                 "channel in use by a kernel driver ({}; writing {channel} to {} says EBUSY); free it (a device-tree overlay such as the Pi 5's fan may hold it) or pick another pwm-chip/pwm-channel",
                 match holder {
-                    Some(h) => format!("\"{h}\""),
+                    Some(Holder::Label(label)) => format!("\"{label}\""),
+                    Some(Holder::ChipConsumers(devices)) => format!(
+                        "the chip's kernel consumers: {}; /sys/kernel/debug/pwm, readable by root, names the channel's",
+                        devices.join(", ")
+                    ),
                     None => "see /sys/kernel/debug/pwm".into(),
                 },
                 export.display()
@@ -110,18 +114,50 @@ impl PwmError {
     }
 }
 
-/// Who holds `channel` of the chip at `chip_dir`, from the PWM core's debugfs listing
+/// Who holds a PWM channel that `export` refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// The label the holder requested the channel with, from debugfs (`"pwm-fan"`).
+    Label(String),
+    /// Debugfs is root-only (sited runs as its own user) or not mounted: the kernel devices
+    /// linked to the chip as its consumers (`platform:cooling_fan`), one of which holds it.
+    ChipConsumers(Vec<String>),
+}
+
+/// Who holds `channel` of the chip at `chip_dir`: first from the PWM core's debugfs listing
 /// (`/sys/kernel/debug/pwm`, readable by root where debugfs is mounted; 6.1 kernels leave out
 /// the `0: ` numbering):
 /// ```text
 /// 0: platform/sited-test-pwm.0, 4 PWM devices
 ///  pwm-1   (test-fan            ): requested period: 0 ns duty: 0 ns polarity: normal
 /// ```
-fn kernel_holder(chip_dir: &Path, channel: u32) -> Option<String> {
-    let device = std::fs::canonicalize(chip_dir.join("device")).ok()?;
-    let device = device.file_name()?.to_str()?.to_string();
-    let listing = std::fs::read_to_string("/sys/kernel/debug/pwm").ok()?;
-    holder_in_listing(&listing, &device, channel)
+/// then from the device links the PWM core makes from a consumer found through the device tree
+/// (pwm-fan's) to the chip's device: world-readable `consumer:<bus>:<device>` entries there.
+fn kernel_holder(chip_dir: &Path, channel: u32) -> Option<Holder> {
+    let device_dir = std::fs::canonicalize(chip_dir.join("device")).ok()?;
+    let device = device_dir.file_name()?.to_str()?.to_string();
+    if let Ok(listing) = std::fs::read_to_string("/sys/kernel/debug/pwm")
+        && let Some(label) = holder_in_listing(&listing, &device, channel)
+    {
+        return Some(Holder::Label(label));
+    }
+    let consumers = chip_consumers(&device_dir);
+    (!consumers.is_empty()).then_some(Holder::ChipConsumers(consumers))
+}
+
+/// The chip device's consumers, from its `consumer:<bus>:<device>` links, sorted.
+fn chip_consumers(device_dir: &Path) -> Vec<String> {
+    let mut consumers: Vec<String> = std::fs::read_dir(device_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            name.to_str()?.strip_prefix("consumer:").map(str::to_string)
+        })
+        .collect();
+    consumers.sort();
+    consumers
 }
 
 fn holder_in_listing(listing: &str, device: &str, channel: u32) -> Option<String> {
@@ -380,13 +416,51 @@ mod tests {
         );
         let e = PwmError::InUse {
             export: "/sys/class/pwm/pwmchip0/export".into(),
-            holder: Some("test-fan".into()),
+            holder: Some(Holder::Label("test-fan".into())),
         }
         .into_hw(13, 0, 1);
         assert_eq!(
             e.to_string(),
             "PWM 0/1 for GPIO 13: channel in use by a kernel driver (\"test-fan\"; writing 1 to /sys/class/pwm/pwmchip0/export says EBUSY); free it (a device-tree overlay such as the Pi 5's fan may hold it) or pick another pwm-chip/pwm-channel"
         );
+    }
+
+    #[test]
+    fn without_debugfs_the_chips_kernel_consumers_are_named() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let device = root.path().join("sited-test-pwm.1");
+        let chip_dir = device.join("pwm/pwmchip4");
+        fs::create_dir_all(&chip_dir).expect("chip dir");
+        std::os::unix::fs::symlink(&device, chip_dir.join("device")).expect("device link");
+        for (name, target) in [
+            (
+                "consumer:platform:sited-test-fan",
+                "../../virtual/devlink/x",
+            ),
+            ("consumer:platform:another-fan", "../../virtual/devlink/y"),
+            ("supplier:platform:clock", "../../virtual/devlink/z"),
+        ] {
+            std::os::unix::fs::symlink(target, device.join(name)).expect("link");
+        }
+
+        let consumers = chip_consumers(&device);
+        assert_eq!(
+            consumers,
+            ["platform:another-fan", "platform:sited-test-fan"],
+            "only consumers, sorted"
+        );
+        let e = PwmError::InUse {
+            export: chip_dir.join("export"),
+            holder: Some(Holder::ChipConsumers(consumers)),
+        }
+        .into_hw(13, 4, 1);
+        assert!(
+            e.to_string().contains(
+                "channel in use by a kernel driver (the chip's kernel consumers: platform:another-fan, platform:sited-test-fan; /sys/kernel/debug/pwm, readable by root, names the channel's; writing 1 to "
+            ),
+            "{e}"
+        );
+        assert!(chip_consumers(&root.path().join("gone")).is_empty());
     }
 
     /// A sysfs PWM tree in a temp dir: `pwmchip<chip>` with `npwm` and `export`, and (when

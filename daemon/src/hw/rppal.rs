@@ -126,11 +126,12 @@ impl RppalBackend {
                 detail: format!("this channel already drives GPIO {other}"),
             }));
         }
-        // On a Pi 1-4 the SoC's PWM reaches the pin only if an overlay switched it over; an
-        // enabled channel on an unswitched pin would pulse some other pin, or none.
-        if self.pwm.pi == Some(PiPwm::Bcm)
+        // The Pi's PWM reaches the pin only if an overlay (or `pinctrl`) switched the pin to its
+        // PWM function; an enabled channel on an unswitched pin would pulse some other pin, or
+        // none, and the door would not move with no error anywhere.
+        if let Some(pi) = self.pwm.pi
             && self.pwm.default_for(pin) == Some((chip, channel))
-            && let Some(wanted) = bcm_pwm_mode(pin)
+            && let Some(wanted) = pi_pwm_mode(pi, pin)
             && let Ok(bcm) = u8::try_from(pin)
             && let Ok(mode) = self.gpio.get(bcm).map(|p| p.mode())
             && mode != wanted
@@ -139,10 +140,7 @@ impl RppalBackend {
                 pin,
                 chip,
                 channel,
-                detail: format!(
-                    "GPIO {pin} is not switched to PWM (its mode is {mode}); add `{}` to /boot/firmware/config.txt and reboot",
-                    overlay_hint(pin)
-                ),
+                detail: not_switched_to_pwm(pi, pin, mode),
             }));
         }
         let fail = |e: PwmError| {
@@ -537,24 +535,43 @@ fn pwm_route(
     }
 }
 
-/// The pin function the PWM overlays select on a Pi 1-4: ALT0 on GPIO 12/13, ALT5 on 18/19.
-fn bcm_pwm_mode(pin: Pin) -> Option<Mode> {
-    match pin {
-        12 | 13 => Some(Mode::Alt0),
-        18 | 19 => Some(Mode::Alt5),
+/// The pin function that routes the Pi's own PWM to `pin`. Pi 1-4: ALT0 on GPIO 12/13, ALT5 on
+/// 18/19. Pi 5 (RP1): a0 on 12/13 (PWM0 channels 0 and 1), a3 on 18/19 (channels 2 and 3).
+fn pi_pwm_mode(pi: PiPwm, pin: Pin) -> Option<Mode> {
+    match (pi, pin) {
+        (PiPwm::Bcm, 12 | 13) | (PiPwm::Rp1, 12 | 13) => Some(Mode::Alt0),
+        (PiPwm::Bcm, 18 | 19) => Some(Mode::Alt5),
+        (PiPwm::Rp1, 18 | 19) => Some(Mode::Alt3),
         _ => None,
     }
 }
 
-/// The config.txt line that routes PWM to `pin` (`func` is the pin-function code: 4 = ALT0,
-/// 2 = ALT5).
-fn overlay_hint(pin: Pin) -> String {
-    let func = if bcm_pwm_mode(pin) == Some(Mode::Alt0) {
-        4
-    } else {
-        2
-    };
-    format!("dtoverlay=pwm,pin={pin},func={func}")
+/// Why a servo pin gets no PWM, and what switches it over: on a Pi 1-4 the config.txt line
+/// (`func` is the pin-function code: 4 = ALT0, 2 = ALT5); on a Pi 5 the `pinctrl` function
+/// name, for `pinctrl set` now and the overlay at boot.
+fn not_switched_to_pwm(pi: PiPwm, pin: Pin, mode: Mode) -> String {
+    match pi {
+        PiPwm::Bcm => {
+            let func = if pi_pwm_mode(pi, pin) == Some(Mode::Alt0) {
+                4
+            } else {
+                2
+            };
+            format!(
+                "GPIO {pin} is not switched to PWM (its mode is {mode}); add `dtoverlay=pwm,pin={pin},func={func}` to /boot/firmware/config.txt and reboot"
+            )
+        }
+        PiPwm::Rp1 => {
+            let func = if pi_pwm_mode(pi, pin) == Some(Mode::Alt0) {
+                "a0"
+            } else {
+                "a3"
+            };
+            format!(
+                "GPIO {pin} is not switched to PWM (its function is {mode}, PWM is {func}); `pinctrl set {pin} {func}` switches it until the next boot, a pwm or pwm-2chan overlay in /boot/firmware/config.txt at every boot"
+            )
+        }
+    }
 }
 
 #[cfg(test)]
@@ -812,7 +829,27 @@ mod tests {
 
     #[test]
     fn the_overlay_hint_uses_each_pins_pwm_function() {
-        assert_eq!(overlay_hint(12), "dtoverlay=pwm,pin=12,func=4");
-        assert_eq!(overlay_hint(18), "dtoverlay=pwm,pin=18,func=2");
+        let hint = |pi, pin| not_switched_to_pwm(pi, pin, Mode::Input);
+        assert!(hint(PiPwm::Bcm, 12).contains("`dtoverlay=pwm,pin=12,func=4`"));
+        assert!(hint(PiPwm::Bcm, 18).contains("`dtoverlay=pwm,pin=18,func=2`"));
+        assert!(hint(PiPwm::Rp1, 13).contains("`pinctrl set 13 a0`"));
+        assert!(hint(PiPwm::Rp1, 19).contains("`pinctrl set 19 a3`"));
+        assert!(hint(PiPwm::Rp1, 19).contains("its function is In"));
+    }
+
+    #[test]
+    fn each_pis_pwm_pins_have_their_own_function() {
+        // Pi 1-4: BCM2835 ALT0 on 12/13, ALT5 on 18/19. Pi 5: RP1 PWM0_CHAN0..3 are a0 on
+        // 12/13 and a3 on 18/19 (RP1 datasheet, GPIO function table).
+        for (pin, bcm, rp1) in [
+            (12, Some(Mode::Alt0), Some(Mode::Alt0)),
+            (13, Some(Mode::Alt0), Some(Mode::Alt0)),
+            (18, Some(Mode::Alt5), Some(Mode::Alt3)),
+            (19, Some(Mode::Alt5), Some(Mode::Alt3)),
+            (17, None, None),
+        ] {
+            assert_eq!(pi_pwm_mode(PiPwm::Bcm, pin), bcm, "GPIO {pin}");
+            assert_eq!(pi_pwm_mode(PiPwm::Rp1, pin), rp1, "GPIO {pin}");
+        }
     }
 }

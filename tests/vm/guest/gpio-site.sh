@@ -219,4 +219,14 @@ check "status shows the exit door faulted with the real reason" sh -c 'sitectl s
 check "... and the entry door is still driven" sh -c "[ \$(cat $PWM/pwm0/duty_cycle) = $CLOSED ]"
 kill -TERM $SITED
 wait $SITED
+# Without debugfs (root only; sited runs as its own user under the unit) the chip's consumer
+# links still say which kernel device it is.
+umount /sys/kernel/debug
+check "the chip's consumer link is there" test -L /sys/devices/platform/sited-test-pwm.1/consumer:platform:sited-test-fan
+sited --config /etc/sited/sited.toml > /tmp/sited-held-no-debugfs.log 2>&1 &
+SITED=$!
+wait_until 20 sh -c 'sitectl status >/dev/null 2>&1'
+check "without debugfs, status names the chip's kernel consumer" sh -c 'sitectl status | grep "^exit_door " | grep -q "FAULTED .*channel in use by a kernel driver (the chip.s kernel consumers: platform:sited-test-fan;"'
+kill -TERM $SITED
+wait $SITED
 finish

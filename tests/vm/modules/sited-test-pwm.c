@@ -6,8 +6,12 @@
  * records what sited wrote. Chip numbers follow registration (pwmchip0, pwmchip4, ...), so a
  * test can put a decoy chip where a number would point. With hold=N an in-kernel consumer holds
  * channel N of the last chip, as pwm-fan holds a channel on a Raspberry Pi 5, so exporting it
- * from sysfs fails with EBUSY.
+ * from sysfs fails with EBUSY. The holder is also a device, "sited-test-fan", linked to the chip as
+ * its consumer (the PWM core links pwm-fan to its chip the same way when it looks the PWM up in
+ * the device tree), so a non-root reader sees /sys/.../sited-test-pwm.N/consumer:platform:...
+ * where debugfs, root only, names the channel's holder.
  */
+#include <linux/device.h>
 #include <linux/err.h>
 #include <linux/module.h>
 #include <linux/platform_device.h>
@@ -28,6 +32,8 @@ MODULE_PARM_DESC(npwm, "number of channels");
 struct test_pwm {
 	struct pwm_chip chip;
 	struct pwm_device *held;
+	struct platform_device *fan;
+	struct device_link *link;
 };
 
 static int test_pwm_apply(struct pwm_chip *chip, struct pwm_device *pwm,
@@ -62,6 +68,14 @@ static int test_pwm_probe(struct platform_device *pdev)
 			pwmchip_remove(&t->chip);
 			return ret;
 		}
+		t->fan = platform_device_register_simple("sited-test-fan", -1, NULL, 0);
+		if (IS_ERR(t->fan)) {
+			ret = PTR_ERR(t->fan);
+			pwm_free(t->held);
+			pwmchip_remove(&t->chip);
+			return ret;
+		}
+		t->link = device_link_add(&t->fan->dev, &pdev->dev, DL_FLAG_STATELESS);
 	}
 	platform_set_drvdata(pdev, t);
 	return 0;
@@ -71,6 +85,10 @@ static int test_pwm_remove(struct platform_device *pdev)
 {
 	struct test_pwm *t = platform_get_drvdata(pdev);
 
+	if (t->link)
+		device_link_del(t->link);
+	if (!IS_ERR_OR_NULL(t->fan))
+		platform_device_unregister(t->fan);
 	if (t->held)
 		pwm_free(t->held);
 	pwmchip_remove(&t->chip);
