@@ -57,25 +57,9 @@ else
   SRC="$CACHE/rust-src-$VERSION/library"
   if [ ! -d "$SRC" ]; then
     APT="$CACHE/apt"
-    mkdir -p "$APT/lists/partial" "$APT/cache/archives/partial" "$APT/etc/preferences.d" "$APT/debs"
-    cat > "$APT/sources.list" <<SOURCES
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian sid main
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian experimental main
-SOURCES
-    cat > "$APT/apt.conf" <<CONF
-Dir::Etc::sourcelist "$APT/sources.list";
-Dir::Etc::sourceparts "-";
-Dir::Etc::preferencesparts "$APT/etc/preferences.d";
-Dir::State::Lists "$APT/lists";
-Dir::Cache "$APT/cache";
-Acquire::IndexTargets::deb::DEP-11::DefaultEnabled "false";
-Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled "false";
-Acquire::Languages "none";
-APT::Get::List-Cleanup "false";
-APT::Sandbox::User "root";
-CONF
+    # shellcheck source=tests/private-apt.sh
+    . "$(dirname "$0")/private-apt.sh"
+    private_apt "$APT" "" "debian trixie-backports" "debian trixie" "debian sid" "debian experimental"
     say "looking up Debian's rust-src $VERSION"
     APT_CONFIG="$APT/apt.conf" apt-get update -qq
     DEBVER=$(APT_CONFIG="$APT/apt.conf" apt-cache madison rust-src | awk -v v="$VERSION" '$3 ~ "^"v"\\+" {print $3; exit}')

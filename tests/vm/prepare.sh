@@ -25,23 +25,9 @@ done
 
 # ---- a private apt configuration: the machine's sources and lists are not touched -------------
 APT="$CACHE/apt"
-mkdir -p "$APT/lists/partial" "$APT/cache/archives/partial" "$APT/etc/preferences.d" "$APT/debs"
-cat > "$APT/sources.list" <<'SOURCES'
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-updates main
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main
-SOURCES
-cat > "$APT/apt.conf" <<CONF
-Dir::Etc::sourcelist "$APT/sources.list";
-Dir::Etc::sourceparts "-";
-Dir::Etc::preferencesparts "$APT/etc/preferences.d";
-Dir::State::Lists "$APT/lists";
-Dir::Cache "$APT/cache";
-Acquire::IndexTargets::deb::DEP-11::DefaultEnabled "false";
-Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled "false";
-Acquire::Languages "none";
-APT::Sandbox::User "root";
-CONF
+# shellcheck source=tests/private-apt.sh
+. "$HERE/../private-apt.sh"
+private_apt "$APT" "" "debian bookworm" "debian bookworm-updates" "debian-security bookworm-security"
 export APT_CONFIG="$APT/apt.conf"
 # The lists are refreshed at most once an hour: the kernel ABI is looked up in them.
 if [ -z "$(find "$APT/lists" -maxdepth 1 -name '*Packages*' -mmin -60 2>/dev/null | head -n 1)" ]; then
@@ -172,10 +158,7 @@ fi
 PI=""
 if [ "${SITED_VM_PI:-0}" = 1 ]; then
   A64="$CACHE/apt-arm64"
-  mkdir -p "$A64/lists/partial" "$A64/cache/archives/partial" "$A64/etc/preferences.d"
-  cp "$APT/sources.list" "$A64/sources.list"
-  sed -e "s#$APT/#$A64/#g" "$APT/apt.conf" > "$A64/apt.conf"
-  printf 'APT::Architectures { "arm64"; };\nAPT::Architecture "arm64";\n' >> "$A64/apt.conf"
+  private_apt "$A64" arm64 "debian bookworm" "debian bookworm-updates" "debian-security bookworm-security"
   a64() { APT_CONFIG="$A64/apt.conf" "$@"; }
   if [ -z "$(find "$A64/lists" -maxdepth 1 -name '*Packages*' -mmin -60 2>/dev/null | head -n 1)" ]; then
     a64 apt-get update -qq || die "apt-get update (arm64) failed"
