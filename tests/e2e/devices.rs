@@ -76,10 +76,21 @@ fn set_drives_outputs_and_the_pins() {
 
 #[test]
 fn set_servo_open_moves_it_to_the_open_pulse() {
-    let (site, daemon) = site();
+    // `hold`: the servo keeps its pulse after moving, so what the pins show does not depend
+    // on how fast this test reads them (without it the pulse stops `move-ms` after each move,
+    // which a slow machine, or qemu, can pass before the read).
+    let site = SiteDir::new();
+    let held = SITE_DEVICES.replace(
+        "name = \"entry_door\"\nkind = \"servo\"\npin = 12\n",
+        "name = \"entry_door\"\nkind = \"servo\"\npin = 12\nhold = true\n",
+    );
+    assert_ne!(held, SITE_DEVICES, "the entry door's section moved");
+    site.write_config(&held);
+    let daemon = Daemon::start(&site);
     let closed_pulse = site.pins()["12"]["pulse_ns"]
         .as_u64()
         .expect("closed pulse");
+    assert!(closed_pulse > 0, "a held servo pulses");
     assert!(daemon.ctl(&["set", "entry_door", "open"]).status.success());
     assert_eq!(daemon.state("entry_door"), "open");
     let status = daemon.status();
