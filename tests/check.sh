@@ -45,6 +45,7 @@ step "build" cargo build --workspace --all-targets --locked
 step "clippy (x86_64)" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "clippy (aarch64, the Pi)" aarch64_clippy
 step "tests" cargo test --workspace --locked
+step "Miri: the plugin ABI boundary" bash tests/miri.sh
 step "tests (aarch64, the Pi, under qemu-user)" aarch64_tests
 step "shipped configs" validate_configs
 step "systemd unit" bash tests/check-systemd.sh

@@ -45,6 +45,19 @@ pub fn program(bin: impl AsRef<Path>) -> Command {
     }
 }
 
+/// The C compiler for the target the tests were built for (the cross compiler when they run
+/// cross-built under qemu-user), as tests/build.rs found it with its flags: C plugins must be
+/// built for the daemon's architecture.
+pub fn c_compiler() -> Command {
+    let mut cmd = Command::new(env!("SITED_TEST_CC"));
+    cmd.args(
+        env!("SITED_TEST_CC_ARGS")
+            .split('\u{1f}')
+            .filter(|a| !a.is_empty()),
+    );
+    cmd
+}
+
 /// Under a runner, a directory with a `sitectl` and a `sited` that start the build's through
 /// it, for what finds programs by PATH or `$SITED_BIN` (a shell, `sitectl validate`).
 pub fn runner_wrappers() -> Option<tempfile::TempDir> {

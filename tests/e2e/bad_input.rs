@@ -3,7 +3,6 @@
 //! oversized control requests.
 
 use site_tests::*;
-use std::process::Command;
 
 fn check_config(path: &std::path::Path) -> (i32, String) {
     let out = program(sited_bin())
@@ -158,15 +157,7 @@ fn plugin_dir_with_c_plugin(site: &SiteDir, kind: &str, c_source: &str) -> std::
     }
     let src = site.path().join(format!("{kind}.c"));
     std::fs::write(&src, c_source).expect("write C");
-    // The plugin must be built for the daemon's architecture: the cross compiler when the tests
-    // run cross-built under qemu-user.
-    let cc = if target_runner().is_some() {
-        std::env::var("CC_aarch64_unknown_linux_gnu")
-            .unwrap_or_else(|_| "aarch64-linux-gnu-gcc".into())
-    } else {
-        std::env::var("CC").unwrap_or_else(|_| "cc".into())
-    };
-    let out = Command::new(cc)
+    let out = c_compiler()
         .args(["-shared", "-fPIC", "-o"])
         .arg(dir.join(format!("libsited_plugin_{kind}.so")))
         .arg(&src)

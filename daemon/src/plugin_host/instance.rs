@@ -4,12 +4,13 @@
 //! caller afterwards, so a plugin never re-enters the loop.
 
 use super::Error;
-use super::loader::PluginLibrary;
+use super::loader::{EntryPoints, PluginLibrary};
 use crate::hw::{Hardware, Pin, monotonic_now};
 use site_plugin_api::abi::{self, HostVtable, StrRef};
 use site_plugin_api::{Bias, Level, LogLevel, PwmSpec, Role};
 use std::collections::BTreeMap;
 use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 /// How the device claimed a pin, and the level the host restores on fault or stop.
@@ -123,95 +124,152 @@ impl Ctx {
     }
 }
 
-/// # Safety
-/// `ctx` must be the `Ctx` pointer this host put in the vtable, used on the loop thread.
-unsafe fn ctx<'a>(ctx: *mut c_void) -> &'a mut Ctx {
-    // SAFETY: the caller's contract; the Ctx outlives every call into the plugin.
-    unsafe { &mut *ctx.cast::<Ctx>() }
+thread_local! {
+    /// The contexts of the live instances, on the loop thread that created them. A callback
+    /// with any other pointer, or from any other thread (where this set is empty), is refused:
+    /// the device model is single-threaded and the hardware is only lent for a call.
+    static LIVE: std::cell::RefCell<std::collections::HashSet<usize>> = Default::default();
 }
 
-/// # Safety
-/// As for [`StrRef::to_str`]: the plugin passes a string valid for the call.
-unsafe fn text(s: StrRef) -> String {
-    // SAFETY: the caller's contract.
-    match unsafe { s.to_str() } {
-        Ok(t) => t.to_string(),
-        Err(_) => String::from_utf8_lossy(
-            // SAFETY: as above; ptr/len describe the plugin's buffer for this call.
-            unsafe { std::slice::from_raw_parts(s.ptr, s.len) },
-        )
-        .into_owned(),
-    }
+/// Said once per process, so a plugin calling from its own thread cannot flood the log.
+static STRAY_CALL_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn register(ctx: *mut Ctx) {
+    LIVE.with(|live| live.borrow_mut().insert(ctx as usize));
 }
 
-unsafe extern "C" fn cb_log(c: *mut c_void, level: u32, msg: StrRef) {
-    // SAFETY: called by the plugin with our ctx and a borrowed string.
-    let (c, msg) = unsafe { (ctx(c), text(msg)) };
-    match LogLevel::from_raw(level).unwrap_or(LogLevel::Info) {
-        LogLevel::Error => log::error!("{}: {msg}", c.device),
-        LogLevel::Warn => log::warn!("{}: {msg}", c.device),
-        LogLevel::Info => log::info!("{}: {msg}", c.device),
-        LogLevel::Debug => log::debug!("{}: {msg}", c.device),
-    }
+fn unregister(ctx: *mut Ctx) {
+    LIVE.with(|live| live.borrow_mut().remove(&(ctx as usize)));
 }
 
-unsafe extern "C" fn cb_set_error(c: *mut c_void, msg: StrRef) {
-    // SAFETY: called by the plugin with our ctx and a borrowed string.
-    let (c, msg) = unsafe { (ctx(c), text(msg)) };
-    c.error = Some(msg);
-}
-
-unsafe extern "C" fn cb_now_us(_c: *mut c_void) -> u64 {
-    monotonic_now().as_micros() as u64
-}
-
-unsafe extern "C" fn cb_claim_input(c: *mut c_void, pin: u32, bias: u32, rest: u32) -> i32 {
-    // SAFETY: called by the plugin with our ctx.
-    let c = unsafe { ctx(c) };
-    let (Some(bias), Some(rest)) = (Bias::from_raw(bias), Level::from_raw(rest)) else {
-        return abi::HOST_BAD_ARGUMENT;
-    };
-    if !c.may_claim(pin) {
-        return abi::HOST_DENIED;
-    }
-    let Some(hw) = c.hw() else {
-        return abi::HOST_DENIED;
-    };
-    let r = hw
-        .claim_input(pin, bias)
-        .map(|()| hw.set_rest_level(pin, rest));
-    match c.hw_result("claiming an input", r) {
-        Ok(()) => {
-            c.claims.insert(pin, Claim::Input);
-            abi::HOST_OK
+/// Runs a host callback's body on its `Ctx`: only for a context this thread knows, and with a
+/// panic in our own code contained (it would otherwise abort the daemon mid-edge, before any
+/// output reached its safe level). `refused` is the answer in both cases.
+fn with_ctx<R>(c: *mut c_void, what: &str, refused: R, f: impl FnOnce(&mut Ctx) -> R) -> R {
+    let known = LIVE.with(|live| live.borrow().contains(&(c as usize)));
+    if !known {
+        if !STRAY_CALL_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            log::error!(
+                "a plugin called the host's {what} from another thread or with an unknown context; refused (said once)"
+            );
         }
-        Err(code) => code,
+        return refused;
     }
-}
-
-unsafe extern "C" fn cb_claim_output(c: *mut c_void, pin: u32, safe: u32) -> i32 {
-    // SAFETY: called by the plugin with our ctx.
-    let c = unsafe { ctx(c) };
-    let Some(safe) = Level::from_raw(safe) else {
-        return abi::HOST_BAD_ARGUMENT;
-    };
-    if !c.may_claim(pin) {
-        return abi::HOST_DENIED;
-    }
-    let Some(hw) = c.hw() else {
-        return abi::HOST_DENIED;
-    };
-    let r = hw.claim_output(pin, safe);
-    match c.hw_result("claiming an output", r) {
-        Ok(()) => {
-            c.claims.insert(pin, Claim::Output { safe });
-            abi::HOST_OK
+    // SAFETY: `c` is a live Ctx of this thread (registered at creation, removed before it is
+    // freed), and no other reference to it exists while the plugin is in a call.
+    let ctx = unsafe { &mut *c.cast::<Ctx>() };
+    match catch_unwind(AssertUnwindSafe(|| f(ctx))) {
+        Ok(r) => r,
+        Err(payload) => {
+            if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+                std::mem::forget(again);
+            }
+            log::error!(
+                "{}: sited failed inside {what} (a bug in sited); refused",
+                ctx.device
+            );
+            ctx.hw_error = Some(format!("sited failed inside {what}"));
+            refused
         }
-        Err(code) => code,
     }
 }
 
-unsafe extern "C" fn cb_claim_pwm(
+/// A string from the plugin, or `None` (logged) when its pointer is bad. Invalid UTF-8 is
+/// replaced, so a message still reaches the log.
+///
+/// # Safety
+/// A non-null `s.ptr` must point to `s.len` bytes valid for the call.
+unsafe fn text(device: &str, what: &str, s: StrRef) -> Option<String> {
+    // SAFETY: the caller's contract; to_bytes refuses a null pointer with a length.
+    match unsafe { s.to_bytes() } {
+        Ok(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Err(e) => {
+            log::warn!("{device}: refused the string the plugin passed to {what}: {e}");
+            None
+        }
+    }
+}
+
+unsafe extern "C-unwind" fn cb_log(c: *mut c_void, level: u32, msg: StrRef) -> i32 {
+    with_ctx(c, "log", abi::HOST_BAD_ARGUMENT, |c| {
+        // SAFETY: a string borrowed for the call.
+        let Some(msg) = (unsafe { text(&c.device, "log", msg) }) else {
+            return abi::HOST_BAD_ARGUMENT;
+        };
+        match LogLevel::from_raw(level).unwrap_or(LogLevel::Info) {
+            LogLevel::Error => log::error!("{}: {msg}", c.device),
+            LogLevel::Warn => log::warn!("{}: {msg}", c.device),
+            LogLevel::Info => log::info!("{}: {msg}", c.device),
+            LogLevel::Debug => log::debug!("{}: {msg}", c.device),
+        }
+        abi::HOST_OK
+    })
+}
+
+unsafe extern "C-unwind" fn cb_set_error(c: *mut c_void, msg: StrRef) -> i32 {
+    with_ctx(c, "set_error", abi::HOST_BAD_ARGUMENT, |c| {
+        // SAFETY: a string borrowed for the call.
+        match unsafe { text(&c.device, "set_error", msg) } {
+            Some(msg) => {
+                c.error = Some(msg);
+                abi::HOST_OK
+            }
+            None => abi::HOST_BAD_ARGUMENT,
+        }
+    })
+}
+
+unsafe extern "C-unwind" fn cb_now_us(c: *mut c_void) -> u64 {
+    with_ctx(c, "now_us", 0, |_| monotonic_now().as_micros() as u64)
+}
+
+unsafe extern "C-unwind" fn cb_claim_input(c: *mut c_void, pin: u32, bias: u32, rest: u32) -> i32 {
+    with_ctx(c, "claim_input", abi::HOST_BAD_ARGUMENT, |c| {
+        let (Some(bias), Some(rest)) = (Bias::from_raw(bias), Level::from_raw(rest)) else {
+            return abi::HOST_BAD_ARGUMENT;
+        };
+        if !c.may_claim(pin) {
+            return abi::HOST_DENIED;
+        }
+        let Some(hw) = c.hw() else {
+            return abi::HOST_DENIED;
+        };
+        let r = hw
+            .claim_input(pin, bias)
+            .map(|()| hw.set_rest_level(pin, rest));
+        match c.hw_result("claiming an input", r) {
+            Ok(()) => {
+                c.claims.insert(pin, Claim::Input);
+                abi::HOST_OK
+            }
+            Err(code) => code,
+        }
+    })
+}
+
+unsafe extern "C-unwind" fn cb_claim_output(c: *mut c_void, pin: u32, safe: u32) -> i32 {
+    with_ctx(c, "claim_output", abi::HOST_BAD_ARGUMENT, |c| {
+        let Some(safe) = Level::from_raw(safe) else {
+            return abi::HOST_BAD_ARGUMENT;
+        };
+        if !c.may_claim(pin) {
+            return abi::HOST_DENIED;
+        }
+        let Some(hw) = c.hw() else {
+            return abi::HOST_DENIED;
+        };
+        let r = hw.claim_output(pin, safe);
+        match c.hw_result("claiming an output", r) {
+            Ok(()) => {
+                c.claims.insert(pin, Claim::Output { safe });
+                abi::HOST_OK
+            }
+            Err(code) => code,
+        }
+    })
+}
+
+unsafe extern "C-unwind" fn cb_claim_pwm(
     c: *mut c_void,
     pin: u32,
     chip: u32,
@@ -219,133 +277,152 @@ unsafe extern "C" fn cb_claim_pwm(
     period_ns: u64,
     safe_pulse_ns: u64,
 ) -> i32 {
-    // SAFETY: called by the plugin with our ctx.
-    let c = unsafe { ctx(c) };
-    if !c.may_claim(pin) {
-        return abi::HOST_DENIED;
-    }
-    if period_ns == 0 || safe_pulse_ns > period_ns {
-        return abi::HOST_BAD_ARGUMENT;
-    }
-    let spec = PwmSpec {
-        chip: (chip != abi::PWM_NONE).then_some(chip),
-        channel: (channel != abi::PWM_NONE).then_some(channel),
-        period_ns,
-        safe_pulse_ns,
-    };
-    let Some(hw) = c.hw() else {
-        return abi::HOST_DENIED;
-    };
-    let r = hw.claim_pwm(pin, spec);
-    match c.hw_result("claiming PWM", r) {
-        Ok(()) => {
-            c.claims.insert(pin, Claim::Pwm { safe_pulse_ns });
-            abi::HOST_OK
+    with_ctx(c, "claim_pwm", abi::HOST_BAD_ARGUMENT, |c| {
+        if !c.may_claim(pin) {
+            return abi::HOST_DENIED;
         }
-        Err(code) => code,
-    }
-}
-
-unsafe extern "C" fn cb_read_pin(c: *mut c_void, pin: u32, out: *mut u32) -> i32 {
-    // SAFETY: called by the plugin with our ctx and a writable out-pointer.
-    let c = unsafe { ctx(c) };
-    if out.is_null() {
-        return abi::HOST_BAD_ARGUMENT;
-    }
-    if !matches!(
-        c.claims.get(&pin),
-        Some(Claim::Input | Claim::Output { .. })
-    ) {
-        return abi::HOST_DENIED;
-    }
-    let Some(hw) = c.hw() else {
-        return abi::HOST_DENIED;
-    };
-    let r = hw.read(pin);
-    match c.hw_result("reading", r) {
-        Ok(level) => {
-            // SAFETY: checked non-null; the plugin owns the u32 for the call.
-            unsafe { *out = level.to_raw() };
-            abi::HOST_OK
+        if period_ns == 0 || safe_pulse_ns > period_ns {
+            return abi::HOST_BAD_ARGUMENT;
         }
-        Err(code) => code,
-    }
+        let spec = PwmSpec {
+            chip: (chip != abi::PWM_NONE).then_some(chip),
+            channel: (channel != abi::PWM_NONE).then_some(channel),
+            period_ns,
+            safe_pulse_ns,
+        };
+        let Some(hw) = c.hw() else {
+            return abi::HOST_DENIED;
+        };
+        let r = hw.claim_pwm(pin, spec);
+        match c.hw_result("claiming PWM", r) {
+            Ok(()) => {
+                c.claims.insert(pin, Claim::Pwm { safe_pulse_ns });
+                abi::HOST_OK
+            }
+            Err(code) => code,
+        }
+    })
 }
 
-unsafe extern "C" fn cb_write_pin(c: *mut c_void, pin: u32, level: u32) -> i32 {
-    // SAFETY: called by the plugin with our ctx.
-    let c = unsafe { ctx(c) };
-    let Some(level) = Level::from_raw(level) else {
-        return abi::HOST_BAD_ARGUMENT;
-    };
-    if !matches!(c.claims.get(&pin), Some(Claim::Output { .. })) {
-        return abi::HOST_DENIED;
-    }
-    let Some(hw) = c.hw() else {
-        return abi::HOST_DENIED;
-    };
-    let r = hw.write(pin, level);
-    match c.hw_result("writing", r) {
-        Ok(()) => abi::HOST_OK,
-        Err(code) => code,
-    }
+unsafe extern "C-unwind" fn cb_read_pin(c: *mut c_void, pin: u32, out: *mut u32) -> i32 {
+    with_ctx(c, "read_pin", abi::HOST_BAD_ARGUMENT, |c| {
+        if out.is_null() || !out.is_aligned() {
+            return abi::HOST_BAD_ARGUMENT;
+        }
+        if !matches!(
+            c.claims.get(&pin),
+            Some(Claim::Input | Claim::Output { .. })
+        ) {
+            return abi::HOST_DENIED;
+        }
+        let Some(hw) = c.hw() else {
+            return abi::HOST_DENIED;
+        };
+        let r = hw.read(pin);
+        match c.hw_result("reading", r) {
+            Ok(level) => {
+                // SAFETY: checked non-null and aligned; the plugin owns the u32 for the call.
+                unsafe { *out = level.to_raw() };
+                abi::HOST_OK
+            }
+            Err(code) => code,
+        }
+    })
 }
 
-unsafe extern "C" fn cb_set_pwm(c: *mut c_void, pin: u32, pulse_ns: u64) -> i32 {
-    // SAFETY: called by the plugin with our ctx.
-    let c = unsafe { ctx(c) };
-    if !matches!(c.claims.get(&pin), Some(Claim::Pwm { .. })) {
-        return abi::HOST_DENIED;
-    }
-    let Some(hw) = c.hw() else {
-        return abi::HOST_DENIED;
-    };
-    let r = hw.set_pwm(pin, pulse_ns);
-    match c.hw_result("setting PWM", r) {
-        Ok(()) => abi::HOST_OK,
-        Err(code) => code,
-    }
+unsafe extern "C-unwind" fn cb_write_pin(c: *mut c_void, pin: u32, level: u32) -> i32 {
+    with_ctx(c, "write_pin", abi::HOST_BAD_ARGUMENT, |c| {
+        let Some(level) = Level::from_raw(level) else {
+            return abi::HOST_BAD_ARGUMENT;
+        };
+        if !matches!(c.claims.get(&pin), Some(Claim::Output { .. })) {
+            return abi::HOST_DENIED;
+        }
+        let Some(hw) = c.hw() else {
+            return abi::HOST_DENIED;
+        };
+        let r = hw.write(pin, level);
+        match c.hw_result("writing", r) {
+            Ok(()) => abi::HOST_OK,
+            Err(code) => code,
+        }
+    })
 }
 
-unsafe extern "C" fn cb_arm_timer(c: *mut c_void, id: u64, after_us: u64) -> i32 {
-    // SAFETY: called by the plugin with our ctx.
-    let c = unsafe { ctx(c) };
-    if c.hw.is_none() {
-        return abi::HOST_DENIED;
-    }
-    c.timer_ops.push(TimerOp::Arm { id, after_us });
-    abi::HOST_OK
+unsafe extern "C-unwind" fn cb_set_pwm(c: *mut c_void, pin: u32, pulse_ns: u64) -> i32 {
+    with_ctx(c, "set_pwm", abi::HOST_BAD_ARGUMENT, |c| {
+        if !matches!(c.claims.get(&pin), Some(Claim::Pwm { .. })) {
+            return abi::HOST_DENIED;
+        }
+        let Some(hw) = c.hw() else {
+            return abi::HOST_DENIED;
+        };
+        let r = hw.set_pwm(pin, pulse_ns);
+        match c.hw_result("setting PWM", r) {
+            Ok(()) => abi::HOST_OK,
+            Err(code) => code,
+        }
+    })
 }
 
-unsafe extern "C" fn cb_cancel_timer(c: *mut c_void, id: u64) -> i32 {
-    // SAFETY: called by the plugin with our ctx.
-    let c = unsafe { ctx(c) };
-    c.timer_ops.push(TimerOp::Cancel { id });
-    abi::HOST_OK
+unsafe extern "C-unwind" fn cb_arm_timer(c: *mut c_void, id: u64, after_us: u64) -> i32 {
+    with_ctx(c, "arm_timer", abi::HOST_BAD_ARGUMENT, |c| {
+        if c.hw.is_none() {
+            return abi::HOST_DENIED;
+        }
+        c.timer_ops.push(TimerOp::Arm { id, after_us });
+        abi::HOST_OK
+    })
 }
 
-unsafe extern "C" fn cb_emit(c: *mut c_void, event: StrRef) {
-    // SAFETY: called by the plugin with our ctx and a borrowed string.
-    let (c, event) = unsafe { (ctx(c), text(event)) };
-    c.events.push(event);
+unsafe extern "C-unwind" fn cb_cancel_timer(c: *mut c_void, id: u64) -> i32 {
+    with_ctx(c, "cancel_timer", abi::HOST_BAD_ARGUMENT, |c| {
+        c.timer_ops.push(TimerOp::Cancel { id });
+        abi::HOST_OK
+    })
 }
 
-unsafe extern "C" fn cb_set_state(c: *mut c_void, json: StrRef) {
-    // SAFETY: called by the plugin with our ctx and a borrowed string.
-    let (c, json) = unsafe { (ctx(c), text(json)) };
-    match serde_json::from_str::<serde_json::Value>(&json) {
-        Ok(serde_json::Value::Object(map)) => c.state = map,
-        _ => log::warn!(
-            "{}: ignored a state that is not a JSON object: {json}",
-            c.device
-        ),
-    }
+unsafe extern "C-unwind" fn cb_emit(c: *mut c_void, event: StrRef) -> i32 {
+    with_ctx(c, "emit", abi::HOST_BAD_ARGUMENT, |c| {
+        // SAFETY: a string borrowed for the call.
+        match unsafe { text(&c.device, "emit", event) } {
+            Some(event) => {
+                c.events.push(event);
+                abi::HOST_OK
+            }
+            None => abi::HOST_BAD_ARGUMENT,
+        }
+    })
 }
 
-fn vtable(ctx: *mut Ctx) -> HostVtable {
+unsafe extern "C-unwind" fn cb_set_state(c: *mut c_void, json: StrRef) -> i32 {
+    with_ctx(c, "set_state", abi::HOST_BAD_ARGUMENT, |c| {
+        // SAFETY: a string borrowed for the call.
+        let Some(json) = (unsafe { text(&c.device, "set_state", json) }) else {
+            return abi::HOST_BAD_ARGUMENT;
+        };
+        match serde_json::from_str::<serde_json::Value>(&json) {
+            Ok(serde_json::Value::Object(map)) => {
+                c.state = map;
+                abi::HOST_OK
+            }
+            _ => {
+                log::warn!(
+                    "{}: ignored a state that is not a JSON object: {}",
+                    c.device,
+                    json.escape_debug()
+                );
+                abi::HOST_BAD_ARGUMENT
+            }
+        }
+    })
+}
+
+/// The table for `ctx`, labelled with the major version `lib` agreed on.
+fn vtable(lib: &PluginLibrary, ctx: *mut Ctx) -> HostVtable {
     HostVtable {
         size: std::mem::size_of::<HostVtable>() as u32,
-        abi_version: abi::ABI_V1,
+        abi_version: lib.abi_version,
         ctx: ctx.cast(),
         log: cb_log,
         set_error: cb_set_error,
@@ -371,9 +448,11 @@ pub fn validate(
     config_json: &str,
 ) -> Result<(), String> {
     let ctx = Box::into_raw(Box::new(Ctx::new(device, pin)));
-    let vt = vtable(ctx);
+    register(ctx);
+    let vt = vtable(lib, ctx);
     // SAFETY: `vt` and `ctx` live across the call; the config string is borrowed for it.
-    let status = unsafe { (lib.descriptor.validate)(&vt, StrRef::new(config_json)) };
+    let status = unsafe { (lib.entry.validate)(&vt, StrRef::new(config_json)) };
+    unregister(ctx);
     // SAFETY: `ctx` came from Box::into_raw above and nothing else holds it after the call.
     let ctx = unsafe { Box::from_raw(ctx) };
     match status {
@@ -404,12 +483,13 @@ impl Instance {
         hw: &mut (dyn Hardware + 'static),
     ) -> Result<Instance, Error> {
         let ctx = Box::into_raw(Box::new(Ctx::new(device, pin)));
-        let vtable = Box::into_raw(Box::new(vtable(ctx)));
+        register(ctx);
+        let vtable = Box::into_raw(Box::new(vtable(&lib, ctx)));
         let mut raw: *mut c_void = std::ptr::null_mut();
         // SAFETY: ctx is ours; set the hardware for the duration of the call only.
         unsafe { (*ctx).hw = Some(hw as *mut (dyn Hardware + 'static)) };
         // SAFETY: vtable and ctx stay alive for the instance's life; `raw` is writable.
-        let status = unsafe { (lib.descriptor.create)(vtable, StrRef::new(config_json), &mut raw) };
+        let status = unsafe { (lib.entry.create)(vtable, StrRef::new(config_json), &mut raw) };
         // SAFETY: as above.
         unsafe { (*ctx).hw = None };
         let mut instance = Instance {
@@ -427,7 +507,8 @@ impl Instance {
                     .unwrap_or_else(|| "create failed".into());
                 instance.force_safe(hw);
                 instance.release(hw);
-                instance.raw = std::ptr::null_mut();
+                // An instance the failed create still handed out is destroyed when `instance`
+                // drops, as the ABI promises; nothing else is called on it.
                 if status == abi::STATUS_PANIC {
                     Err(Error::Panicked {
                         device: device.to_string(),
@@ -481,7 +562,7 @@ impl Instance {
     fn call(
         &mut self,
         hw: Option<&mut (dyn Hardware + 'static)>,
-        f: impl FnOnce(&site_plugin_api::abi::PluginDescriptor, *mut c_void) -> i32,
+        f: impl FnOnce(&EntryPoints, *mut c_void) -> i32,
     ) -> Result<(), CallError> {
         if self.raw.is_null() {
             return Err(CallError::Faulted("the instance is gone".into()));
@@ -490,7 +571,7 @@ impl Instance {
         c.error = None;
         c.hw_error = None;
         c.hw = hw.map(|h| h as *mut (dyn Hardware + 'static));
-        let status = f(self.lib.descriptor, self.raw);
+        let status = f(&self.lib.entry, self.raw);
         let c = self.ctx();
         c.hw = None;
         let message = c.take_error();
@@ -597,8 +678,9 @@ impl Drop for Instance {
     fn drop(&mut self) {
         if !self.raw.is_null() {
             // SAFETY: a live instance, destroyed exactly once; destroy contains its own panics.
-            unsafe { (self.lib.descriptor.destroy)(self.raw) };
+            unsafe { (self.lib.entry.destroy)(self.raw) };
         }
+        unregister(self.ctx);
         // SAFETY: both came from Box::into_raw in `create` and the plugin no longer uses them.
         unsafe {
             drop(Box::from_raw(self.vtable));

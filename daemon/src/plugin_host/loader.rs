@@ -1,16 +1,43 @@
 //! Finds and opens plugin libraries. A kind `button` lives in
 //! `<plugin-dir>/libsited_plugin_button.so`. Libraries are opened once with `RTLD_NOW |
-//! RTLD_NODELETE` and never unloaded; a reload re-creates instances, not libraries. Loading a
-//! plugin runs its code, so the file and its directory must belong to root or to sited's own
-//! user and must not be writable by anyone else.
+//! RTLD_NODELETE` and never unloaded; a reload re-creates instances, not libraries.
+//!
+//! Loading a plugin runs its code, so the file checked must be the file loaded, and nobody but
+//! root or sited's own user may have been able to put it there (OpenSSH's `safe_path`):
+//! - every directory from `/` down to the plugin directory is owned by root or sited's user and
+//!   writable by nobody else, except a root-owned sticky directory such as `/tmp`;
+//! - each directory is opened from its parent without following links (`O_NOFOLLOW`), and the
+//!   file from the last one, so nothing can be swapped between the check and the load;
+//! - the file is a regular file (not a link), with the same owners and no group or world
+//!   write bit, checked with `fstat` on what was opened;
+//! - and it is loaded as `/proc/self/fd/N`, the very file checked.
+//!
+//! The descriptor a plugin returns is read through raw pointers first (its `size` and
+//! version), then copied, so an older plugin's shorter descriptor gets defaults for what it
+//! lacks, and a null entry point refuses the plugin here rather than crashing a call later.
 
 use super::Error;
 use site_plugin_api::Role;
 use site_plugin_api::abi::{self, PluginDescriptor, QueryFn};
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::fs::{File, Metadata};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+
+/// A plugin's entry points, all present (checked at load).
+#[derive(Clone, Copy)]
+pub(super) struct EntryPoints {
+    pub validate: abi::ValidateFn,
+    pub create: abi::CreateFn,
+    pub destroy: abi::DestroyFn,
+    pub on_edge: abi::OnEdgeFn,
+    pub on_timer: abi::OnTimerFn,
+    pub command: abi::CommandFn,
+    pub simulate: abi::SimulateFn,
+    pub safe_state: abi::SafeStateFn,
+}
 
 /// An opened plugin library and the descriptor it chose.
 pub struct PluginLibrary {
@@ -18,8 +45,11 @@ pub struct PluginLibrary {
     pub path: PathBuf,
     pub version: String,
     pub role: Role,
+    /// The major version agreed on, and the minor the plugin was built against.
     pub abi_version: u32,
-    pub(super) descriptor: &'static PluginDescriptor,
+    pub abi_minor: u32,
+    pub description: String,
+    pub(super) entry: EntryPoints,
     /// Kept so the handle is never closed (RTLD_NODELETE also pins the mapping).
     _library: libloading::os::unix::Library,
 }
@@ -30,6 +60,10 @@ impl std::fmt::Debug for PluginLibrary {
             .field("kind", &self.kind)
             .field("path", &self.path)
             .field("version", &self.version)
+            .field(
+                "abi",
+                &format_args!("{}.{}", self.abi_version, self.abi_minor),
+            )
             .finish()
     }
 }
@@ -56,15 +90,24 @@ impl Libraries {
         if let Some(lib) = self.loaded.get(&path) {
             return Ok(lib.clone());
         }
-        if !path.exists() {
+        if std::fs::symlink_metadata(&path).is_err() {
             return Err(Error::NotFound {
                 kind: kind.to_string(),
                 path,
                 available: available_kinds(dir),
             });
         }
-        check_trusted(&path)?;
-        let lib = Arc::new(open(&path, kind)?);
+        let file = open_trusted(dir, &file_name(kind))?;
+        let lib = Arc::new(open(&path, file, kind)?);
+        log::info!(
+            "plugin {kind} {} (ABI {}.{}){}{} from {}",
+            lib.version,
+            lib.abi_version,
+            lib.abi_minor,
+            if lib.description.is_empty() { "" } else { ": " },
+            lib.description,
+            path.display()
+        );
         self.loaded.insert(path, lib.clone());
         Ok(lib)
     }
@@ -93,54 +136,155 @@ pub fn available_kinds(dir: &Path) -> String {
     }
 }
 
-/// Refuses a plugin file (or its directory) that someone other than root or sited's own
-/// user could have written: loading it would run their code as sited.
-pub fn check_trusted(path: &Path) -> Result<(), Error> {
-    let real = std::fs::canonicalize(path).map_err(|e| Error::Open {
+/// Opens `dir/name` for loading, after checking every directory on the way and the file itself
+/// (see the module comment). Returns the open file: load it through its descriptor.
+pub fn open_trusted(dir: &Path, name: &str) -> Result<File, Error> {
+    use nix::fcntl::{OFlag, openat};
+    use nix::sys::stat::Mode;
+    let me = nix::unistd::geteuid().as_raw();
+    let open_error = |path: &Path, e: nix::Error| Error::Open {
         path: path.to_path_buf(),
+        detail: e.desc().to_string(),
+    };
+    // Links in the configured path (a merged /usr's /lib, say) are resolved once, here; the
+    // walk below then refuses any link, so what it checks is what it opens.
+    let real = std::fs::canonicalize(dir).map_err(|e| Error::Open {
+        path: dir.to_path_buf(),
         detail: e.to_string(),
     })?;
-    let dir = real.parent().unwrap_or(Path::new("/")).to_path_buf();
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    for p in [&real, &dir] {
-        let meta = std::fs::metadata(p).map_err(|e| Error::Open {
-            path: p.clone(),
-            detail: e.to_string(),
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut at = PathBuf::from("/");
+    // The root through /proc/self/root, the kernel's own link to it: qemu-user (the Pi's test
+    // suite) maps an open of "/" itself to its sysroot. "/" where /proc is not mounted.
+    let root_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut fd: OwnedFd = nix::fcntl::open("/proc/self/root", root_flags, Mode::empty())
+        .or_else(|_| nix::fcntl::open("/", flags, Mode::empty()))
+        .map_err(|e| open_error(&at, e))?;
+    check_dir(&at, &File::from(fd.try_clone().map_err(io_error(&at))?), me)?;
+    for component in real.components() {
+        let Component::Normal(part) = component else {
+            continue;
+        };
+        at.push(part);
+        fd = openat(&fd, part, flags, Mode::empty()).map_err(|e| match e {
+            nix::Error::ELOOP | nix::Error::ENOTDIR => Error::Untrusted {
+                path: at.clone(),
+                reason: "it changed into a symbolic link while sited checked the path".into(),
+            },
+            e => open_error(&at, e),
         })?;
-        if meta.uid() != 0 && meta.uid() != me {
-            return Err(Error::Untrusted {
-                path: p.clone(),
-                reason: format!(
-                    "it is owned by uid {}, not root or sited's user (uid {me})",
-                    meta.uid()
-                ),
-            });
-        }
-        if meta.mode() & 0o022 != 0 {
-            return Err(Error::Untrusted {
-                path: p.clone(),
-                reason: format!(
-                    "it is group- or world-writable (mode {:o})",
-                    meta.mode() & 0o7777
-                ),
-            });
-        }
+        check_dir(&at, &File::from(fd.try_clone().map_err(io_error(&at))?), me)?;
+    }
+    let path = at.join(name);
+    let file = openat(
+        &fd,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        nix::Error::ELOOP => Error::Untrusted {
+            path: path.clone(),
+            reason: "it is a symbolic link; install the plugin file itself".into(),
+        },
+        e => open_error(&path, e),
+    })?;
+    let file = File::from(file);
+    let meta = file.metadata().map_err(io_error(&path))?;
+    if !meta.is_file() {
+        return Err(Error::Untrusted {
+            path,
+            reason: "it is not a regular file".into(),
+        });
+    }
+    check_owner_and_mode(&path, &meta, me, false)?;
+    Ok(file)
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::Open {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    }
+}
+
+fn check_dir(path: &Path, dir: &File, me: u32) -> Result<(), Error> {
+    let meta = dir.metadata().map_err(io_error(path))?;
+    check_owner_and_mode(path, &meta, me, true)
+}
+
+/// Owned by root or `me`, and writable by nobody else; a directory may be world-writable only
+/// if root owns it and its sticky bit keeps others from renaming what is not theirs (`/tmp`).
+fn check_owner_and_mode(path: &Path, meta: &Metadata, me: u32, dir: bool) -> Result<(), Error> {
+    let untrusted = |reason: String| Error::Untrusted {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(untrusted(format!(
+            "it is owned by uid {}, not root or sited's user (uid {me})",
+            meta.uid()
+        )));
+    }
+    let mode = meta.permissions().mode();
+    let sticky_root_dir = dir && meta.uid() == 0 && mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !sticky_root_dir {
+        return Err(untrusted(format!(
+            "it is group- or world-writable (mode {:o})",
+            mode & 0o7777
+        )));
     }
     Ok(())
 }
 
-fn open(path: &Path, kind: &str) -> Result<PluginLibrary, Error> {
+fn incompatible(path: &Path, detail: String) -> Error {
+    Error::Incompatible {
+        path: path.to_path_buf(),
+        detail,
+    }
+}
+
+fn entry_points(path: &Path, d: &PluginDescriptor) -> Result<EntryPoints, Error> {
+    fn need<T>(path: &Path, f: Option<T>, name: &str) -> Result<T, Error> {
+        f.ok_or_else(|| {
+            incompatible(
+                path,
+                format!("its descriptor has no `{name}` function (a null pointer)"),
+            )
+        })
+    }
+    Ok(EntryPoints {
+        validate: need(path, d.validate, "validate")?,
+        create: need(path, d.create, "create")?,
+        destroy: need(path, d.destroy, "destroy")?,
+        on_edge: need(path, d.on_edge, "on_edge")?,
+        on_timer: need(path, d.on_timer, "on_timer")?,
+        command: need(path, d.command, "command")?,
+        simulate: need(path, d.simulate, "simulate")?,
+        safe_state: need(path, d.safe_state, "safe_state")?,
+    })
+}
+
+/// Loads the checked `file` (through `/proc/self/fd`), asks it for its descriptor and checks it.
+fn open(path: &Path, file: File, kind: &str) -> Result<PluginLibrary, Error> {
     let flags = libc::RTLD_NOW | libc::RTLD_LOCAL | libc::RTLD_NODELETE;
-    // SAFETY: loading a library runs its initialisers; check_trusted established that only
-    // root or sited's own user could have put this file here, which is the trust we extend.
+    let by_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    // SAFETY: loading a library runs its initialisers; open_trusted established that only
+    // root or sited's own user could have put this file here, and by_fd is that very file.
     let library =
-        unsafe { libloading::os::unix::Library::open(Some(path), flags) }.map_err(|e| {
+        unsafe { libloading::os::unix::Library::open(Some(&by_fd), flags) }.map_err(|e| {
             Error::Open {
                 path: path.to_path_buf(),
-                detail: e.to_string(),
+                detail: e
+                    .to_string()
+                    .replace(&by_fd.display().to_string(), &path.display().to_string()),
             }
         })?;
+    // The loader now knows the library by the name `/proc/self/fd/N` and answers a later
+    // dlopen of the same name with it, whatever file N is then. Libraries are never unloaded,
+    // so N must never be reused: the descriptor stays open for the life of the process (one
+    // per plugin file).
+    let _kept_open_for_good = file.into_raw_fd();
     // SAFETY: the symbol's type is fixed by the ABI (`QueryFn`); a library that exports the
     // name with another type is not a sited plugin and breaks the contract it claims.
     let query: QueryFn = unsafe { library.get::<QueryFn>(abi::QUERY_SYMBOL.as_bytes()) }
@@ -152,64 +296,47 @@ fn open(path: &Path, kind: &str) -> Result<PluginLibrary, Error> {
     // SAFETY: we pass a valid slice; the plugin returns null or a pointer to a static descriptor.
     let raw = unsafe { query(ours.as_ptr(), ours.len()) };
     if raw.is_null() {
-        return Err(Error::Incompatible {
-            path: path.to_path_buf(),
-            detail: format!(
-                "it speaks none of the plugin ABI versions this sited speaks ({ours:?})"
-            ),
-        });
+        return Err(incompatible(
+            path,
+            format!("it speaks none of the plugin ABI versions this sited speaks ({ours:?})"),
+        ));
     }
     // SAFETY: non-null and, by the ABI, a static descriptor that lives as long as the library,
     // which is never unloaded (RTLD_NODELETE, and we keep the handle).
-    let descriptor: &'static PluginDescriptor = unsafe { &*raw };
-    if !ours.contains(&descriptor.abi_version) {
-        return Err(Error::Incompatible {
-            path: path.to_path_buf(),
-            detail: format!(
-                "it answered with ABI version {} but sited speaks {ours:?}",
-                descriptor.abi_version
-            ),
-        });
-    }
-    if (descriptor.size as usize) < std::mem::size_of::<PluginDescriptor>() {
-        return Err(Error::Incompatible {
-            path: path.to_path_buf(),
-            detail: format!(
-                "its ABI v{} descriptor is {} bytes, shorter than the {} this sited expects",
-                descriptor.abi_version,
-                descriptor.size,
-                std::mem::size_of::<PluginDescriptor>()
-            ),
-        });
-    }
-    // SAFETY: the descriptor's strings are static UTF-8 by the ABI; from_utf8 checks anyway.
-    let (found_kind, version) = unsafe { (descriptor.kind.to_str(), descriptor.version.to_str()) };
-    let found_kind = found_kind.map_err(|_| Error::NotAPlugin {
-        path: path.to_path_buf(),
-    })?;
+    let descriptor = unsafe { abi::read_descriptor(raw) }.map_err(|e| incompatible(path, e))?;
+    let entry = entry_points(path, &descriptor)?;
+    let text = |s: abi::StrRef, what: &str| {
+        // SAFETY: the descriptor's strings are static by the ABI; to_str checks null and UTF-8.
+        unsafe { s.to_str() }
+            .map(str::to_string)
+            .map_err(|e| incompatible(path, format!("its {what} is {e}")))
+    };
+    let found_kind = text(descriptor.kind, "kind")?;
     if found_kind != kind {
-        return Err(Error::Incompatible {
-            path: path.to_path_buf(),
-            detail: format!("it implements kind \"{found_kind}\", not \"{kind}\""),
-        });
+        return Err(incompatible(
+            path,
+            format!("it implements kind \"{found_kind}\", not \"{kind}\""),
+        ));
     }
     let role = match descriptor.role {
         abi::ROLE_INPUT => Role::Input,
         abi::ROLE_OUTPUT => Role::Output,
         other => {
-            return Err(Error::Incompatible {
-                path: path.to_path_buf(),
-                detail: format!("it declares an unknown role {other}"),
-            });
+            return Err(incompatible(
+                path,
+                format!("it declares an unknown role {other}"),
+            ));
         }
     };
     Ok(PluginLibrary {
         kind: kind.to_string(),
         path: path.to_path_buf(),
-        version: version.unwrap_or("?").to_string(),
+        version: text(descriptor.version, "version")?,
         role,
         abi_version: descriptor.abi_version,
-        descriptor,
+        abi_minor: descriptor.abi_minor,
+        description: text(descriptor.description, "description")?,
+        entry,
         _library: library,
     })
 }

@@ -28,6 +28,8 @@ pub trait Device: Sized + 'static {
     /// The `kind = "..."` this plugin implements.
     const KIND: &'static str;
     const ROLE: Role;
+    /// One line saying what the device is ("push button, debounced"), logged at load.
+    const DESCRIPTION: &'static str = "";
 
     /// The device's config table (everything but `name` and `kind`), parsed with serde.
     /// Derive it with `#[serde(rename_all = "kebab-case", deny_unknown_fields)]`.

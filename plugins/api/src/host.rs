@@ -205,15 +205,17 @@ impl VtableHost {
     pub fn set_error(&mut self, msg: &str) {
         let vt = self.vt();
         // SAFETY: callbacks from a valid table, with its own ctx; msg is borrowed for the call.
-        unsafe { (vt.set_error)(vt.ctx, StrRef::new(msg)) }
+        // A refusal (a message the host cannot read) leaves the host its default message.
+        let _ = unsafe { (vt.set_error)(vt.ctx, StrRef::new(msg)) };
     }
 }
 
 impl Host for VtableHost {
     fn log(&mut self, level: LogLevel, msg: &str) {
         let vt = self.vt();
-        // SAFETY: valid table (see `new`); msg borrowed for the call.
-        unsafe { (vt.log)(vt.ctx, level.to_raw(), StrRef::new(msg)) }
+        // SAFETY: valid table (see `new`); msg borrowed for the call. A log line the host
+        // refuses is not the device's failure.
+        let _ = unsafe { (vt.log)(vt.ctx, level.to_raw(), StrRef::new(msg)) };
     }
 
     fn now_us(&mut self) -> u64 {
@@ -285,14 +287,16 @@ impl Host for VtableHost {
 
     fn emit(&mut self, event: &str) {
         let vt = self.vt();
-        // SAFETY: valid table (see `new`); event borrowed for the call.
-        unsafe { (vt.emit)(vt.ctx, StrRef::new(event)) }
+        // SAFETY: valid table (see `new`); event borrowed for the call. The host refuses only
+        // a malformed string, which a &str is not.
+        let _ = unsafe { (vt.emit)(vt.ctx, StrRef::new(event)) };
     }
 
     fn set_state(&mut self, state: &serde_json::Value) {
         let text = state.to_string();
         let vt = self.vt();
-        // SAFETY: valid table (see `new`); text borrowed for the call.
-        unsafe { (vt.set_state)(vt.ctx, StrRef::new(&text)) }
+        // SAFETY: valid table (see `new`); text borrowed for the call. The host refuses only a
+        // state that is not a JSON object, and logs it.
+        let _ = unsafe { (vt.set_state)(vt.ctx, StrRef::new(&text)) };
     }
 }

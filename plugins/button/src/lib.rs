@@ -95,6 +95,7 @@ impl Button {
 impl Device for Button {
     const KIND: &'static str = "button";
     const ROLE: Role = Role::Input;
+    const DESCRIPTION: &'static str = "push button, debounced, with long press";
     type Config = Config;
 
     fn check(config: &Config) -> Result<(), String> {

@@ -78,6 +78,7 @@ impl Faulty {
 impl Device for Faulty {
     const KIND: &'static str = "faulty";
     const ROLE: Role = Role::Input;
+    const DESCRIPTION: &'static str = "fails on purpose, for tests";
     type Config = Config;
 
     fn check(config: &Config) -> Result<(), String> {

@@ -11,6 +11,7 @@ pub enum LedKind {}
 impl OutputKind for LedKind {
     const KIND: &'static str = "led";
     const A_KIND: &'static str = "an led";
+    const DESCRIPTION: &'static str = "LED, on or off";
 }
 
 pub type Led = OnOffOutput<LedKind>;

@@ -11,6 +11,7 @@ pub enum ReedKind {}
 
 impl InputKind for ReedKind {
     const KIND: &'static str = "reed";
+    const DESCRIPTION: &'static str = "reed switch: a door open or closed";
     const WORDS: InputWords = InputWords {
         active: "open",
         rest: "closed",

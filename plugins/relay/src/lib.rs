@@ -12,6 +12,7 @@ pub enum RelayKind {}
 impl OutputKind for RelayKind {
     const KIND: &'static str = "relay";
     const A_KIND: &'static str = "a relay";
+    const DESCRIPTION: &'static str = "relay: a lock, light or fan, on or off";
 }
 
 pub type Relay = OnOffOutput<RelayKind>;

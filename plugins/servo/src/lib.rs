@@ -142,6 +142,7 @@ impl Servo {
 impl Device for Servo {
     const KIND: &'static str = "servo";
     const ROLE: Role = Role::Output;
+    const DESCRIPTION: &'static str = "door servo, open or closed by angle";
     type Config = Config;
 
     fn check(c: &Config) -> Result<(), String> {

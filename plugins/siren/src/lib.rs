@@ -120,6 +120,7 @@ fn check_phase(key: &str, ms: u64) -> Result<(), String> {
 impl Device for Siren {
     const KIND: &'static str = "siren";
     const ROLE: Role = Role::Output;
+    const DESCRIPTION: &'static str = "siren, steady or pulsed";
     type Config = Config;
 
     fn check(config: &Config) -> Result<(), String> {

@@ -11,6 +11,7 @@ pub enum SwitchKind {}
 
 impl InputKind for SwitchKind {
     const KIND: &'static str = "switch";
+    const DESCRIPTION: &'static str = "toggle switch, on or off";
     /// `sitectl sim` takes the gpioset words (on/off, 1/0, active/inactive).
     const WORDS: InputWords = InputWords {
         active: "on",

@@ -145,6 +145,8 @@ impl DebouncedInput {
 pub trait InputKind: 'static {
     /// The `kind = "..."` the plugin implements.
     const KIND: &'static str;
+    /// One line for the daemon log ("reed switch on a door").
+    const DESCRIPTION: &'static str = "";
     /// Its state and event words, and what `sitectl sim` takes.
     const WORDS: InputWords;
     /// The `active-low` default: whether this kind's usual wiring reads low when active.
@@ -223,6 +225,7 @@ impl<K: InputKind> BinaryInput<K> {
 impl<K: InputKind> Device for BinaryInput<K> {
     const KIND: &'static str = K::KIND;
     const ROLE: Role = Role::Input;
+    const DESCRIPTION: &'static str = K::DESCRIPTION;
     type Config = InputConfig<K>;
 
     fn check(config: &InputConfig<K>) -> Result<(), String> {

@@ -91,6 +91,8 @@ pub trait OutputKind: 'static {
     const KIND: &'static str;
     /// How error messages name the device: "a relay", "an led".
     const A_KIND: &'static str;
+    /// One line for the daemon log ("relay: a lock, light or fan").
+    const DESCRIPTION: &'static str = "";
 }
 
 /// A device that is one on/off output: `sitectl set` and site logic switch it, `toggle`
@@ -127,6 +129,7 @@ impl<K: OutputKind> OnOffOutput<K> {
 impl<K: OutputKind> Device for OnOffOutput<K> {
     const KIND: &'static str = K::KIND;
     const ROLE: Role = Role::Output;
+    const DESCRIPTION: &'static str = K::DESCRIPTION;
     type Config = OnOffConfig;
 
     fn create(host: &mut dyn Host, config: OnOffConfig) -> Result<Self, String> {
