@@ -170,11 +170,9 @@ impl ControlServer {
         }
         // Bind with a umask that leaves at most rw-rw----, so the socket is never briefly open
         // to everyone between bind and chmod.
-        // SAFETY: umask only swaps the process mask; we restore it right after.
-        let old = unsafe { libc::umask(0o117) };
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o117));
         let bound = UnixListener::bind(path);
-        // SAFETY: as above.
-        unsafe { libc::umask(old) };
+        nix::sys::stat::umask(old);
         let mut listener = bound.map_err(|e| io_err("binding", e))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
             .map_err(|e| io_err("setting its mode", e))?;
@@ -657,6 +655,10 @@ fn peer_of(stream: &UnixStream) -> Option<Peer> {
 /// The peer process's supplementary groups (SO_PEERGROUPS, Linux 4.13+): what the process
 /// really holds, including groups given to it outside /etc/group (`setpriv --groups`,
 /// systemd's `SupplementaryGroups=`). None if the kernel does not say.
+///
+/// The one `unsafe` outside `plugin_host/`, `plugins/api` and `hw/`: neither nix nor rustix
+/// wraps SO_PEERGROUPS, and reading `/proc/<pid>/status` instead would fail under the unit's
+/// `ProtectProc=invisible` and race a reused pid.
 fn peer_groups(stream: &UnixStream) -> Option<Vec<u32>> {
     use std::os::fd::AsRawFd;
     let mut groups: Vec<libc::gid_t> = vec![0; 64];

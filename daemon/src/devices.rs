@@ -86,11 +86,7 @@ impl Devices {
     /// Creates every device in `config`, outputs first so they are at their safe level before
     /// any input can report. A device that cannot be created is shown as faulted, with the
     /// reason, and the others still run: one broken servo must not silence the siren.
-    pub fn create_all(
-        config: &Config,
-        libs: &mut Libraries,
-        hw: &mut (dyn Hardware + 'static),
-    ) -> Devices {
+    pub fn create_all(config: &Config, libs: &mut Libraries, hw: &mut dyn Hardware) -> Devices {
         let mut devices = Devices::default();
         devices.assemble_all(
             &config.devices,
@@ -121,7 +117,7 @@ impl Devices {
         index: usize,
         plugin_dir: &std::path::Path,
         libs: &mut Libraries,
-        hw: &mut (dyn Hardware + 'static),
+        hw: &mut dyn Hardware,
     ) -> Result<(), String> {
         let section = self.slots[index].section.clone();
         let lib = libs
@@ -151,7 +147,7 @@ impl Devices {
     }
 
     fn apply_timer_ops(&mut self, generation: u64, ops: Vec<TimerOp>) {
-        let now = crate::hw::monotonic_now();
+        let now = crate::timers::monotonic_now();
         for op in ops {
             match op {
                 TimerOp::Arm { id, after_us } => self.timers.arm(
@@ -220,12 +216,7 @@ impl Devices {
     }
 
     /// Routes an edge to the device that claimed its pin.
-    pub fn on_edge(
-        &mut self,
-        edge: Edge,
-        hw: &mut (dyn Hardware + 'static),
-        out: &mut Vec<DeviceEvent>,
-    ) {
+    pub fn on_edge(&mut self, edge: Edge, hw: &mut dyn Hardware, out: &mut Vec<DeviceEvent>) {
         let Some(&index) = self.by_pin.get(&edge.pin) else {
             log::debug!("edge on unclaimed GPIO {} ignored", edge.pin);
             return;
@@ -244,12 +235,7 @@ impl Devices {
     }
 
     /// Fires every device timer due at `now`.
-    pub fn fire_due(
-        &mut self,
-        now: Duration,
-        hw: &mut (dyn Hardware + 'static),
-        out: &mut Vec<DeviceEvent>,
-    ) {
+    pub fn fire_due(&mut self, now: Duration, hw: &mut dyn Hardware, out: &mut Vec<DeviceEvent>) {
         while let Some(timer) = self.timers.pop_due(now) {
             let Some(&index) = self.by_generation.get(&timer.generation) else {
                 continue;
@@ -309,7 +295,7 @@ impl Devices {
         &mut self,
         name: &str,
         value: &str,
-        hw: &mut (dyn Hardware + 'static),
+        hw: &mut dyn Hardware,
         out: &mut Vec<DeviceEvent>,
     ) -> Result<(), CommandError> {
         let index = self.index_for(name, Role::Output)?;
@@ -317,7 +303,7 @@ impl Devices {
             .live(index)
             .map_err(|e| CommandError::new(ErrorKind::Failed, format!("{name}: {e}")))?;
         let result = instance.command(hw, value);
-        let at = crate::hw::monotonic_now();
+        let at = crate::timers::monotonic_now();
         self.after_call(index, result, at, hw, out)
             .map_err(|e| command_error(name, e))
     }
@@ -327,7 +313,7 @@ impl Devices {
         &mut self,
         name: &str,
         value: &str,
-        hw: &mut (dyn Hardware + 'static),
+        hw: &mut dyn Hardware,
     ) -> Result<(), CommandError> {
         let index = self.index_for(name, Role::Input)?;
         if hw.name() != "sim" {
@@ -344,7 +330,7 @@ impl Devices {
             .map_err(|e| CommandError::new(ErrorKind::Failed, format!("{name}: {e}")))?;
         let outcome = instance.simulate(value);
         let mut ignored = Vec::new();
-        let at = crate::hw::monotonic_now();
+        let at = crate::timers::monotonic_now();
         let status = self.after_call(
             index,
             outcome.as_ref().map(|_| ()).map_err(Clone::clone),
@@ -414,14 +400,14 @@ impl Devices {
 
     /// Puts every device in its safe state (the plugin's own, then the host's as a backstop)
     /// and releases its pins. Used at stop.
-    pub fn shutdown(&mut self, hw: &mut (dyn Hardware + 'static)) {
+    pub fn shutdown(&mut self, hw: &mut dyn Hardware) {
         for index in 0..self.slots.len() {
             self.take_down(index, hw);
         }
         self.timers = Timers::new();
     }
 
-    fn take_down(&mut self, index: usize, hw: &mut (dyn Hardware + 'static)) {
+    fn take_down(&mut self, index: usize, hw: &mut dyn Hardware) {
         let slot = &mut self.slots[index];
         let generation = slot.generation;
         if let Some(mut instance) = slot.instance.take() {
@@ -445,7 +431,7 @@ impl Devices {
         old_plugin_dir: &std::path::Path,
         config: &Config,
         libs: &mut Libraries,
-        hw: &mut (dyn Hardware + 'static),
+        hw: &mut dyn Hardware,
     ) -> Result<(), String> {
         let old_sections: Vec<DeviceSection> =
             self.slots.iter().map(|s| s.section.clone()).collect();
@@ -501,7 +487,7 @@ impl Devices {
         kept: &mut HashMap<String, Slot>,
         plugin_dir: &std::path::Path,
         libs: &mut Libraries,
-        hw: &mut (dyn Hardware + 'static),
+        hw: &mut dyn Hardware,
     ) -> Result<(), String> {
         let fresh = self.place(sections, kept, plugin_dir, libs);
         for index in fresh {
@@ -518,7 +504,7 @@ impl Devices {
         kept: &mut HashMap<String, Slot>,
         plugin_dir: &std::path::Path,
         libs: &mut Libraries,
-        hw: &mut (dyn Hardware + 'static),
+        hw: &mut dyn Hardware,
     ) -> usize {
         let fresh = self.place(sections, kept, plugin_dir, libs);
         let mut faulted = 0;

@@ -8,11 +8,12 @@ use crate::config::{self, Config};
 use crate::control::{self, ControlServer, Incoming};
 use crate::devices::{self, DeviceEvent, Devices};
 use crate::hub::server::Asker;
-use crate::hw::{self, Edge, EdgeSink, Hardware, monotonic_now};
+use crate::hw::{self, Edge, EdgeSink, Hardware};
 use crate::node::Node;
 use crate::notify::Notifier;
 use crate::plugin_host::Libraries;
 use crate::timers::Timers;
+use crate::timers::monotonic_now;
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -174,40 +175,22 @@ pub struct Daemon {
 /// Raises the soft open-file limit to the hard one and returns it. The soft default (often
 /// 1024) only protects `select()` users, and sited uses epoll; every hub client needs one.
 pub fn raise_fd_limit() -> io::Result<u64> {
-    let mut limit = nofile()?;
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: setrlimit only reads the struct we pass.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        limit = raised;
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+        return Ok(hard);
     }
-    Ok(limit.rlim_cur)
+    Ok(soft)
 }
 
 /// The soft open-file limit now (u64::MAX if unlimited or unknown).
 pub fn fd_limit() -> u64 {
-    match nofile() {
-        Ok(limit) if limit.rlim_cur != libc::RLIM_INFINITY => limit.rlim_cur,
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) if soft != RLIM_INFINITY => soft,
         _ => u64::MAX,
     }
-}
-
-/// The open-file limits now.
-fn nofile() -> io::Result<libc::rlimit> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(limit)
 }
 
 impl Daemon {

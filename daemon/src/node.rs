@@ -10,7 +10,7 @@ use crate::hub::protocol;
 use crate::hub::server::{Asker, CommandDone, HubServer, IncomingReport};
 use crate::hub::stream::{Reading, Readings};
 use crate::hub::udp::SensorHub;
-use crate::hw::{Hardware, monotonic_now};
+use crate::hw::Hardware;
 use crate::ledger::Ledger;
 use crate::site::access::{AccessConfig, AccessControl};
 use crate::site::emergency::{Emergency, EmergencyConfig};
@@ -18,6 +18,7 @@ use crate::site::office::{Office, OfficeConfig};
 use crate::site::rules::{Rule, RuleConfig, RuleState};
 use crate::site::{Effects, Module, NoteLevel, Site, SiteTimer, TimerRequest};
 use crate::timers::Timers;
+use crate::timers::monotonic_now;
 use mio::Registry;
 use site_proto::{ErrorKind, Response};
 use std::sync::Arc;
@@ -124,7 +125,7 @@ impl Node {
     pub fn start(
         config: &Config,
         devices: &mut Devices,
-        hw: &mut (dyn Hardware + 'static),
+        hw: &mut dyn Hardware,
         registry: &Registry,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<Node, Error> {
@@ -320,7 +321,7 @@ impl Node {
         &mut self,
         config: &Config,
         devices: &mut Devices,
-        hw: &mut (dyn Hardware + 'static),
+        hw: &mut dyn Hardware,
         registry: &Registry,
     ) -> Result<(), Error> {
         if self.ledger.is_none()
@@ -354,7 +355,7 @@ impl Node {
         &mut self,
         events: &mut Vec<DeviceEvent>,
         devices: &mut Devices,
-        hw: &mut (dyn Hardware + 'static),
+        hw: &mut dyn Hardware,
         registry: &Registry,
     ) {
         for _ in 0..MAX_ROUNDS {
@@ -376,7 +377,7 @@ impl Node {
         &mut self,
         fx: Effects,
         devices: &mut Devices,
-        hw: &mut (dyn Hardware + 'static),
+        hw: &mut dyn Hardware,
     ) -> Vec<DeviceEvent> {
         for (level, note) in &fx.notes {
             match level {
@@ -471,7 +472,7 @@ impl Node {
         &mut self,
         index: usize,
         devices: &mut Devices,
-        hw: &mut (dyn Hardware + 'static),
+        hw: &mut dyn Hardware,
         registry: &Registry,
     ) -> bool {
         let Some(hub) = &mut self.hub else {
@@ -512,7 +513,7 @@ impl Node {
     fn collect_readings(
         &mut self,
         devices: &mut Devices,
-        hw: &mut (dyn Hardware + 'static),
+        hw: &mut dyn Hardware,
         registry: &Registry,
     ) {
         if let Some(hub) = &mut self.hub {
@@ -595,7 +596,7 @@ impl Node {
     pub fn on_udp(
         &mut self,
         devices: &mut Devices,
-        hw: &mut (dyn Hardware + 'static),
+        hw: &mut dyn Hardware,
         registry: &Registry,
     ) -> bool {
         let Some(sensors) = &mut self.sensors else {
@@ -650,7 +651,7 @@ impl Node {
         &mut self,
         readings: &[Reading],
         devices: &mut Devices,
-        hw: &mut (dyn Hardware + 'static),
+        hw: &mut dyn Hardware,
         registry: &Registry,
     ) {
         if readings.is_empty() {
@@ -748,12 +749,7 @@ impl Node {
         self.timers.next_deadline()
     }
 
-    pub fn fire_due(
-        &mut self,
-        devices: &mut Devices,
-        hw: &mut (dyn Hardware + 'static),
-        registry: &Registry,
-    ) {
+    pub fn fire_due(&mut self, devices: &mut Devices, hw: &mut dyn Hardware, registry: &Registry) {
         let now = monotonic_now();
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {

@@ -84,7 +84,7 @@ impl Notifier {
     pub fn reloading(&self) {
         self.send(&format!(
             "RELOADING=1\nMONOTONIC_USEC={}",
-            crate::hw::monotonic_now().as_micros()
+            crate::timers::monotonic_now().as_micros()
         ));
     }
 

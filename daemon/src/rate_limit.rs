@@ -87,6 +87,18 @@ macro_rules! info_limited {
     };
 }
 
+/// Logs a debug line through `limit`: the hub's per-connection detail (each registration line
+/// as received, each hello), which at `SITED_LOG_LEVEL=debug` any client could otherwise
+/// repeat into the journal as fast as it can send.
+#[macro_export]
+macro_rules! debug_limited {
+    ($limit:expr, $($arg:tt)+) => {
+        if log::log_enabled!(log::Level::Debug) {
+            $crate::log_limited!($limit, log::Level::Debug, $($arg)+)
+        }
+    };
+}
+
 /// `text` from a client, safe to log: control characters (ESC, NUL, CR, ...) and the
 /// backslash are escaped as `\u{1b}`-style sequences, so a client cannot forge log lines or
 /// drive the terminal of whoever reads the log. Borrowed when there is nothing to escape.

@@ -7,6 +7,14 @@ use std::collections::{BinaryHeap, HashMap};
 use std::hash::Hash;
 use std::time::Duration;
 
+/// The monotonic clock edges and timers use (CLOCK_MONOTONIC, as cdev's edge timestamps).
+pub fn monotonic_now() -> Duration {
+    use nix::time::{ClockId, clock_gettime};
+    // CLOCK_MONOTONIC exists on every Linux; clock_gettime fails only for an unknown clock.
+    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
+    Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32)
+}
+
 /// A deadline heap over keys of type `K`; arming a key again replaces its deadline.
 #[derive(Debug)]
 pub struct Timers<K> {

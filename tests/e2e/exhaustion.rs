@@ -358,6 +358,33 @@ fn unsolicited_answers_cannot_flood_the_log_and_control_characters_are_escaped()
 }
 
 #[test]
+fn at_debug_level_a_client_cannot_flood_the_log_with_registration_lines() {
+    let site = SiteDir::new();
+    site.write_config(&site.hub_section());
+    let daemon = Daemon::start_with_env(&site, &[("SITED_LOG_LEVEL", "debug")]);
+    let mut device = TcpStream::connect(daemon.hub_addr()).expect("connect");
+    // Each malformed registration is logged as received (debug) and refused; 5,000 of them,
+    // then one that registers and a second registration, whose refusal says the hub has read
+    // them all.
+    let flood = "DEVICE\n".repeat(5_000) + "DEVICE Done TYPE temperature\nDEVICE Again TYPE x\n";
+    device.write_all(flood.as_bytes()).expect("flood");
+    device.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut answers = Vec::new();
+    let mut buf = [0u8; 65536];
+    while !String::from_utf8_lossy(&answers).contains("ERR already registered") {
+        let n = retry_eintr(|| device.read(&mut buf)).expect("answers");
+        assert!(n > 0, "the hub closed the connection");
+        answers.extend_from_slice(&buf[..n]);
+    }
+    let log = daemon.wait_log("hub: registered DEVICE=Done TYPE=temperature");
+    let received = log.matches("hub: Received registration:").count();
+    assert!(
+        (2..=100).contains(&received),
+        "{received} registration lines logged for 5,001 sent"
+    );
+}
+
+#[test]
 fn a_udp_flood_from_many_addresses_does_not_freeze_the_loop() {
     let site = SiteDir::new();
     site.write_config(&format!(

@@ -224,9 +224,8 @@ pub struct HubServer {
     readings: Vec<super::stream::Reading>,
     started: Vec<(usize, u64, Duration)>,
     done: Vec<CommandDone>,
-    log_limit: RateLimit,
-    /// Connections, registrations and answers: routine, but any client can cause them.
-    info_limit: RateLimit,
+    /// The budgets of the lines any client can cause (see [`LogLimits`]).
+    limits: LogLimits,
     /// `[hub] device-log`, if set.
     device_log: Option<DeviceLog>,
 }
@@ -259,8 +258,7 @@ impl HubServer {
             readings: Vec::new(),
             started: Vec::new(),
             done: Vec::new(),
-            log_limit: RateLimit::new(20, Duration::from_secs(60)),
-            info_limit: RateLimit::new(60, Duration::from_secs(10)),
+            limits: LogLimits::default(),
             device_log: None,
         })
     }
@@ -298,7 +296,7 @@ impl HubServer {
                     if self.live >= self.max_clients {
                         let _ = stream.write_all(protocol::err_line("too many clients").as_bytes());
                         crate::warn_limited!(
-                            self.log_limit,
+                            self.limits.warn,
                             "hub: turned away {peer}: {} clients connected (max-clients)",
                             self.live
                         );
@@ -309,7 +307,7 @@ impl HubServer {
                         let reason = format!("too many clients from {}", peer.ip());
                         let _ = stream.write_all(protocol::err_line(&reason).as_bytes());
                         crate::warn_limited!(
-                            self.log_limit,
+                            self.limits.warn,
                             "hub: turned away {peer}: {from_here} clients connected from {} (max-clients-per-address)",
                             peer.ip()
                         );
@@ -322,7 +320,7 @@ impl HubServer {
                         Interest::READABLE,
                     ) {
                         crate::warn_limited!(
-                            self.log_limit,
+                            self.limits.warn,
                             "hub: could not register a connection from {peer}: {e}"
                         );
                         if index < self.conns.len() {
@@ -335,7 +333,7 @@ impl HubServer {
                     self.live += 1;
                     *self.per_address.entry(peer.ip()).or_default() += 1;
                     self.next_generation += 1;
-                    crate::info_limited!(self.info_limit, "hub: connection from {peer}");
+                    crate::info_limited!(self.limits.info, "hub: connection from {peer}");
                     let conn = Conn {
                         stream,
                         peer,
@@ -373,7 +371,7 @@ impl HubServer {
                     // and turn it away (edge-triggered: left there, it would never be seen
                     // again), then take the spare back.
                     crate::warn_limited!(
-                        self.log_limit,
+                        self.limits.warn,
                         "hub: out of file descriptors with {} clients ({e}); turning connections away (raise LimitNOFILE or lower max-clients)",
                         self.live
                     );
@@ -386,7 +384,7 @@ impl HubServer {
                     self.spare_fd = std::fs::File::open("/dev/null").ok();
                 }
                 Err(e) => {
-                    crate::warn_limited!(self.log_limit, "hub: accept failed: {e}");
+                    crate::warn_limited!(self.limits.warn, "hub: accept failed: {e}");
                     return false;
                 }
             }
@@ -398,8 +396,7 @@ impl HubServer {
     /// completes; returns the reports it carried, in order, and whether more is waiting.
     pub fn readable(&mut self, index: usize, registry: &Registry) -> Readable {
         let mut fx = LineEffects::default();
-        let limit = &mut self.log_limit;
-        let info_limit = &mut self.info_limit;
+        let limits = &mut self.limits;
         let Some(Some(conn)) = self.conns.get_mut(index) else {
             return Readable::default();
         };
@@ -443,14 +440,14 @@ impl HubServer {
             while let Some(at) = conn.input[scan..].iter().position(|&b| b == b'\n') {
                 let end = scan + at;
                 let raw = conn.input[line_start..end].to_vec();
-                handle_line(conn, limit, info_limit, index, &raw, true, &mut fx);
+                handle_line(conn, limits, index, &raw, true, &mut fx);
                 line_start = end + 1;
                 scan = line_start;
             }
             conn.input.drain(..line_start);
             if conn.input.len() > protocol::MAX_LINE_BYTES {
                 conn.input.clear();
-                bad_line(conn, limit, "line too long");
+                bad_line(conn, &mut limits.warn, "line too long");
                 conn.closing = true;
                 let mut dropped = 0;
                 if !conn_io::discard_available(
@@ -466,7 +463,7 @@ impl HubServer {
         // A peer that closed after an unterminated message still meant it.
         if conn.closing && conn.discarding.is_none() && !conn.input.is_empty() {
             let raw = std::mem::take(&mut conn.input);
-            handle_line(conn, limit, info_limit, index, &raw, false, &mut fx);
+            handle_line(conn, limits, index, &raw, false, &mut fx);
         }
         // Unterminated input counts as a line once quiet, but only if the peer has really
         // stopped sending: not while its data waits in the socket for our next turn.
@@ -490,7 +487,7 @@ impl HubServer {
                 && old != index
             {
                 crate::warn_limited!(
-                    self.log_limit,
+                    self.limits.warn,
                     "hub: {name} registered again; the new connection replaces the old one"
                 );
                 self.close(old, registry);
@@ -512,15 +509,14 @@ impl HubServer {
     /// Takes unterminated input that has been quiet for [`QUIET`] as a line.
     pub fn quiet(&mut self, index: usize, registry: &Registry) -> Vec<IncomingReport> {
         let mut fx = LineEffects::default();
-        let limit = &mut self.log_limit;
-        let info_limit = &mut self.info_limit;
+        let limits = &mut self.limits;
         let Some(Some(conn)) = self.conns.get_mut(index) else {
             return Vec::new();
         };
         if conn.partial_since.is_some_and(|at| at.elapsed() >= QUIET) {
             let raw = std::mem::take(&mut conn.input);
             conn.partial_since = None;
-            handle_line(conn, limit, info_limit, index, &raw, false, &mut fx);
+            handle_line(conn, limits, index, &raw, false, &mut fx);
         }
         self.after_lines(index, fx, registry)
     }
@@ -602,7 +598,7 @@ impl HubServer {
             .as_ref()
             .map(|c| c.name.clone())
             .unwrap_or_default();
-        log::info!("hub: sent command to {device}: {}", command.text);
+        log::info!("hub: sent command to {device}: {}", escape(&command.text));
         conn.output.extend_from_slice(command.text.as_bytes());
         if conn.newline {
             conn.output.push(b'\n');
@@ -628,7 +624,8 @@ impl HubServer {
                 .as_ref()
                 .map(|c| c.name.clone())
                 .unwrap_or_default();
-            log::warn!(
+            crate::warn_limited!(
+                self.limits.warn,
                 "hub: {device} did not answer {:?} within {:?}",
                 command.text,
                 command.timeout
@@ -775,13 +772,13 @@ impl HubServer {
             }
             match &conn.client {
                 Some(client) => crate::info_limited!(
-                    self.info_limit,
+                    self.limits.info,
                     "hub: {} disconnected ({})",
                     client.describe(),
                     conn.peer
                 ),
                 None => crate::info_limited!(
-                    self.info_limit,
+                    self.limits.info,
                     "hub: connection from {} closed",
                     conn.peer
                 ),
@@ -894,11 +891,30 @@ fn keepalive(stream: &TcpStream) {
     }
 }
 
+/// The hub's budgets for log lines any client can cause: warnings (bad lines, failed
+/// accepts), info lines (connections, registrations, answers) and debug lines (each
+/// registration as received, each hello), each its own, so a flood of one kind does not
+/// silence another.
+struct LogLimits {
+    warn: RateLimit,
+    info: RateLimit,
+    debug: RateLimit,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits {
+            warn: RateLimit::new(20, Duration::from_secs(60)),
+            info: RateLimit::new(60, Duration::from_secs(10)),
+            debug: RateLimit::new(60, Duration::from_secs(10)),
+        }
+    }
+}
+
 /// Handles one line (without its newline) from a client.
 fn handle_line(
     conn: &mut Conn,
-    limit: &mut RateLimit,
-    info_limit: &mut RateLimit,
+    limits: &mut LogLimits,
     index: usize,
     raw: &[u8],
     terminated: bool,
@@ -906,11 +922,11 @@ fn handle_line(
 ) {
     conn.last_seen = std::time::SystemTime::now();
     if raw.len() > protocol::MAX_LINE_BYTES {
-        bad_line(conn, limit, "line too long");
+        bad_line(conn, &mut limits.warn, "line too long");
         return;
     }
     let Ok(text) = std::str::from_utf8(raw) else {
-        bad_line(conn, limit, "line is not UTF-8");
+        bad_line(conn, &mut limits.warn, "line is not UTF-8");
         return;
     };
     let text = text.trim_end_matches('\r');
@@ -920,7 +936,8 @@ fn handle_line(
     // Seed 001's server prints the raw line before it parses it; so do we, at debug level,
     // whatever the parser then makes of it.
     if conn.client.is_none() && text.starts_with("DEVICE") {
-        log::debug!(
+        crate::debug_limited!(
+            limits.debug,
             "hub: Received registration: {} (from {})",
             escape(text),
             conn.peer
@@ -930,7 +947,12 @@ fn handle_line(
     if text.starts_with('{') {
         if let Some(device) = super::stream::hello(text.as_bytes()) {
             // A seed 002 peer saying hello: seen, not answered, not an error.
-            log::debug!("hub: hello from {device} at {}", conn.peer);
+            crate::debug_limited!(
+                limits.debug,
+                "hub: hello from {} at {}",
+                escape(&device),
+                conn.peer
+            );
             conn.sends_readings = true;
             return;
         }
@@ -939,7 +961,7 @@ fn handle_line(
                 conn.sends_readings = true;
                 fx.readings.push(reading);
             }
-            Err(reason) => bad_line(conn, limit, &reason),
+            Err(reason) => bad_line(conn, &mut limits.warn, &reason),
         }
         return;
     }
@@ -947,7 +969,11 @@ fn handle_line(
         Ok(Line::Register { name, kind, epoch }) => {
             let client = Client { name, kind };
             if let Some(old) = &conn.client {
-                bad_line(conn, limit, &format!("already registered as {}", old.name));
+                bad_line(
+                    conn,
+                    &mut limits.warn,
+                    &format!("already registered as {}", old.name),
+                );
                 return;
             }
             // Seed 001's server line, with where it came from; modules named as such (seed 000).
@@ -958,7 +984,7 @@ fn handle_line(
                 _ => String::new(),
             };
             crate::info_limited!(
-                info_limit,
+                limits.info,
                 "hub: registered DEVICE={} TYPE={} from {}{role}",
                 client.name,
                 client.kind,
@@ -975,10 +1001,14 @@ fn handle_line(
             conn.newline = terminated;
         }
         Ok(Line::Event { seq, report }) => match &conn.client {
-            None => bad_line(conn, limit, "register first: DEVICE <name> TYPE <type>"),
+            None => bad_line(
+                conn,
+                &mut limits.warn,
+                "register first: DEVICE <name> TYPE <type>",
+            ),
             Some(client) if !protocol::type_may_report(&client.kind, report) => {
                 let reason = format!("a {} client may not report {}", client.kind, report.wire());
-                bad_line(conn, limit, &reason);
+                bad_line(conn, &mut limits.warn, &reason);
             }
             Some(client) => {
                 let here = ConnRef {
@@ -999,7 +1029,11 @@ fn handle_line(
             }
         },
         Ok(Line::Other(text)) => match &conn.client {
-            None => bad_line(conn, limit, "register first: DEVICE <name> TYPE <type>"),
+            None => bad_line(
+                conn,
+                &mut limits.warn,
+                "register first: DEVICE <name> TYPE <type>",
+            ),
             Some(client) => {
                 let device = client.name.clone();
                 // An answer, late or not, and an unasked-for ACK are all the seed's ACK line.
@@ -1009,7 +1043,7 @@ fn handle_line(
                 }
                 if let Some(command) = conn.in_flight.take() {
                     crate::info_limited!(
-                        info_limit,
+                        limits.info,
                         "hub: {device} answered {:?}: {}",
                         command.text,
                         escape(&text)
@@ -1022,22 +1056,22 @@ fn handle_line(
                 } else if conn.late_answers > 0 {
                     conn.late_answers -= 1;
                     crate::warn_limited!(
-                        limit,
+                        limits.warn,
                         "hub: {device} answered after its command timed out; ignored: {}",
                         escape(&text)
                     );
                 } else if text.starts_with("ACK") {
-                    crate::info_limited!(info_limit, "hub: {device} answered: {}", escape(&text));
+                    crate::info_limited!(limits.info, "hub: {device} answered: {}", escape(&text));
                 } else {
                     bad_line(
                         conn,
-                        limit,
+                        &mut limits.warn,
                         "unknown command (expected EVENT <seq> <KIND> or ACK ...)",
                     );
                 }
             }
         },
-        Err(reason) => bad_line(conn, limit, &reason),
+        Err(reason) => bad_line(conn, &mut limits.warn, &reason),
     }
 }
 

@@ -12,6 +12,7 @@ use crate::event_loop::Tok;
 use crate::rate_limit::RateLimit;
 use mio::net::UdpSocket;
 use mio::{Interest, Registry};
+use nix::sys::socket::MultiHeaders;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -55,8 +56,13 @@ pub struct SensorHub {
     max_senders: usize,
     malformed: HashMap<SocketAddr, u64>,
     log_limit: RateLimit,
+    /// Each datagram is logged at debug level (as seed 001's server prints it), within this
+    /// budget, so that a flood at debug level does not become a flood of the journal.
+    debug_limit: RateLimit,
     /// Receive buffers, kept between wake-ups.
     batch: Option<Box<Batch>>,
+    /// `sendmmsg`'s headers, kept likewise.
+    send_headers: Option<Box<MultiHeaders<nix::sys::socket::SockaddrStorage>>>,
     /// `STATUS` replies owed, sent after each batch.
     replies: Vec<(SocketAddr, String)>,
 }
@@ -85,8 +91,10 @@ impl SensorHub {
             max_senders: MAX_SENDERS,
             malformed: HashMap::new(),
             log_limit: RateLimit::new(20, Duration::from_secs(60)),
+            debug_limit: RateLimit::new(1000, Duration::from_secs(10)),
             batch: None,
             replies: Vec::new(),
+            send_headers: None,
         })
     }
 
@@ -146,7 +154,8 @@ impl SensorHub {
         readings: &mut Vec<Reading>,
     ) {
         {
-            log::debug!(
+            crate::debug_limited!(
+                self.debug_limit,
                 "hub udp: DATA from {from}: {}",
                 crate::rate_limit::escape_bytes(bytes)
             );
@@ -283,50 +292,43 @@ impl SensorHub {
     /// that cannot go (the sender's address unreachable, our buffer full) is logged and
     /// dropped: the sensor's next cycle gets its own.
     fn send_replies(&mut self) {
+        use nix::sys::socket::{MsgFlags, SockaddrStorage, sendmmsg};
         use std::os::fd::AsRawFd;
+        let headers = self
+            .send_headers
+            .get_or_insert_with(|| Box::new(MultiHeaders::preallocate(BATCH, None)));
         for chunk in self.replies.chunks(BATCH) {
-            let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
-                chunk.iter().map(|(to, _)| storage_of(*to)).collect();
-            let mut iovecs: Vec<libc::iovec> = chunk
+            let addrs: Vec<Option<SockaddrStorage>> = chunk
                 .iter()
-                .map(|(_, line)| libc::iovec {
-                    iov_base: line.as_ptr().cast_mut().cast(),
-                    iov_len: line.len(),
-                })
+                .map(|(to, _)| Some(SockaddrStorage::from(*to)))
                 .collect();
-            // SAFETY: mmsghdr is plain data; the fields that matter are set just below.
-            let mut headers: Vec<libc::mmsghdr> = (0..chunk.len())
-                .map(|_| unsafe { std::mem::zeroed() })
+            let lines: Vec<[io::IoSlice<'_>; 1]> = chunk
+                .iter()
+                .map(|(_, line)| [io::IoSlice::new(line.as_bytes())])
                 .collect();
-            for (i, header) in headers.iter_mut().enumerate() {
-                header.msg_hdr.msg_name = (&raw mut addrs[i].0).cast();
-                header.msg_hdr.msg_namelen = addrs[i].1;
-                header.msg_hdr.msg_iov = &raw mut iovecs[i];
-                header.msg_hdr.msg_iovlen = 1;
-            }
             let mut sent = 0;
-            while sent < headers.len() {
-                // SAFETY: each header points at its own address and at a line in `chunk`,
-                // all alive and unmoved for the call; the kernel only reads them.
-                let n = unsafe {
-                    libc::sendmmsg(
-                        self.socket.as_raw_fd(),
-                        headers[sent..].as_mut_ptr(),
-                        (headers.len() - sent) as libc::c_uint,
-                        libc::MSG_DONTWAIT,
-                    )
-                };
-                if n < 0 {
-                    let e = io::Error::last_os_error();
-                    if e.kind() == io::ErrorKind::Interrupted {
-                        continue;
+            while sent < chunk.len() {
+                let no_cmsgs: [nix::sys::socket::ControlMessage<'_>; 0] = [];
+                match sendmmsg(
+                    self.socket.as_raw_fd(),
+                    headers,
+                    &lines[sent..],
+                    &addrs[sent..],
+                    no_cmsgs,
+                    MsgFlags::MSG_DONTWAIT,
+                ) {
+                    Ok(done) => sent += done.count().max(1),
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => {
+                        // Skip the one that failed and carry on with the rest.
+                        let to = chunk[sent].0;
+                        crate::warn_limited!(
+                            self.log_limit,
+                            "hub udp: could not answer {to}: {}",
+                            io::Error::from(e)
+                        );
+                        sent += 1;
                     }
-                    // Skip the one that failed and carry on with the rest.
-                    let to = chunk[sent].0;
-                    crate::warn_limited!(self.log_limit, "hub udp: could not answer {to}: {e}");
-                    sent += 1;
-                } else {
-                    sent += n as usize;
                 }
             }
         }
@@ -403,60 +405,55 @@ pub const BATCHES_PER_WAKEUP: usize = 8;
 /// Room for the longest datagram the hub accepts, plus one byte to notice a longer one.
 const SLOT: usize = stream::MAX_DATAGRAM_BYTES + 1;
 
-/// Buffers for one `recvmmsg`.
+/// Buffers for one `recvmmsg`, kept between wake-ups.
 struct Batch {
     data: Vec<u8>,
-    addrs: [libc::sockaddr_storage; BATCH],
+    headers: MultiHeaders<nix::sys::socket::SockaddrStorage>,
     lens: [usize; BATCH],
+    from: [Option<SocketAddr>; BATCH],
 }
 
 impl Batch {
     fn new() -> Box<Batch> {
         Box::new(Batch {
             data: vec![0; SLOT * BATCH],
-            // SAFETY: sockaddr_storage is plain data; all zeroes is a valid (AF_UNSPEC) value.
-            addrs: unsafe { std::mem::zeroed() },
+            headers: MultiHeaders::preallocate(BATCH, None),
             lens: [0; BATCH],
+            from: [None; BATCH],
         })
     }
 
     /// Receives up to [`BATCH`] datagrams without blocking; returns how many.
     fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        use nix::sys::socket::{MsgFlags, recvmmsg};
         use std::os::fd::AsRawFd;
-        let base = self.data.as_mut_ptr();
-        let mut iovecs: [libc::iovec; BATCH] = std::array::from_fn(|i| libc::iovec {
-            // SAFETY: `data` holds BATCH slots of SLOT bytes, so slot i is in bounds.
-            iov_base: unsafe { base.add(i * SLOT) }.cast(),
-            iov_len: SLOT,
+        let Batch {
+            data,
+            headers,
+            lens,
+            from,
+        } = self;
+        let mut slots = data.chunks_mut(SLOT);
+        let mut iovecs: [[io::IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
+            [io::IoSliceMut::new(
+                slots.next().expect("data holds BATCH slots"),
+            )]
         });
-        // SAFETY: mmsghdr is plain data; the fields that matter are set just below.
-        let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for (i, header) in headers.iter_mut().enumerate() {
-            header.msg_hdr.msg_name = (&raw mut self.addrs[i]).cast();
-            header.msg_hdr.msg_namelen =
-                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            header.msg_hdr.msg_iov = &raw mut iovecs[i];
-            header.msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: every header points at its own buffer and address slot, all of which live
-        // (borrowed mutably) for the length of the call.
-        let got = unsafe {
-            libc::recvmmsg(
-                socket.as_raw_fd(),
-                headers.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if got < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let got = got as usize;
-        for (len, header) in self.lens.iter_mut().zip(&headers).take(got) {
+        let received = recvmmsg(
+            socket.as_raw_fd(),
+            headers,
+            iovecs.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        let mut got = 0;
+        for (i, message) in received.enumerate() {
             // A datagram longer than its slot is cut to the slot and MSG_TRUNC is set; the
             // slot's spare byte already makes it too long for `parse`.
-            *len = (header.msg_len as usize).min(SLOT);
+            lens[i] = message.bytes.min(SLOT);
+            from[i] = message.address.and_then(socket_addr);
+            got += 1;
         }
         Ok(got)
     }
@@ -465,57 +462,18 @@ impl Batch {
     /// other than IPv4 or IPv6, which a UDP socket bound to one of them does not produce).
     fn datagram(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
         let bytes = &self.data[i * SLOT..i * SLOT + self.lens[i]];
-        let storage = &self.addrs[i];
-        let from = match libc::c_int::from(storage.ss_family) {
-            libc::AF_INET => {
-                // SAFETY: the family says the storage holds a sockaddr_in.
-                let a: &libc::sockaddr_in = unsafe { &*(&raw const *storage).cast() };
-                SocketAddr::from((
-                    std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                    u16::from_be(a.sin_port),
-                ))
-            }
-            libc::AF_INET6 => {
-                // SAFETY: the family says the storage holds a sockaddr_in6.
-                let a: &libc::sockaddr_in6 = unsafe { &*(&raw const *storage).cast() };
-                SocketAddr::V6(std::net::SocketAddrV6::new(
-                    std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
-                    u16::from_be(a.sin6_port),
-                    a.sin6_flowinfo,
-                    a.sin6_scope_id,
-                ))
-            }
-            _ => return None,
-        };
-        Some((bytes, from))
+        Some((bytes, self.from[i]?))
     }
 }
 
-/// `to` as the kernel's socket address.
-fn storage_of(to: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value to fill in.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match to {
-        SocketAddr::V4(a) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
-            let sin: &mut libc::sockaddr_in = unsafe { &mut *(&raw mut storage).cast() };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = a.port().to_be();
-            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            // SAFETY: as above.
-            let sin6: &mut libc::sockaddr_in6 = unsafe { &mut *(&raw mut storage).cast() };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = a.port().to_be();
-            sin6.sin6_addr.s6_addr = a.ip().octets();
-            sin6.sin6_flowinfo = a.flowinfo();
-            sin6.sin6_scope_id = a.scope_id();
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
+/// The sender's address as the kernel gave it.
+fn socket_addr(storage: nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = storage.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    storage
+        .as_sockaddr_in6()
+        .map(|v6| SocketAddr::V6((*v6).into()))
 }
 
 #[cfg(test)]

@@ -309,7 +309,7 @@ fn drain_edges(req: &Request, buf: &mut Vec<u64>, out: &mut Vec<Edge>) -> gpiocd
 }
 
 /// The kernel stamps edges on CLOCK_MONOTONIC (the event clock requested), the clock
-/// [`super::monotonic_now`] reads, so the stamp is used as it is.
+/// [`crate::timers::monotonic_now`] reads, so the stamp is used as it is.
 fn timestamp_from_kernel_ns(ns: u64) -> Duration {
     Duration::from_nanos(ns)
 }

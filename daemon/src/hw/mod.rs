@@ -24,7 +24,7 @@ pub type Pin = u32;
 pub struct Edge {
     pub pin: Pin,
     pub level: Level,
-    /// On the monotonic clock ([`monotonic_now`]).
+    /// On the monotonic clock ([`crate::timers::monotonic_now`]).
     pub at: Duration,
 }
 
@@ -131,7 +131,7 @@ pub struct EdgeSink {
 }
 
 /// What every backend does. Levels are physical; `active-low` is the device plugin's business.
-pub trait Hardware {
+pub trait Hardware: 'static {
     /// "sim", "rppal", "cdev": shown in `sitectl status` and the log.
     fn name(&self) -> &'static str;
     /// Called once, before any claim, so the backend knows how to wake the loop.
@@ -161,19 +161,6 @@ pub trait Hardware {
             backend: self.name(),
         })
     }
-}
-
-/// The monotonic clock edges and timers use (CLOCK_MONOTONIC, as cdev's edge timestamps).
-pub fn monotonic_now() -> Duration {
-    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: see above.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    debug_assert_eq!(rc, 0);
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// The PWM chip and channel a backend uses for a servo whose config names no chip number or

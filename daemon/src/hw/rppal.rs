@@ -18,7 +18,8 @@
 use super::gpiochip::{self, describe_holder};
 use super::pwm_chips::PiPwm;
 use super::pwm_sysfs::{PwmError, SYSFS_PWM_ROOT, SysfsPwm};
-use super::{Edge, EdgeSink, Error, Hardware, Pin, monotonic_now};
+use super::{Edge, EdgeSink, Error, Hardware, Pin};
+use crate::timers::monotonic_now;
 use rppal::gpio::{self, Event, Gpio, InputPin, Mode, OutputPin, Trigger};
 use site_plugin_api::{Bias, Level, PwmSpec};
 use std::collections::HashMap;

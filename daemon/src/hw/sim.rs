@@ -4,7 +4,8 @@
 //! `[hardware] sim-pins` names a file, every pin's level is written there on each change, so
 //! tests and demos can see the "wires" even after the daemon has exited.
 
-use super::{Edge, EdgeSink, Error, Hardware, Pin, monotonic_now};
+use super::{Edge, EdgeSink, Error, Hardware, Pin};
+use crate::timers::monotonic_now;
 use site_plugin_api::{Bias, Level, PwmSpec};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;

@@ -5,7 +5,8 @@
 
 use super::Error;
 use super::loader::{EntryPoints, PluginLibrary};
-use crate::hw::{Hardware, Pin, monotonic_now};
+use crate::hw::{Hardware, Pin};
+use crate::timers::monotonic_now;
 use site_plugin_api::abi::{self, HostVtable, StrRef};
 use site_plugin_api::{Bias, Level, LogLevel, PwmSpec, Role};
 use std::collections::BTreeMap;
@@ -55,7 +56,7 @@ struct Ctx {
     pin: Pin,
     claims: BTreeMap<Pin, Claim>,
     /// The hardware, set only for the duration of a call into the plugin.
-    hw: Option<*mut (dyn Hardware + 'static)>,
+    hw: Option<*mut dyn Hardware>,
     events: Vec<String>,
     timer_ops: Vec<TimerOp>,
     state: serde_json::Map<String, serde_json::Value>,
@@ -480,14 +481,14 @@ impl Instance {
         device: &str,
         pin: Pin,
         config_json: &str,
-        hw: &mut (dyn Hardware + 'static),
+        hw: &mut dyn Hardware,
     ) -> Result<Instance, Error> {
         let ctx = Box::into_raw(Box::new(Ctx::new(device, pin)));
         register(ctx);
         let vtable = Box::into_raw(Box::new(vtable(&lib, ctx)));
         let mut raw: *mut c_void = std::ptr::null_mut();
         // SAFETY: ctx is ours; set the hardware for the duration of the call only.
-        unsafe { (*ctx).hw = Some(hw as *mut (dyn Hardware + 'static)) };
+        unsafe { (*ctx).hw = Some(hw as *mut dyn Hardware) };
         // SAFETY: vtable and ctx stay alive for the instance's life; `raw` is writable.
         let status = unsafe { (lib.entry.create)(vtable, StrRef::new(config_json), &mut raw) };
         // SAFETY: as above.
@@ -561,7 +562,7 @@ impl Instance {
 
     fn call(
         &mut self,
-        hw: Option<&mut (dyn Hardware + 'static)>,
+        hw: Option<&mut dyn Hardware>,
         f: impl FnOnce(&EntryPoints, *mut c_void) -> i32,
     ) -> Result<(), CallError> {
         if self.raw.is_null() {
@@ -570,7 +571,7 @@ impl Instance {
         let c = self.ctx();
         c.error = None;
         c.hw_error = None;
-        c.hw = hw.map(|h| h as *mut (dyn Hardware + 'static));
+        c.hw = hw.map(|h| h as *mut dyn Hardware);
         let status = f(&self.lib.entry, self.raw);
         let c = self.ctx();
         c.hw = None;
@@ -591,7 +592,7 @@ impl Instance {
 
     pub fn on_edge(
         &mut self,
-        hw: &mut (dyn Hardware + 'static),
+        hw: &mut dyn Hardware,
         pin: Pin,
         level: Level,
         at_us: u64,
@@ -602,21 +603,13 @@ impl Instance {
         })
     }
 
-    pub fn on_timer(
-        &mut self,
-        hw: &mut (dyn Hardware + 'static),
-        id: u64,
-    ) -> Result<(), CallError> {
+    pub fn on_timer(&mut self, hw: &mut dyn Hardware, id: u64) -> Result<(), CallError> {
         // SAFETY: a live instance of this library.
         self.call(Some(hw), |d, raw| unsafe { (d.on_timer)(raw, id) })
     }
 
     /// `{"set": value}`: an output command.
-    pub fn command(
-        &mut self,
-        hw: &mut (dyn Hardware + 'static),
-        value: &str,
-    ) -> Result<(), CallError> {
+    pub fn command(&mut self, hw: &mut dyn Hardware, value: &str) -> Result<(), CallError> {
         let json = serde_json::json!({ "set": value }).to_string();
         // SAFETY: a live instance; the JSON string is borrowed for the call.
         self.call(Some(hw), |d, raw| unsafe {
@@ -643,7 +636,7 @@ impl Instance {
     }
 
     /// Asks the plugin to go to its safe state.
-    pub fn safe_state(&mut self, hw: &mut (dyn Hardware + 'static)) -> Result<(), CallError> {
+    pub fn safe_state(&mut self, hw: &mut dyn Hardware) -> Result<(), CallError> {
         // SAFETY: a live instance of this library.
         self.call(Some(hw), |d, raw| unsafe { (d.safe_state)(raw) })
     }
