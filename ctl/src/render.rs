@@ -2,7 +2,10 @@
 //! version lines. Pure functions of the JSON result, so they are tested without a socket.
 
 use serde_json::Value;
-use site_proto::{DeviceStatus, PROTOCOL_VERSION, Status, VersionInfo};
+use site_proto::{
+    AccessStatus, DeviceStatus, LinkStatus, OfficeStatus, PROTOCOL_VERSION, RuleStatus, Status,
+    VersionInfo,
+};
 use std::fmt::Write as _;
 
 /// The parts of a status result this sitectl knows how to show; newer daemons add more.
@@ -10,8 +13,6 @@ const KNOWN_STATUS_KEYS: [&str; 7] = [
     "daemon", "devices", "staff", "site", "hub", "sensors", "store",
 ];
 
-/// The site modules this sitectl words, in the order the site block shows them.
-const SITE_MODULES: [&str; 3] = ["access", "emergency", "office"];
 /// Hub clients listed one per line in `status` before the rest are summed up.
 const STATUS_CLIENTS: usize = 10;
 
@@ -124,110 +125,53 @@ fn site(out: &mut String, status: &Status) {
         let _ = writeln!(out, "staff on premises: {staff}");
         any = true;
     }
-    let word = |v: &Value, key: &str| {
-        v.get(key)
-            .and_then(Value::as_str)
-            .map(one_line)
-            .unwrap_or_else(|| "?".into())
-    };
-    if let Some(Value::Object(modules)) = &status.site {
-        // The flow's order (in, out, emergency, office), whatever order the map keeps; modules
-        // a newer sited adds come after, as JSON.
-        let known = SITE_MODULES
-            .iter()
-            .filter_map(|&n| modules.get_key_value(n));
-        let newer = modules
-            .iter()
-            .filter(|(n, _)| !SITE_MODULES.contains(&n.as_str()) && *n != "rules");
-        for (name, m) in known.chain(newer) {
-            let line = match name.as_str() {
-                "access" => {
-                    let state = word(m, "state");
-                    let open: Vec<String> = m
-                        .get("open")
-                        .and_then(Value::as_array)
-                        .map(|a| a.iter().filter_map(Value::as_str).map(one_line).collect())
-                        .unwrap_or_default();
-                    match (state.as_str(), open.is_empty()) {
-                        ("released", _) => "released (emergency: both doors open)".to_string(),
-                        (s, false) => format!("{s} ({} open)", open.join(", ")),
-                        (s, true) => s.to_string(),
-                    }
-                }
-                "emergency" => format!("door {}, siren {}", word(m, "door"), word(m, "siren")),
-                "office" => {
-                    let flag = |key: &str, yes: &str, no: &str| {
-                        if m.get(key).and_then(Value::as_bool).unwrap_or(false) {
-                            yes
-                        } else {
-                            no
-                        }
-                        .to_string()
-                    };
-                    format!(
-                        "{}, {}, light {}, fan {}",
-                        flag("occupied", "occupied", "empty"),
-                        flag("locked", "locked", "unlocked"),
-                        word(m, "light"),
-                        word(m, "fan")
-                    )
-                }
-                _ => one_line(&m.to_string()),
-            };
-            let _ = writeln!(out, "{:<10} {line}", format!("{}:", one_line(name)));
-            if let Some(link) = m.get("link") {
-                let connected = link
-                    .get("connected")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
-                // Upper case so a dead link stands out in a screenful of lower-case states.
-                let _ = write!(
-                    out,
-                    "  -> hub {} as {}: {}, outbox {}",
-                    word(link, "hub"),
-                    word(link, "name"),
-                    if connected {
-                        "connected"
-                    } else {
-                        "DISCONNECTED"
-                    },
-                    link.get("outbox").and_then(Value::as_u64).unwrap_or(0)
-                );
-                match link.get("refused").and_then(Value::as_str) {
-                    Some(why) => {
-                        let _ = writeln!(out, ", REFUSED: {}", one_line(why));
-                    }
-                    None => out.push('\n'),
-                }
+    if let Some(site) = &status.site {
+        // The flow's order (in, out, emergency, office); modules a newer sited adds come
+        // after, as JSON.
+        let modules = [
+            site.access
+                .as_ref()
+                .map(|a| ("access", access_line(a), a.link.as_ref())),
+            site.emergency.as_ref().map(|e| {
+                let line = format!("door {}, siren {}", one_line(&e.door), one_line(&e.siren));
+                ("emergency", line, e.link.as_ref())
+            }),
+            site.office
+                .as_ref()
+                .map(|o| ("office", office_line(o), o.link.as_ref())),
+        ];
+        for (name, line, link) in modules.into_iter().flatten() {
+            let _ = writeln!(out, "{:<10} {line}", format!("{name}:"));
+            if let Some(link) = link {
+                link_line(out, link);
             }
             any = true;
         }
-        for rule in modules
-            .get("rules")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for (name, m) in &site.other {
+            let _ = writeln!(
+                out,
+                "{:<10} {}",
+                format!("{}:", one_line(name)),
+                one_line(&m.to_string())
+            );
+            any = true;
+        }
+        for rule in site.rules.iter().flatten() {
             let _ = writeln!(out, "{}", rule_line(rule));
             any = true;
         }
     }
     if let Some(hub) = &status.hub {
-        let clients = hub
-            .get("clients")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let clients = &hub.clients;
         let udp = hub
-            .get("udp")
-            .and_then(|u| u.get("listen"))
-            .and_then(Value::as_str)
-            .map(|a| format!(", udp {}", one_line(a)))
+            .udp
+            .as_ref()
+            .map(|u| format!(", udp {}", one_line(&u.listen)))
             .unwrap_or_default();
         let _ = writeln!(
             out,
             "hub: listening on {}{udp}, {} client{}",
-            word(hub, "listen"),
+            one_line(&hub.listen),
             clients.len(),
             if clients.len() == 1 { "" } else { "s" }
         );
@@ -236,10 +180,10 @@ fn site(out: &mut String, status: &Status) {
             let _ = writeln!(
                 out,
                 "  {} ({}) from {}, connected for {}",
-                word(c, "name"),
-                word(c, "type"),
-                word(c, "address"),
-                uptime(c.get("connected_secs").and_then(Value::as_u64).unwrap_or(0))
+                one_line(&c.name),
+                one_line(&c.kind),
+                one_line(&c.address),
+                uptime(c.connected_secs)
             );
         }
         if clients.len() > STATUS_CLIENTS {
@@ -251,72 +195,101 @@ fn site(out: &mut String, status: &Status) {
         }
         any = true;
     }
-    if let Some(Value::Object(sensors)) = &status.sensors {
-        for (device, quantities) in sensors {
-            let readings: Vec<String> = quantities
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(q, r)| {
-                    format!(
-                        "{}={} (at {})",
-                        one_line(q),
-                        detail_value(&r["value"]),
-                        word(r, "at")
-                    )
-                })
-                .collect();
-            let _ = writeln!(out, "sensor {}: {}", one_line(device), readings.join(", "));
-            any = true;
-        }
+    for (device, quantities) in status.sensors.iter().flatten() {
+        let readings: Vec<String> = quantities
+            .iter()
+            .map(|(q, r)| {
+                format!(
+                    "{}={} (at {})",
+                    one_line(q),
+                    detail_value(&Value::from(r.value)),
+                    one_line(&r.at)
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "sensor {}: {}", one_line(device), readings.join(", "));
+        any = true;
     }
     if any {
         out.push('\n');
     }
 }
 
-/// The human form of a `devices` result: one row per TCP device or UDP sender.
-/// `rule hot: ACTIVE, Sensor01 temperature 26.1 (on above 25, off below 24.5) -> office_fan`:
-/// upper case when active, like a dead link, because it is the state that drives a device.
-fn rule_line(rule: &Value) -> String {
-    let text = |key: &str| {
-        rule.get(key)
-            .and_then(Value::as_str)
-            .map(one_line)
-            .unwrap_or_else(|| "?".into())
-    };
-    let number = |key: &str| rule.get(key).and_then(Value::as_f64);
-    let state = match text("state").as_str() {
-        "active" => "ACTIVE".to_string(),
-        other => other.to_string(),
-    };
-    let bounds = match (number("above"), number("hysteresis")) {
-        (Some(above), Some(h)) => format!(" (on above {above}, off below {})", above - h),
-        _ => String::new(),
-    };
-    let last = match rule.get("last") {
-        Some(v @ Value::Number(_)) => detail_value(v),
-        // Active without a reading in this run: the state file brought it back.
-        _ if state == "ACTIVE" => {
-            return format!(
-                "rule {}: ACTIVE (restored at start; no reading since), {} {}{bounds} -> {}",
-                text("name"),
-                text("sensor"),
-                text("quantity"),
-                text("device")
-            );
-        }
-        _ => "no reading yet".into(),
-    };
+/// `idle`, `entry (entry_door open)`, or the emergency release.
+fn access_line(a: &AccessStatus) -> String {
+    let open: Vec<String> = a.open.iter().map(|d| one_line(d)).collect();
+    match (a.state.as_str(), open.is_empty()) {
+        ("released", _) => "released (emergency: both doors open)".to_string(),
+        (s, false) => format!("{} ({} open)", one_line(s), open.join(", ")),
+        (s, true) => one_line(s),
+    }
+}
+
+fn office_line(o: &OfficeStatus) -> String {
     format!(
-        "rule {}: {state}, {} {} {last}{bounds} -> {}",
-        text("name"),
-        text("sensor"),
-        text("quantity"),
-        text("device")
+        "{}, {}, light {}, fan {}",
+        if o.occupied { "occupied" } else { "empty" },
+        if o.locked { "locked" } else { "unlocked" },
+        one_line(&o.light),
+        one_line(&o.fan)
     )
 }
 
+/// `  -> hub 127.0.0.1:5050 as pi-entry: connected, outbox 0`, upper case when the link is
+/// down or refused, so it stands out in a screenful of lower-case states.
+fn link_line(out: &mut String, link: &LinkStatus) {
+    let _ = write!(
+        out,
+        "  -> hub {} as {}: {}, outbox {}",
+        one_line(&link.hub),
+        one_line(&link.name),
+        if link.connected {
+            "connected"
+        } else {
+            "DISCONNECTED"
+        },
+        link.outbox
+    );
+    match &link.refused {
+        Some(why) => {
+            let _ = writeln!(out, ", REFUSED: {}", one_line(why));
+        }
+        None => out.push('\n'),
+    }
+}
+
+/// `rule hot: ACTIVE, Sensor01 temperature 26.1 (on above 25, off below 24.5) -> office_fan`:
+/// upper case when active, like a dead link, because it is the state that drives a device.
+fn rule_line(rule: &RuleStatus) -> String {
+    let state = match rule.state.as_str() {
+        "active" => "ACTIVE".to_string(),
+        other => one_line(other),
+    };
+    let bounds = format!(
+        " (on above {}, off below {})",
+        rule.above,
+        rule.above - rule.hysteresis
+    );
+    let (name, sensor, quantity, device) = (
+        one_line(&rule.name),
+        one_line(&rule.sensor),
+        one_line(&rule.quantity),
+        one_line(&rule.device),
+    );
+    let last = match rule.last {
+        Some(v) => detail_value(&Value::from(v)),
+        // Active without a reading in this run: the state file brought it back.
+        None if state == "ACTIVE" => {
+            return format!(
+                "rule {name}: ACTIVE (restored at start; no reading since), {sensor} {quantity}{bounds} -> {device}"
+            );
+        }
+        None => "no reading yet".into(),
+    };
+    format!("rule {name}: {state}, {sensor} {quantity} {last}{bounds} -> {device}")
+}
+
+/// The human form of a `devices` result: one row per TCP device or UDP sender.
 pub fn devices(result: &Value) -> String {
     let list = result
         .get("devices")
@@ -654,12 +627,13 @@ NAME ";
     fn a_rule_restored_active_without_a_reading_says_so() {
         let rule = json!({"name": "office-hot", "sensor": "Sensor01", "quantity": "temperature",
             "above": 25.0, "hysteresis": 0.5, "device": "office_fan", "state": "active", "last": null});
+        let rule: RuleStatus = serde_json::from_value(rule).expect("a rule");
         assert_eq!(
             rule_line(&rule),
             "rule office-hot: ACTIVE (restored at start; no reading since), Sensor01 temperature (on above 25, off below 24.5) -> office_fan"
         );
         let mut idle = rule.clone();
-        idle["state"] = json!("idle");
+        idle.state = "idle".into();
         assert!(rule_line(&idle).contains("idle, Sensor01 temperature no reading yet"));
     }
 

@@ -732,8 +732,8 @@ impl Daemon {
             },
             devices: self.devices.status(),
             staff,
-            site: Some(site).filter(|s| s.as_object().is_some_and(|m| !m.is_empty())),
-            hub: Some(hub).filter(|h| !h.is_null()),
+            site: Some(site).filter(|s| !s.is_empty()),
+            hub,
             sensors,
             store: self.node.store(),
         }

@@ -687,8 +687,15 @@ impl Node {
     }
 
     /// `"sensors"` for status, on a node that runs the hub.
-    pub fn sensors(&self) -> Option<serde_json::Value> {
-        self.hub.as_ref().map(|_| self.readings.to_json())
+    pub fn sensors(
+        &self,
+    ) -> Option<
+        std::collections::BTreeMap<
+            String,
+            std::collections::BTreeMap<String, site_proto::SensorReading>,
+        >,
+    > {
+        self.hub.as_ref().map(|_| self.readings.status())
     }
 
     /// The writer finished something: send the answers and reports that waited on it.
@@ -800,30 +807,42 @@ impl Node {
     }
 
     /// `status` additions: staff (on a hub), the site modules, hub clients and links.
-    pub fn status(&self) -> (Option<u64>, serde_json::Value, serde_json::Value) {
+    pub fn status(
+        &self,
+    ) -> (
+        Option<u64>,
+        site_proto::SiteStatus,
+        Option<site_proto::HubStatus>,
+    ) {
         let staff = self
             .hub
             .as_ref()
             .and(self.ledger.as_ref())
             .map(|l| l.state().staff);
         let mut site = self.site.status();
-        if let (Some(ledger), serde_json::Value::Object(map)) = (&self.ledger, &mut site) {
+        if let Some(ledger) = &self.ledger {
             for (module, link) in &self.links {
-                let entry = map
-                    .entry(module.key())
-                    .or_insert_with(|| serde_json::json!({}));
-                entry["link"] = link.status(ledger.outbox(*module).len());
+                let link = Some(link.status(ledger.outbox(*module).len()));
+                // A link belongs to a module this node runs.
+                match module {
+                    Module::Access => {
+                        if let Some(access) = &mut site.access {
+                            access.link = link;
+                        }
+                    }
+                    Module::Emergency => {
+                        if let Some(emergency) = &mut site.emergency {
+                            emergency.link = link;
+                        }
+                    }
+                }
             }
         }
-        let mut hub = match &self.hub {
-            Some(h) => {
-                serde_json::json!({ "listen": h.local_addr().to_string(), "clients": h.clients() })
-            }
-            None => serde_json::Value::Null,
-        };
-        if let (Some(sensors), serde_json::Value::Object(map)) = (&self.sensors, &mut hub) {
-            map.insert("udp".into(), sensors.streams());
-        }
+        let hub = self.hub.as_ref().map(|h| site_proto::HubStatus {
+            listen: h.local_addr().to_string(),
+            clients: h.clients(),
+            udp: self.sensors.as_ref().map(|s| s.streams()),
+        });
         (staff, site, hub)
     }
 

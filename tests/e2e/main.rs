@@ -14,4 +14,5 @@ mod plugin_abi;
 mod rules;
 mod sensors;
 mod site;
+mod status;
 mod walkthrough;

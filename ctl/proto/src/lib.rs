@@ -167,18 +167,190 @@ pub struct Status {
     /// Staff on the premises, on a node that runs the hub.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staff: Option<u64>,
-    /// The site modules this node runs (access, emergency, office), with their hub links.
+    /// The site modules this node runs (access, emergency, office), with their hub links, and
+    /// its rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub site: Option<serde_json::Value>,
+    pub site: Option<SiteStatus>,
     /// The hub's listener and registered clients, on a node that runs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hub: Option<serde_json::Value>,
-    /// Latest sensor readings: `{"<device>": {"<quantity>": {"value": .., "at": ..}}}`.
+    pub hub: Option<HubStatus>,
+    /// Latest sensor readings, by device and then quantity, on a node that runs the hub.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sensors: Option<serde_json::Value>,
+    pub sensors: Option<BTreeMap<String, BTreeMap<String, SensorReading>>>,
     /// The state and event-log writer, on a node that persists anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreStatus>,
+}
+
+// The status types below take a missing field as its default (`#[serde(default)]`), so a
+// sitectl reads an older or newer sited's status, as it did when status was untyped JSON.
+
+/// The site modules one node runs. Each is present only where this node runs it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SiteStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emergency: Option<EmergencyStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub office: Option<OfficeStatus>,
+    /// The `[[rule]]`s, present when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<RuleStatus>>,
+    /// Modules a newer sited reports that this build does not know, kept as they came so
+    /// `sitectl` can still show them.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+impl SiteStatus {
+    pub fn is_empty(&self) -> bool {
+        self.access.is_none()
+            && self.emergency.is_none()
+            && self.office.is_none()
+            && self.rules.is_none()
+            && self.other.is_empty()
+    }
+}
+
+/// The double-door access control.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AccessStatus {
+    /// `idle`, `entry`, `exit` or `released` (the emergency opened both doors).
+    pub state: String,
+    /// The doors open now.
+    pub open: Vec<String>,
+    /// Its link to the hub, on a door node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkStatus>,
+}
+
+/// The emergency exit.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EmergencyStatus {
+    /// `open` or `closed`.
+    pub door: String,
+    /// `on` or `off`.
+    pub siren: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkStatus>,
+}
+
+/// The office automation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OfficeStatus {
+    pub occupied: bool,
+    pub locked: bool,
+    /// `open` or `closed`.
+    pub door: String,
+    /// `on` or `off`: what the light and fan get (a rule may share them).
+    pub light: String,
+    pub fan: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkStatus>,
+}
+
+/// A module's link to the hub it reports to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LinkStatus {
+    /// The hub's address.
+    pub hub: String,
+    /// The name this node registers as.
+    pub name: String,
+    pub connected: bool,
+    /// Reports waiting for the hub's `OK`.
+    pub outbox: usize,
+    /// Why the hub refused the report at the head of the outbox, if it did (shown as `null`
+    /// otherwise).
+    pub refused: Option<String>,
+}
+
+/// A `[[rule]]`: a sensor threshold driving a device.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RuleStatus {
+    pub name: String,
+    pub sensor: String,
+    pub quantity: String,
+    pub above: f64,
+    pub hysteresis: f64,
+    pub device: String,
+    /// `idle` or `active`.
+    pub state: String,
+    /// The last reading the rule saw in this run (`null` before the first).
+    pub last: Option<f64>,
+}
+
+/// The hub: its TCP listener and clients, and its UDP listener.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HubStatus {
+    pub listen: String,
+    pub clients: Vec<ClientStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp: Option<UdpStatus>,
+}
+
+/// A registered TCP client of the hub.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClientStatus {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub address: String,
+    pub connected_secs: u64,
+    /// Local wall-clock time of its last message, `YYYY-MM-DD HH:MM:SS`.
+    pub last_seen: String,
+}
+
+/// The hub's UDP listener: each sender's stream and the malformed datagrams by source.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UdpStatus {
+    pub listen: String,
+    pub streams: Vec<StreamStatus>,
+    pub malformed: BTreeMap<String, u64>,
+}
+
+/// One UDP sender's stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StreamStatus {
+    pub device: String,
+    /// The address it last sent from.
+    pub from: String,
+    pub stats: StreamStats,
+}
+
+/// A UDP stream's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StreamStats {
+    pub packets: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub cycles: u64,
+    pub complete_cycles: u64,
+    pub missing: u64,
+    /// Cycles closed by the quiet gap whose sender then carried on (it had slowed down): the
+    /// rest of such a cycle is counted, but not answered again.
+    pub tails: u64,
+}
+
+/// A sensor's latest value of one quantity.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SensorReading {
+    /// Always finite: the hub refuses other values.
+    pub value: f64,
+    /// Local wall-clock time it arrived, `YYYY-MM-DD HH:MM:SS`.
+    pub at: String,
 }
 
 /// The writer's health: files it cannot write right now (empty when all is well). While a

@@ -252,13 +252,13 @@ impl HubLink {
     }
 
     /// For `sitectl status`.
-    pub fn status(&self, outbox_len: usize) -> serde_json::Value {
-        serde_json::json!({
-            "hub": self.addr.to_string(),
-            "name": self.name,
-            "connected": self.is_connected(),
-            "outbox": outbox_len,
-            "refused": self.refused,
-        })
+    pub fn status(&self, outbox_len: usize) -> site_proto::LinkStatus {
+        site_proto::LinkStatus {
+            hub: self.addr.to_string(),
+            name: self.name.clone(),
+            connected: self.is_connected(),
+            outbox: outbox_len,
+            refused: self.refused.clone(),
+        }
     }
 }

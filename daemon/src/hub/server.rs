@@ -142,17 +142,7 @@ pub struct ConnRef {
     pub generation: u64,
 }
 
-/// What a client is, for `sitectl status`.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct ClientStatus {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub address: String,
-    pub connected_secs: u64,
-    /// Local wall-clock time of the client's last message.
-    pub last_seen: String,
-}
+pub use site_proto::ClientStatus;
 
 /// Who asked for a command: a control connection and its generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

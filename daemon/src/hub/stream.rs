@@ -13,7 +13,7 @@
 //! early and the sender carries on (it slowed down), the rest of it is counted as its tail and
 //! not answered again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// Packets per cycle in seed 001.
@@ -153,26 +153,27 @@ impl Readings {
         }
     }
 
-    /// `"sensors"` for `sitectl status`: `{"<device>": {"<quantity>": {"value", "at"}}}`, `at`
-    /// in local wall-clock time.
-    pub fn to_json(&self) -> serde_json::Value {
-        let map: serde_json::Map<String, serde_json::Value> = self
-            .latest
+    /// `"sensors"` for `sitectl status`: by device, then quantity, `at` in local wall-clock
+    /// time.
+    pub fn status(&self) -> BTreeMap<String, BTreeMap<String, site_proto::SensorReading>> {
+        self.latest
             .iter()
             .map(|(device, quantities)| {
-                let q: serde_json::Map<String, serde_json::Value> = quantities
+                let q = quantities
                     .iter()
                     .map(|(name, l)| {
                         (
                             name.clone(),
-                            serde_json::json!({ "value": l.value, "at": local_time(l.at) }),
+                            site_proto::SensorReading {
+                                value: l.value,
+                                at: local_time(l.at),
+                            },
                         )
                     })
                     .collect();
-                (device.clone(), serde_json::Value::Object(q))
+                (device.clone(), q)
             })
-            .collect();
-        serde_json::Value::Object(map)
+            .collect()
     }
 }
 
@@ -218,19 +219,8 @@ pub const MAX_LATENESS: Duration = Duration::from_secs(3);
 /// Intervals remembered per sender; the longest of them is its interval.
 const INTERVALS_KEPT: usize = 4;
 
-/// Counters for `sitectl devices`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct StreamStats {
-    pub packets: u64,
-    pub duplicates: u64,
-    pub out_of_order: u64,
-    pub cycles: u64,
-    pub complete_cycles: u64,
-    pub missing: u64,
-    /// Cycles closed by the quiet gap whose sender then carried on (it had slowed down): the
-    /// rest of such a cycle is counted, but not answered again.
-    pub tails: u64,
-}
+/// Counters for `sitectl devices` and `status`.
+pub use site_proto::StreamStats;
 
 /// One sender's open cycle (if any) and its counters.
 #[derive(Debug, Default)]
@@ -516,14 +506,10 @@ mod tests {
             };
             r.store(&reading, at);
         }
-        let json = r.to_json();
-        assert_eq!(json["s1"]["t"]["value"], 3.0);
-        assert_eq!(json["s1"]["h"]["value"], 2.0);
-        assert!(
-            json["s1"]["t"]["at"]
-                .as_str()
-                .is_some_and(|t| t.len() == 19)
-        );
+        let status = r.status();
+        assert_eq!(status["s1"]["t"].value, 3.0);
+        assert_eq!(status["s1"]["h"].value, 2.0);
+        assert_eq!(status["s1"]["t"].at.len(), 19);
     }
 
     #[test]

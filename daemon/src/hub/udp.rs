@@ -13,7 +13,7 @@ use crate::rate_limit::RateLimit;
 use mio::net::UdpSocket;
 use mio::{Interest, Registry};
 use nix::sys::socket::MultiHeaders;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
@@ -382,18 +382,26 @@ impl SensorHub {
     }
 
     /// Per-sender stream statistics and malformed counts, for status.
-    pub fn streams(&self) -> serde_json::Value {
-        let streams: Vec<serde_json::Value> = self
+    pub fn streams(&self) -> site_proto::UdpStatus {
+        let mut streams: Vec<site_proto::StreamStatus> = self
             .all()
             .filter(|(_, s)| s.stream.stats.packets > 0)
-            .map(|(from, s)| serde_json::json!({ "device": s.device, "from": from.to_string(), "stats": s.stream.stats }))
+            .map(|(from, s)| site_proto::StreamStatus {
+                device: s.device.clone(),
+                from: from.to_string(),
+                stats: s.stream.stats.clone(),
+            })
             .collect();
-        let malformed: BTreeMap<String, u64> = self
-            .malformed
-            .iter()
-            .map(|(a, n)| (a.to_string(), *n))
-            .collect();
-        serde_json::json!({ "listen": self.addr.to_string(), "streams": streams, "malformed": malformed })
+        streams.sort_by(|a, b| (&a.device, &a.from).cmp(&(&b.device, &b.from)));
+        site_proto::UdpStatus {
+            listen: self.addr.to_string(),
+            streams,
+            malformed: self
+                .malformed
+                .iter()
+                .map(|(a, n)| (a.to_string(), *n))
+                .collect(),
+        }
     }
 }
 

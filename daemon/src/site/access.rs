@@ -187,8 +187,8 @@ impl AccessControl {
         fx
     }
 
-    /// For `sitectl status`: `{"state": "idle"|"entry"|"exit"|"released", "open": [doors]}`.
-    pub fn status(&self) -> serde_json::Value {
+    /// For `sitectl status`: `idle`, `entry`, `exit` or `released`, and the doors open.
+    pub fn status(&self) -> site_proto::AccessStatus {
         let (word, open): (&str, Vec<&str>) = match self.state {
             AccessState::Idle => ("idle", vec![]),
             AccessState::FirstDoor(d) => (direction_word(d), vec![self.doors(d)[0].0]),
@@ -198,7 +198,11 @@ impl AccessControl {
                 vec![&self.config.entry_door, &self.config.exit_door],
             ),
         };
-        serde_json::json!({ "state": word, "open": open })
+        site_proto::AccessStatus {
+            state: word.to_string(),
+            open: open.into_iter().map(str::to_string).collect(),
+            link: None,
+        }
     }
 }
 
@@ -391,11 +395,11 @@ mod tests {
     #[test]
     fn status_names_the_open_door() {
         let mut a = access();
-        assert_eq!(a.status()["state"], "idle");
+        assert_eq!(a.status().state, "idle");
         a.on_device("exit_button", "pressed");
         assert_eq!(
-            a.status(),
-            serde_json::json!({ "state": "exit", "open": ["exit_door"] })
+            (a.status().state.as_str(), a.status().open),
+            ("exit", vec!["exit_door".to_string()])
         );
     }
 }

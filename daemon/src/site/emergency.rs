@@ -96,11 +96,12 @@ impl Emergency {
         fx
     }
 
-    pub fn status(&self) -> serde_json::Value {
-        serde_json::json!({
-            "door": if self.door_open { "open" } else { "closed" },
-            "siren": if self.door_open { "on" } else { "off" },
-        })
+    pub fn status(&self) -> site_proto::EmergencyStatus {
+        site_proto::EmergencyStatus {
+            door: if self.door_open { "open" } else { "closed" }.into(),
+            siren: if self.door_open { "on" } else { "off" }.into(),
+            link: None,
+        }
     }
 }
 

@@ -301,30 +301,27 @@ impl Site {
         }
     }
 
-    /// For `sitectl status`: one object per module this node runs.
-    pub fn status(&self) -> serde_json::Value {
-        let mut map = serde_json::Map::new();
-        if let Some(a) = &self.access {
-            map.insert("access".into(), a.status());
-        }
-        if let Some(e) = &self.emergency {
-            map.insert("emergency".into(), e.status());
-        }
-        if let Some(o) = &self.office {
+    /// For `sitectl status`: the modules this node runs, and its rules.
+    pub fn status(&self) -> site_proto::SiteStatus {
+        let office = self.office.as_ref().map(|o| {
             let mut office = o.status();
             // What the light and fan really get, when a rule shares them.
-            for (key, device) in [("light", &o.config().light), ("fan", &o.config().fan)] {
-                if self.is_shared(device) {
-                    office[key] = on_off(self.wants_on(device)).into();
-                }
+            if self.is_shared(&o.config().light) {
+                office.light = on_off(self.wants_on(&o.config().light)).into();
             }
-            map.insert("office".into(), office);
+            if self.is_shared(&o.config().fan) {
+                office.fan = on_off(self.wants_on(&o.config().fan)).into();
+            }
+            office
+        });
+        site_proto::SiteStatus {
+            access: self.access.as_ref().map(access::AccessControl::status),
+            emergency: self.emergency.as_ref().map(emergency::Emergency::status),
+            office,
+            rules: (!self.rules.is_empty())
+                .then(|| self.rules.iter().map(rules::Rule::status).collect()),
+            other: Default::default(),
         }
-        if !self.rules.is_empty() {
-            let list = self.rules.iter().map(rules::Rule::status).collect();
-            map.insert("rules".into(), serde_json::Value::Array(list));
-        }
-        serde_json::Value::Object(map)
     }
 }
 
@@ -411,8 +408,9 @@ mod tests {
             last(&s.on_reading("Sensor01", "temperature", 24.4), "office_fan"),
             Some("off")
         );
-        assert_eq!(s.status()["rules"][0]["state"], "idle");
-        assert_eq!(s.status()["rules"][0]["last"], 24.4);
+        let rules = s.status().rules.expect("rules");
+        assert_eq!(rules[0].state, "idle");
+        assert_eq!(rules[0].last, Some(24.4));
     }
 
     #[test]
@@ -449,8 +447,9 @@ mod tests {
             Some("on"),
             "the rule still wants it"
         );
-        assert_eq!(s.status()["office"]["fan"], "on");
-        assert_eq!(s.status()["office"]["light"], "off");
+        let office = s.status().office.expect("office");
+        assert_eq!(office.fan, "on");
+        assert_eq!(office.light, "off");
     }
 
     #[test]

@@ -100,15 +100,16 @@ impl Office {
         fx
     }
 
-    pub fn status(&self) -> serde_json::Value {
-        let on_off = |b: bool| if b { "on" } else { "off" };
-        serde_json::json!({
-            "occupied": self.occupied,
-            "locked": self.locked,
-            "door": if self.door_open { "open" } else { "closed" },
-            "light": on_off(self.occupied),
-            "fan": on_off(self.occupied),
-        })
+    pub fn status(&self) -> site_proto::OfficeStatus {
+        let on_off = |b: bool| if b { "on" } else { "off" }.to_string();
+        site_proto::OfficeStatus {
+            occupied: self.occupied,
+            locked: self.locked,
+            door: if self.door_open { "open" } else { "closed" }.into(),
+            light: on_off(self.occupied),
+            fan: on_off(self.occupied),
+            link: None,
+        }
     }
 }
 

@@ -53,17 +53,21 @@ impl Rule {
         self.state == RuleState::Active
     }
 
-    pub fn status(&self) -> serde_json::Value {
-        serde_json::json!({
-            "name": self.config.name,
-            "sensor": self.config.sensor,
-            "quantity": self.config.quantity,
-            "above": self.config.above,
-            "hysteresis": self.config.hysteresis,
-            "device": self.config.device,
-            "state": self.state,
-            "last": self.last,
-        })
+    pub fn status(&self) -> site_proto::RuleStatus {
+        site_proto::RuleStatus {
+            name: self.config.name.clone(),
+            sensor: self.config.sensor.clone(),
+            quantity: self.config.quantity.clone(),
+            above: self.config.above,
+            hysteresis: self.config.hysteresis,
+            device: self.config.device.clone(),
+            state: match self.state {
+                RuleState::Idle => "idle",
+                RuleState::Active => "active",
+            }
+            .into(),
+            last: self.last,
+        }
     }
 
     /// A reading arrived; returns the new state if it changed.
