@@ -252,6 +252,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the latest reading of every sensor that reports to the hub
+    Sensors {
+        /// Print sited's readings as one JSON object
+        #[arg(long)]
+        json: bool,
+    },
     /// The staff-on-premises counter
     #[command(after_help = COUNT_AFTER_HELP)]
     Count {

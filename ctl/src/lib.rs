@@ -186,12 +186,36 @@ fn execute(
             }
         }
         Command::Devices { json } => {
-            let result = ask(&client, &Request::Devices {})?;
+            let list = all_pages(&client, "devices", |after| Request::Devices {
+                after,
+                limit: None,
+            })?;
+            let result = serde_json::json!({ "devices": list });
             if *json {
                 serde_json::to_writer(&mut *stdout, &result).map_err(io::Error::from)?;
                 writeln!(stdout)?;
             } else {
                 stdout.write_all(render::devices(&result).as_bytes())?;
+            }
+        }
+        Command::Sensors { json } => {
+            let pages = all_pages(&client, "sensors", |after| Request::Sensors {
+                after,
+                limit: None,
+            })?;
+            // Each page is a map of devices; the pages come in name order.
+            let mut sensors = serde_json::Map::new();
+            for page in pages {
+                if let Value::Object(map) = page {
+                    sensors.extend(map);
+                }
+            }
+            let result = serde_json::json!({ "sensors": sensors });
+            if *json {
+                serde_json::to_writer(&mut *stdout, &result).map_err(io::Error::from)?;
+                writeln!(stdout)?;
+            } else {
+                stdout.write_all(render::sensors(&result).as_bytes())?;
             }
         }
         Command::Count {
@@ -273,6 +297,30 @@ fn log_line(line: &Value) -> String {
 }
 
 /// One request, its result or the reason there is none.
+/// Every page of a paged list (`devices`, `sensors`): asks for the next page until sited says
+/// there is none (a sited from before paging answers with one page holding everything). For
+/// `devices` the entries of all pages in one list; for `sensors` each page's map.
+fn all_pages(
+    client: &Client,
+    key: &str,
+    request: impl Fn(Option<String>) -> Request,
+) -> Result<Vec<Value>, Failure> {
+    let mut items = Vec::new();
+    let mut after = None;
+    loop {
+        let mut result = ask(client, &request(after.take()))?;
+        match result.get_mut(key).map(Value::take) {
+            Some(Value::Array(page)) => items.extend(page),
+            Some(page) => items.push(page),
+            None => {}
+        }
+        match result.get("next").and_then(Value::as_str) {
+            Some(next) => after = Some(next.to_string()),
+            None => return Ok(items),
+        }
+    }
+}
+
 fn ask(client: &Client, request: &Request) -> Result<Value, Failure> {
     match client.call(request) {
         Ok(Response::Ok { result }) => Ok(result),

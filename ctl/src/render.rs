@@ -168,12 +168,13 @@ fn site(out: &mut String, status: &Status) {
             .as_ref()
             .map(|u| format!(", udp {}", one_line(&u.listen)))
             .unwrap_or_default();
+        // An older sited sent every client and no count.
+        let count = hub.client_count.max(clients.len());
         let _ = writeln!(
             out,
-            "hub: listening on {}{udp}, {} client{}",
+            "hub: listening on {}{udp}, {count} client{}",
             one_line(&hub.listen),
-            clients.len(),
-            if clients.len() == 1 { "" } else { "s" }
+            if count == 1 { "" } else { "s" }
         );
         // A hub with thousands of devices: the first few here, all of them in `sitectl devices`.
         for c in clients.iter().take(STATUS_CLIENTS) {
@@ -186,33 +187,72 @@ fn site(out: &mut String, status: &Status) {
                 uptime(c.connected_secs)
             );
         }
-        if clients.len() > STATUS_CLIENTS {
+        let shown = clients.len().min(STATUS_CLIENTS);
+        if count > shown {
             let _ = writeln!(
                 out,
                 "  ... and {} more (sitectl devices lists them all)",
-                clients.len() - STATUS_CLIENTS
+                count - shown
             );
         }
         any = true;
     }
-    for (device, quantities) in status.sensors.iter().flatten() {
-        let readings: Vec<String> = quantities
-            .iter()
-            .map(|(q, r)| {
-                format!(
-                    "{}={} (at {})",
-                    one_line(q),
-                    detail_value(&Value::from(r.value)),
-                    one_line(&r.at)
-                )
-            })
-            .collect();
-        let _ = writeln!(out, "sensor {}: {}", one_line(device), readings.join(", "));
+    let sensors = status.sensors.as_ref();
+    for (device, quantities) in sensors.into_iter().flatten() {
+        let _ = writeln!(out, "{}", sensor_line(device, quantities));
         any = true;
+    }
+    let shown = sensors.map_or(0, |s| s.len());
+    if let Some(count) = status.sensor_count
+        && count > shown
+    {
+        let _ = writeln!(
+            out,
+            "sensor ... and {} more (sitectl sensors lists them all)",
+            count - shown
+        );
     }
     if any {
         out.push('\n');
     }
+}
+
+/// `sensor Sensor01: temperature=21.5 (at 2026-11-30 10:00:01)`
+fn sensor_line(
+    device: &str,
+    quantities: &std::collections::BTreeMap<String, site_proto::SensorReading>,
+) -> String {
+    let readings: Vec<String> = quantities
+        .iter()
+        .map(|(q, r)| {
+            format!(
+                "{}={} (at {})",
+                one_line(q),
+                detail_value(&Value::from(r.value)),
+                one_line(&r.at)
+            )
+        })
+        .collect();
+    format!("sensor {}: {}", one_line(device), readings.join(", "))
+}
+
+/// The human form of a `sensors` result: a line per sensor, as `status` shows the first few.
+pub fn sensors(result: &Value) -> String {
+    let sensors: std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<String, site_proto::SensorReading>,
+    > = result
+        .get("sensors")
+        .cloned()
+        .and_then(|s| serde_json::from_value(s).ok())
+        .unwrap_or_default();
+    if sensors.is_empty() {
+        return "no sensor has reported yet\n".into();
+    }
+    sensors
+        .iter()
+        .map(|(device, q)| sensor_line(device, q) + "\n")
+        .collect()
 }
 
 /// `idle`, `entry (entry_door open)`, or the emergency release.

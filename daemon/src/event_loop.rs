@@ -641,10 +641,18 @@ impl Daemon {
                     Err(message) => Response::err(ErrorKind::Rejected, message),
                 }
             }
-            Request::Devices {} => match self.node.devices() {
-                Ok(list) => Response::ok(list),
-                Err(message) => Response::err(ErrorKind::Rejected, message),
-            },
+            Request::Devices { after, limit } => {
+                match self.node.devices(after.as_deref(), *limit) {
+                    Ok(page) => Response::ok(page),
+                    Err(message) => Response::err(ErrorKind::Rejected, message),
+                }
+            }
+            Request::Sensors { after, limit } => {
+                match self.node.sensors_page(after.as_deref(), *limit) {
+                    Ok(page) => Response::ok(page),
+                    Err(message) => Response::err(ErrorKind::Rejected, message),
+                }
+            }
             Request::CountReset {} => match self.node.reset_count(incoming.peer.uid) {
                 Ok(was) => Response::ok(serde_json::json!({ "staff": 0, "was": was })),
                 Err(message) => Response::err(ErrorKind::Rejected, message),
@@ -735,6 +743,7 @@ impl Daemon {
             site: Some(site).filter(|s| !s.is_empty()),
             hub,
             sensors,
+            sensor_count: self.node.sensor_count(),
             store: self.node.store(),
         }
     }

@@ -624,25 +624,94 @@ impl Node {
         }
     }
 
-    /// `sitectl devices`: registered TCP clients and UDP senders.
-    pub fn devices(&self) -> Result<serde_json::Value, String> {
+    /// `sitectl devices`, a page at a time: registered TCP clients by name, then UDP senders
+    /// by name. The cursor (`next`, then `after`) is `tcp:<name>` or `udp:<host> <name>`.
+    pub fn devices(
+        &self,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<site_proto::Page<serde_json::Value>, String> {
         let Some(hub) = &self.hub else {
             return Err("this node runs no hub, so no devices report to it".into());
         };
-        let mut list: Vec<serde_json::Value> = hub
-            .clients()
-            .into_iter()
-            .map(|c| {
+        let limit = limit
+            .unwrap_or(site_proto::MAX_PAGE)
+            .clamp(1, site_proto::MAX_PAGE);
+        let bad = || format!("bad `after` {after:?}: pass the `next` of the page before");
+        let (tcp_after, udp_after) = match after {
+            None => (None, None),
+            Some(c) => match c.split_once(':') {
+                Some(("tcp", name)) => (Some(name), None),
+                Some(("udp", rest)) => {
+                    let (ip, name) = rest.split_once(' ').ok_or_else(bad)?;
+                    let ip: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+                    (None, Some((name.to_string(), ip)))
+                }
+                _ => return Err(bad()),
+            },
+        };
+        let mut list = Vec::new();
+        let mut next = None;
+        if udp_after.is_none() {
+            let clients = hub.clients(tcp_after, limit);
+            if clients.len() == limit
+                && let Some(last) = clients.last()
+                && !hub.clients(Some(&last.name), 1).is_empty()
+            {
+                next = Some(format!("tcp:{}", last.name));
+            }
+            list.extend(clients.into_iter().map(|c| {
                 serde_json::json!({
                     "name": c.name, "type": c.kind, "via": "tcp", "address": c.address,
                     "state": "connected", "connected_secs": c.connected_secs, "last_seen": c.last_seen,
                 })
-            })
-            .collect();
-        if let Some(sensors) = &self.sensors {
-            list.extend(sensors.senders());
+            }));
         }
-        Ok(serde_json::json!({ "devices": list }))
+        if next.is_none()
+            && list.len() < limit
+            && let Some(sensors) = &self.sensors
+        {
+            let (senders, more) = sensors.senders(udp_after.as_ref(), limit - list.len());
+            list.extend(senders);
+            next = more.map(|(name, ip)| format!("udp:{ip} {name}"));
+        } else if next.is_none()
+            && list.len() == limit
+            && self.sensors.as_ref().is_some_and(|s| s.sender_count() > 0)
+        {
+            // The TCP clients filled this page exactly; the senders start the next.
+            next = Some(format!(
+                "tcp:{}",
+                list.last()
+                    .and_then(|d| d["name"].as_str())
+                    .unwrap_or_default()
+            ));
+        }
+        let total = hub.client_count() + self.sensors.as_ref().map_or(0, |s| s.sender_count());
+        Ok(site_proto::Page {
+            items: serde_json::json!({ "devices": list }),
+            total,
+            next,
+        })
+    }
+
+    /// `sitectl sensors`: the latest readings, a page of devices at a time, by name.
+    pub fn sensors_page(
+        &self,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<site_proto::Page<serde_json::Value>, String> {
+        if self.hub.is_none() {
+            return Err("this node runs no hub, so no sensors report to it".into());
+        }
+        let limit = limit
+            .unwrap_or(site_proto::MAX_PAGE)
+            .clamp(1, site_proto::MAX_PAGE);
+        let (page, next) = self.readings.page(after, limit);
+        Ok(site_proto::Page {
+            items: serde_json::json!({ "sensors": page }),
+            total: self.readings.count(),
+            next,
+        })
     }
 
     /// Keeps the latest value of each reading, and hands each to the rules, whose commands go
@@ -695,7 +764,14 @@ impl Node {
             std::collections::BTreeMap<String, site_proto::SensorReading>,
         >,
     > {
-        self.hub.as_ref().map(|_| self.readings.status())
+        self.hub
+            .as_ref()
+            .map(|_| self.readings.page(None, site_proto::STATUS_LIST).0)
+    }
+
+    /// How many devices have readings, on a node that runs the hub.
+    pub fn sensor_count(&self) -> Option<usize> {
+        self.hub.as_ref().map(|_| self.readings.count())
     }
 
     /// The writer finished something: send the answers and reports that waited on it.
@@ -840,7 +916,8 @@ impl Node {
         }
         let hub = self.hub.as_ref().map(|h| site_proto::HubStatus {
             listen: h.local_addr().to_string(),
-            clients: h.clients(),
+            clients: h.clients(None, site_proto::STATUS_LIST),
+            client_count: h.client_count(),
             udp: self.sensors.as_ref().map(|s| s.streams()),
         });
         (staff, site, hub)

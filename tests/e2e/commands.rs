@@ -283,14 +283,19 @@ fn many_devices_at_once_are_all_listed_and_each_reachable() {
             .iter()
             .all(|d| d["type"] == "temperature" && d["via"] == "tcp")
     );
+    // Status carries a summary: the count and the first few (issue 11: no request may hold
+    // the loop for a whole list); `devices` has them all, above.
     let out = daemon.ctl(&["status", "--json"]);
     assert!(
-        out.stdout.len() > site_proto::MAX_LINE_BYTES,
-        "a big status"
+        out.stdout.len() < 16 * 1024,
+        "a summary, not every client: {} bytes",
+        out.stdout.len()
     );
+    let status = daemon.status();
+    assert_eq!(status["hub"]["client_count"], MANY);
     assert_eq!(
-        daemon.status()["hub"]["clients"].as_array().map(Vec::len),
-        Some(MANY)
+        status["hub"]["clients"].as_array().map(Vec::len),
+        Some(site_proto::STATUS_LIST)
     );
     let (shown, _) = text(&daemon.ctl(&["status"]));
     assert!(

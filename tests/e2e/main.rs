@@ -10,6 +10,7 @@ mod exactly_once;
 mod exhaustion;
 mod faults;
 mod lifecycle;
+mod paging;
 mod plugin_abi;
 mod rules;
 mod sensors;

@@ -47,9 +47,45 @@ pub enum Request {
         #[serde(default = "default_send_timeout_ms")]
         timeout_ms: u64,
     },
-    /// Devices registered at the hub (TCP) and sensors streaming to it (UDP) (observe):
-    /// `{"devices": [{"name", "via", "address", "state", "last_seen", ...}]}`.
-    Devices {},
+    /// Devices registered at the hub (TCP) and sensors streaming to it (UDP) (observe), one
+    /// page at a time: `{"devices": [{"name", "via", "address", "state", "last_seen", ...}],
+    /// "total": n, "next": "<cursor>"}`, TCP devices by name, then UDP senders by name; ask
+    /// again with `after` = `next` for the next page (no `next`: that was the last). At most
+    /// [`MAX_PAGE`] a page, so a hub with thousands of devices never holds the loop.
+    Devices {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
+    /// The latest sensor readings (observe), paged like `devices`: `{"sensors": {"<device>":
+    /// {"<quantity>": {"value", "at"}}}, "total": n, "next": "<device>"}`.
+    Sensors {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
+}
+
+/// The most entries one `devices` or `sensors` page holds (and the default).
+pub const MAX_PAGE: usize = 100;
+
+/// Hub clients, UDP streams and sensors `status` carries; the rest are counted, and listed by
+/// `devices` and `sensors`.
+pub const STATUS_LIST: usize = 10;
+
+/// A page of a long list (`devices`, `sensors`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The page's entries, under the list's own name (`devices`, `sensors`).
+    #[serde(flatten)]
+    pub items: T,
+    /// How many entries the whole list has.
+    pub total: usize,
+    /// Where the next page starts (`after`), if there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 fn default_log_lines() -> usize {
@@ -174,9 +210,13 @@ pub struct Status {
     /// The hub's listener and registered clients, on a node that runs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub: Option<HubStatus>,
-    /// Latest sensor readings, by device and then quantity, on a node that runs the hub.
+    /// Latest sensor readings, by device and then quantity, on a node that runs the hub: the
+    /// first [`STATUS_LIST`] devices by name (`sensors` lists them all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sensors: Option<BTreeMap<String, BTreeMap<String, SensorReading>>>,
+    /// How many devices have readings, all told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensor_count: Option<usize>,
     /// The state and event-log writer, on a node that persists anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreStatus>,
@@ -291,7 +331,10 @@ pub struct RuleStatus {
 #[serde(default)]
 pub struct HubStatus {
     pub listen: String,
+    /// The first [`STATUS_LIST`] registered clients by name (`devices` lists them all).
     pub clients: Vec<ClientStatus>,
+    /// How many clients are registered, all told.
+    pub client_count: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub udp: Option<UdpStatus>,
 }
@@ -314,8 +357,14 @@ pub struct ClientStatus {
 #[serde(default)]
 pub struct UdpStatus {
     pub listen: String,
+    /// The first [`STATUS_LIST`] senders by name (`devices` lists them all).
     pub streams: Vec<StreamStatus>,
+    /// How many senders the hub knows, all told.
+    pub sender_count: usize,
+    /// Malformed datagrams by source: the [`STATUS_LIST`] sources that sent the most.
     pub malformed: BTreeMap<String, u64>,
+    /// How many sources sent malformed datagrams, all told.
+    pub malformed_sources: usize,
 }
 
 /// One UDP sender's stream.

@@ -17,7 +17,7 @@ use crate::rate_limit::{RateLimit, escape};
 use crate::site::Report;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -196,7 +196,8 @@ pub struct HubServer {
     live: usize,
     free: Vec<usize>,
     /// Registered names and their connection: a command finds its device without a scan.
-    by_name: HashMap<String, usize>,
+    /// Registered clients by name, sorted: `devices` pages through them.
+    by_name: BTreeMap<String, usize>,
     /// More connections than this are turned away with `ERR too many clients`.
     max_clients: usize,
     /// More connections than this from one address are turned away.
@@ -236,7 +237,7 @@ impl HubServer {
             conns: Vec::new(),
             live: 0,
             free: Vec::new(),
-            by_name: HashMap::new(),
+            by_name: BTreeMap::new(),
             max_clients,
             max_per_address,
             per_address: HashMap::new(),
@@ -815,12 +816,19 @@ impl HubServer {
             .any(|c| c.client.is_none() && !c.sends_readings)
     }
 
-    pub fn clients(&self) -> Vec<ClientStatus> {
+    /// Registered clients, by name, after `after`, at most `limit` of them: a page costs its
+    /// own length, whatever the number of clients.
+    pub fn clients(&self, after: Option<&str>, limit: usize) -> Vec<ClientStatus> {
+        use std::ops::Bound;
         let now = Instant::now();
-        self.conns
-            .iter()
-            .flatten()
-            .filter_map(|c| {
+        let from = match after {
+            Some(name) => Bound::Excluded(name),
+            None => Bound::Unbounded,
+        };
+        self.by_name
+            .range::<str, _>((from, Bound::Unbounded))
+            .filter_map(|(_, &index)| {
+                let c = self.conns.get(index)?.as_ref()?;
                 let client = c.client.as_ref()?;
                 Some(ClientStatus {
                     name: client.name.clone(),
@@ -830,7 +838,13 @@ impl HubServer {
                     last_seen: super::stream::local_time(c.last_seen),
                 })
             })
+            .take(limit)
             .collect()
+    }
+
+    /// How many clients are registered.
+    pub fn client_count(&self) -> usize {
+        self.by_name.len()
     }
 }
 

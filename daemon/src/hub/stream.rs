@@ -153,11 +153,24 @@ impl Readings {
         }
     }
 
-    /// `"sensors"` for `sitectl status`: by device, then quantity, `at` in local wall-clock
-    /// time.
-    pub fn status(&self) -> BTreeMap<String, BTreeMap<String, site_proto::SensorReading>> {
-        self.latest
-            .iter()
+    /// A page of the readings for `status` and `sitectl sensors`: by device after `after`
+    /// (at most `limit` devices), then quantity, `at` in local wall-clock time; and the device
+    /// the next page starts after, if there are more.
+    #[allow(clippy::type_complexity)]
+    pub fn page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (
+        BTreeMap<String, BTreeMap<String, site_proto::SensorReading>>,
+        Option<String>,
+    ) {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut range = self.latest.range::<str, _>((from, Bound::Unbounded));
+        let page: BTreeMap<String, BTreeMap<String, site_proto::SensorReading>> = range
+            .by_ref()
+            .take(limit)
             .map(|(device, quantities)| {
                 let q = quantities
                     .iter()
@@ -173,7 +186,18 @@ impl Readings {
                     .collect();
                 (device.clone(), q)
             })
-            .collect()
+            .collect();
+        let next = if range.next().is_some() {
+            page.keys().next_back().cloned()
+        } else {
+            None
+        };
+        (page, next)
+    }
+
+    /// How many devices have readings.
+    pub fn count(&self) -> usize {
+        self.latest.len()
     }
 }
 
@@ -506,7 +530,8 @@ mod tests {
             };
             r.store(&reading, at);
         }
-        let status = r.status();
+        let (status, next) = r.page(None, 10);
+        assert_eq!(next, None);
         assert_eq!(status["s1"]["t"].value, 3.0);
         assert_eq!(status["s1"]["h"].value, 2.0);
         assert_eq!(status["s1"]["t"].at.len(), 19);

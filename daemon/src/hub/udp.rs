@@ -13,7 +13,7 @@ use crate::rate_limit::RateLimit;
 use mio::net::UdpSocket;
 use mio::{Interest, Registry};
 use nix::sys::socket::MultiHeaders;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
@@ -51,6 +51,8 @@ pub struct SensorHub {
     /// if its interval is ([`Stream::gap`]).
     gap: Duration,
     senders: HashMap<IpAddr, Vec<Sender>>,
+    /// Every sender by (device, host), sorted: `devices` and `status` page through it.
+    by_name: BTreeSet<(String, IpAddr)>,
     sender_count: usize,
     /// [`MAX_SENDERS`] (smaller in tests).
     max_senders: usize,
@@ -87,6 +89,7 @@ impl SensorHub {
             addr,
             gap,
             senders: HashMap::new(),
+            by_name: BTreeSet::new(),
             sender_count: 0,
             max_senders: MAX_SENDERS,
             malformed: HashMap::new(),
@@ -211,6 +214,7 @@ impl SensorHub {
             Some(i) => i,
             None => {
                 self.sender_count += 1;
+                self.by_name.insert((device.to_string(), from.ip()));
                 list.push(Sender {
                     device: device.to_string(),
                     port: from.port(),
@@ -239,11 +243,13 @@ impl SensorHub {
         let cutoff = *cutoff;
         let mut forgotten = 0;
         let mut example = String::new();
-        self.senders.retain(|_, list| {
+        let by_name = &mut self.by_name;
+        self.senders.retain(|ip, list| {
             list.retain(|s| {
                 let keep = s.last_packet > cutoff || forgotten >= n;
                 if !keep {
                     forgotten += 1;
+                    by_name.remove(&(s.device.clone(), *ip));
                     if example.is_empty() {
                         example.clone_from(&s.device);
                     }
@@ -364,11 +370,36 @@ impl SensorHub {
         self.send_replies();
     }
 
-    /// Every sender seen, for `sitectl devices`: device, address, last packet, statistics.
-    pub fn senders(&self) -> Vec<serde_json::Value> {
-        let mut out: Vec<serde_json::Value> = self
-            .all()
-            .map(|(from, s)| {
+    /// Senders by (device, host) after `after`, at most `limit`: a page costs its own length.
+    fn page(
+        &self,
+        after: Option<&(String, IpAddr)>,
+        limit: usize,
+    ) -> impl Iterator<Item = (&(String, IpAddr), SocketAddr, &Sender)> {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.by_name
+            .range((from, Bound::Unbounded))
+            .filter_map(|key| {
+                let (device, ip) = key;
+                let s = self.senders.get(ip)?.iter().find(|s| &s.device == device)?;
+                Some((key, SocketAddr::new(*ip, s.port), s))
+            })
+            .take(limit)
+    }
+
+    /// A page of senders for `sitectl devices` (device, address, last packet, statistics), and
+    /// the key the next page starts after, if there are more.
+    pub fn senders(
+        &self,
+        after: Option<&(String, IpAddr)>,
+        limit: usize,
+    ) -> (Vec<serde_json::Value>, Option<(String, IpAddr)>) {
+        let mut last = None;
+        let page: Vec<serde_json::Value> = self
+            .page(after, limit)
+            .map(|(key, from, s)| {
+                last = Some(key.clone());
                 serde_json::json!({
                     "name": s.device, "type": s.quantity, "via": "udp", "address": from.to_string(),
                     "state": if s.stream.is_open() { "in cycle" } else { "idle" },
@@ -377,30 +408,41 @@ impl SensorHub {
                 })
             })
             .collect();
-        out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-        out
+        let more = last
+            .as_ref()
+            .is_some_and(|key| self.by_name.range(key..).nth(1).is_some());
+        (page, last.filter(|_| more))
     }
 
-    /// Per-sender stream statistics and malformed counts, for status.
+    pub fn sender_count(&self) -> usize {
+        self.sender_count
+    }
+
+    /// For status: the first few senders' streams and the sources of the most malformed
+    /// datagrams ([`site_proto::STATUS_LIST`] of each), with the counts of both.
     pub fn streams(&self) -> site_proto::UdpStatus {
-        let mut streams: Vec<site_proto::StreamStatus> = self
-            .all()
-            .filter(|(_, s)| s.stream.stats.packets > 0)
-            .map(|(from, s)| site_proto::StreamStatus {
+        let streams = self
+            .page(None, site_proto::STATUS_LIST)
+            .map(|(_, from, s)| site_proto::StreamStatus {
                 device: s.device.clone(),
                 from: from.to_string(),
                 stats: s.stream.stats.clone(),
             })
             .collect();
-        streams.sort_by(|a, b| (&a.device, &a.from).cmp(&(&b.device, &b.from)));
+        let mut worst: Vec<(&SocketAddr, &u64)> = self.malformed.iter().collect();
+        let cut = site_proto::STATUS_LIST.min(worst.len());
+        if cut > 0 && cut < worst.len() {
+            worst.select_nth_unstable_by(cut - 1, |a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        }
         site_proto::UdpStatus {
             listen: self.addr.to_string(),
             streams,
-            malformed: self
-                .malformed
+            sender_count: self.sender_count,
+            malformed: worst[..cut]
                 .iter()
-                .map(|(a, n)| (a.to_string(), *n))
+                .map(|(a, n)| (a.to_string(), **n))
                 .collect(),
+            malformed_sources: self.malformed.len(),
         }
     }
 }
@@ -515,12 +557,19 @@ mod tests {
             assert_eq!(readings.len(), 1, "S{i}'s reading");
         }
         let names: Vec<String> = hub
-            .senders()
+            .senders(None, usize::MAX)
+            .0
             .iter()
             .map(|s| s["name"].as_str().unwrap_or_default().to_string())
             .collect();
         assert_eq!(names, ["S1", "S2"], "S0 was the quietest");
         assert_eq!(hub.sender_count, 2);
+        assert_eq!(hub.by_name.len(), 2, "the name index forgets S0 too");
+        // Pages of one: each names where the next starts, the last none.
+        let (first, next) = hub.senders(None, 1);
+        assert_eq!(first[0]["name"], "S1");
+        let (second, last) = hub.senders(next.as_ref(), 1);
+        assert_eq!((second[0]["name"].as_str(), last), (Some("S2"), None));
     }
 
     #[test]
@@ -545,7 +594,7 @@ mod tests {
                 .expect("send");
         }
         hub.readable(Duration::from_secs(2));
-        let listed = hub.senders();
+        let (listed, _) = hub.senders(None, usize::MAX);
         assert_eq!(listed.len(), 1, "{listed:?}");
         assert_eq!(
             listed[0]["address"],
