@@ -41,7 +41,8 @@ fn busy_hub() -> (SiteDir, Daemon, Vec<TcpStream>) {
         let s = daemon.status();
         (s["hub"]["client_count"] == TCP_DEVICES
             && s["hub"]["udp"]["sender_count"] == UDP_SENSORS
-            && s["sensor_count"] == UDP_SENSORS)
+            && s["sensor_count"] == UDP_SENSORS
+            && s["hub"]["udp"]["datagrams"] == UDP_SENSORS)
             .then_some(())
     });
     (site, daemon, clients)

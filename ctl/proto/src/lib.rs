@@ -361,6 +361,8 @@ pub struct UdpStatus {
     pub streams: Vec<StreamStatus>,
     /// How many senders the hub knows, all told.
     pub sender_count: usize,
+    /// Datagrams taken in since the start, well-formed or not.
+    pub datagrams: u64,
     /// Malformed datagrams by source: the [`STATUS_LIST`] sources that sent the most.
     pub malformed: BTreeMap<String, u64>,
     /// How many sources sent malformed datagrams, all told.

@@ -54,6 +54,8 @@ pub struct SensorHub {
     /// Every sender by (device, host), sorted: `devices` and `status` page through it.
     by_name: BTreeSet<(String, IpAddr)>,
     sender_count: usize,
+    /// Datagrams taken in since the start, well-formed or not.
+    datagrams: u64,
     /// [`MAX_SENDERS`] (smaller in tests).
     max_senders: usize,
     malformed: HashMap<SocketAddr, u64>,
@@ -91,6 +93,7 @@ impl SensorHub {
             senders: HashMap::new(),
             by_name: BTreeSet::new(),
             sender_count: 0,
+            datagrams: 0,
             max_senders: MAX_SENDERS,
             malformed: HashMap::new(),
             log_limit: RateLimit::new(20, Duration::from_secs(60)),
@@ -130,6 +133,7 @@ impl SensorHub {
                     break;
                 }
             };
+            self.datagrams += got as u64;
             for i in 0..got {
                 let Some((bytes, from)) = batch.datagram(i) else {
                     continue;
@@ -438,6 +442,7 @@ impl SensorHub {
             listen: self.addr.to_string(),
             streams,
             sender_count: self.sender_count,
+            datagrams: self.datagrams,
             malformed: worst[..cut]
                 .iter()
                 .map(|(a, n)| (a.to_string(), **n))
