@@ -104,15 +104,16 @@ fn layout_asserts(minor: u32) -> String {
         simulate,
         safe_state
     );
-    let descriptor_size = if minor >= 1 {
+    let (descriptor_size, host_size) = if minor >= 1 {
         descriptor!(abi_minor, flags, description);
-        size_of::<PluginDescriptor>()
+        host!(abi_minor, reserved);
+        (size_of::<PluginDescriptor>(), size_of::<HostVtable>())
     } else {
-        abi::DESCRIPTOR_V1_0_SIZE
+        (abi::DESCRIPTOR_V1_0_SIZE, abi::HOST_V1_0_SIZE)
     };
     for (c_type, size) in [
         ("sited_str", size_of::<StrRef>()),
-        ("sited_host", size_of::<HostVtable>()),
+        ("sited_host", host_size),
         ("sited_plugin_descriptor", descriptor_size),
         ("void *", p),
     ] {
@@ -144,6 +145,74 @@ fn layout_asserts(minor: u32) -> String {
     lines.push(format!(
         "_Static_assert(SITED_PLUGIN_ABI_MINOR == {minor}, \"built against {minor}\");"
     ));
+    // The signatures, as abi.rs declares them: assigning each field to a pointer of that type
+    // is an error under -Werror unless the header declares the same one.
+    let ret = if minor >= 1 { "int32_t" } else { "void" };
+    lines.push("void signatures(sited_plugin_descriptor *d, sited_host *h);".into());
+    lines.push("void signatures(sited_plugin_descriptor *d, sited_host *h) {".into());
+    for (field, signature) in [
+        ("log", format!("{ret} (*)(void *, uint32_t, sited_str)")),
+        ("set_error", format!("{ret} (*)(void *, sited_str)")),
+        ("now_us", "uint64_t (*)(void *)".into()),
+        (
+            "claim_input",
+            "int32_t (*)(void *, uint32_t, uint32_t, uint32_t)".into(),
+        ),
+        (
+            "claim_output",
+            "int32_t (*)(void *, uint32_t, uint32_t)".into(),
+        ),
+        (
+            "claim_pwm",
+            "int32_t (*)(void *, uint32_t, uint32_t, uint32_t, uint64_t, uint64_t)".into(),
+        ),
+        (
+            "read_pin",
+            "int32_t (*)(void *, uint32_t, uint32_t *)".into(),
+        ),
+        (
+            "write_pin",
+            "int32_t (*)(void *, uint32_t, uint32_t)".into(),
+        ),
+        ("set_pwm", "int32_t (*)(void *, uint32_t, uint64_t)".into()),
+        (
+            "arm_timer",
+            "int32_t (*)(void *, uint64_t, uint64_t)".into(),
+        ),
+        ("cancel_timer", "int32_t (*)(void *, uint64_t)".into()),
+        ("emit", format!("{ret} (*)(void *, sited_str)")),
+        ("set_state", format!("{ret} (*)(void *, sited_str)")),
+    ] {
+        let var = signature.replacen("(*)", &format!("(*host_{field})"), 1);
+        lines.push(format!("    {var} = h->{field}; (void)host_{field};"));
+    }
+    for (field, signature) in [
+        ("validate", "int32_t (*)(const sited_host *, sited_str)"),
+        (
+            "create",
+            "int32_t (*)(const sited_host *, sited_str, void **)",
+        ),
+        ("destroy", "void (*)(void *)"),
+        (
+            "on_edge",
+            "int32_t (*)(void *, uint32_t, uint32_t, uint64_t)",
+        ),
+        ("on_timer", "int32_t (*)(void *, uint64_t)"),
+        ("command", "int32_t (*)(void *, sited_str)"),
+        (
+            "simulate",
+            "int32_t (*)(void *, sited_str, uint32_t *, uint32_t *)",
+        ),
+        ("safe_state", "int32_t (*)(void *)"),
+    ] {
+        let var = signature.replacen("(*)", &format!("(*plugin_{field})"), 1);
+        lines.push(format!("    {var} = d->{field}; (void)plugin_{field};"));
+    }
+    lines.push(
+        "    const sited_plugin_descriptor *(*query)(const uint32_t *, size_t) = sited_plugin_query; (void)query;"
+            .into(),
+    );
+    lines.push("}".into());
     lines.join("\n") + "\n"
 }
 
@@ -177,6 +246,14 @@ fn the_c_header_matches_the_rust_layout_field_by_field() {
     std::fs::write(&file, wrong).expect("write");
     let (ok, stderr) = compile_c(&file, &[]);
     assert!(!ok && stderr.contains("sited_host.log"), "{stderr}");
+    // ... and so does a wrong signature (on_edge's timestamp as 32 bits).
+    let wrong = layout_asserts(abi::ABI_MINOR).replace(
+        "int32_t (*plugin_on_edge)(void *, uint32_t, uint32_t, uint64_t)",
+        "int32_t (*plugin_on_edge)(void *, uint32_t, uint32_t, uint32_t)",
+    );
+    std::fs::write(&file, wrong).expect("write");
+    let (ok, stderr) = compile_c(&file, &[]);
+    assert!(!ok && stderr.contains("plugin_on_edge"), "{stderr}");
 }
 
 #[test]
@@ -421,6 +498,49 @@ fn a_symlinked_plugin_is_refused_even_to_a_good_file() {
     assert!(!ok);
     assert!(
         stderr.contains("it is a symbolic link; install the plugin file itself"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_plugin_directory_reached_through_a_link_in_a_checked_directory_loads() {
+    let site = SiteDir::new();
+    let real = installed_buzzer(&site.path().join("real"));
+    let via = site.path().join("via");
+    std::os::unix::fs::symlink(&real, &via).expect("symlink");
+    let config = write_config(&site, &via, BUZZER);
+    let (ok, stderr) = check_config(&config);
+    assert!(ok, "a link in a trusted directory is followed: {stderr}");
+
+    // The same link inside a directory others can write is refused, with that directory.
+    let open = site.path().join("open");
+    std::fs::create_dir(&open).expect("mkdir");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    std::os::unix::fs::symlink(&real, open.join("plugins")).expect("symlink");
+    let config = write_config(&site, &open.join("plugins"), BUZZER);
+    let (ok, stderr) = check_config(&config);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!(
+            "refusing to load {}: it is group- or world-writable (mode 777)",
+            open.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_sticky_world_writable_plugin_directory_is_refused() {
+    // /tmp-like: fine on the way to the plugins, not as the plugin directory itself, where
+    // anyone could drop a library (or hard-link a root-owned one) beside the real ones.
+    let site = SiteDir::new();
+    let dir = installed_buzzer(site.path());
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let config = write_config(&site, &dir, BUZZER);
+    let (ok, stderr) = check_config(&config);
+    assert!(!ok);
+    assert!(
+        stderr.contains("it is group- or world-writable (mode 1777)"),
         "{stderr}"
     );
 }

@@ -9,7 +9,7 @@ use crate::hw::{Hardware, Pin};
 use crate::timers::monotonic_now;
 use site_plugin_api::abi::{self, HostVtable, StrRef};
 use site_plugin_api::{Bias, Level, LogLevel, PwmSpec, Role};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -126,50 +126,89 @@ impl Ctx {
 }
 
 thread_local! {
-    /// The contexts of the live instances, on the loop thread that created them. A callback
-    /// with any other pointer, or from any other thread (where this set is empty), is refused:
-    /// the device model is single-threaded and the hardware is only lent for a call.
-    static LIVE: std::cell::RefCell<std::collections::HashSet<usize>> = Default::default();
+    /// The live instances' contexts by token, on the loop thread that created them. The host
+    /// table's `ctx` is the token, not the address: a token is never reused, so a plugin that
+    /// kept an old table (a `validate`'s, say) cannot reach another device's context at a
+    /// reused address. A callback with an unknown token, or from any other thread (where this
+    /// map is empty), is refused: the device model is single-threaded and the hardware is only
+    /// lent for a call.
+    static LIVE: std::cell::RefCell<HashMap<usize, *mut Ctx>> = Default::default();
 }
+
+/// The next context token (0 is never one).
+static NEXT_TOKEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 /// Said once per process, so a plugin calling from its own thread cannot flood the log.
 static STRAY_CALL_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-fn register(ctx: *mut Ctx) {
-    LIVE.with(|live| live.borrow_mut().insert(ctx as usize));
+/// Makes `ctx` reachable from callbacks on this thread; returns its token.
+fn register(ctx: *mut Ctx) -> usize {
+    let token = NEXT_TOKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    LIVE.with(|live| live.borrow_mut().insert(token, ctx));
+    token
 }
 
-fn unregister(ctx: *mut Ctx) {
-    LIVE.with(|live| live.borrow_mut().remove(&(ctx as usize)));
+fn unregister(token: usize) {
+    let _ = LIVE.try_with(|live| live.borrow_mut().remove(&token));
+}
+
+/// Runs a call into a plugin, which may unwind with a foreign exception (a C++ plugin): that
+/// would leave the hardware lent to a dead call and run destructors that call the plugin
+/// again, so sited aborts at once instead (the safe-state wiring covers what it leaves).
+fn no_unwind<R>(f: impl FnOnce() -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => {
+            // Not reached for a foreign exception (catch_unwind aborts on one itself); a Rust
+            // panic cannot cross the plugin's own guards, but if one did, the same holds.
+            eprintln!("sited: a plugin unwound out of a call; aborting");
+            std::process::abort()
+        }
+    }
 }
 
 /// Runs a host callback's body on its `Ctx`: only for a context this thread knows, and with a
 /// panic in our own code contained (it would otherwise abort the daemon mid-edge, before any
 /// output reached its safe level). `refused` is the answer in both cases.
 fn with_ctx<R>(c: *mut c_void, what: &str, refused: R, f: impl FnOnce(&mut Ctx) -> R) -> R {
-    let known = LIVE.with(|live| live.borrow().contains(&(c as usize)));
-    if !known {
-        if !STRAY_CALL_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            log::error!(
-                "a plugin called the host's {what} from another thread or with an unknown context; refused (said once)"
-            );
-        }
-        return refused;
-    }
-    // SAFETY: `c` is a live Ctx of this thread (registered at creation, removed before it is
-    // freed), and no other reference to it exists while the plugin is in a call.
-    let ctx = unsafe { &mut *c.cast::<Ctx>() };
-    match catch_unwind(AssertUnwindSafe(|| f(ctx))) {
-        Ok(r) => r,
-        Err(payload) => {
-            if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-                std::mem::forget(again);
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // try_with: a plugin thread calling during its own exit, after this thread-local is
+        // gone, is refused like any other thread.
+        let known = LIVE
+            .try_with(|live| live.borrow().get(&(c as usize)).copied())
+            .ok()
+            .flatten();
+        let Some(ctx) = known else {
+            if !STRAY_CALL_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                log::error!(
+                    "a plugin called the host's {what} from another thread or with an unknown context; refused (said once)"
+                );
             }
-            log::error!(
-                "{}: sited failed inside {what} (a bug in sited); refused",
-                ctx.device
-            );
-            ctx.hw_error = Some(format!("sited failed inside {what}"));
+            return None;
+        };
+        // SAFETY: a live Ctx of this thread (registered at creation, removed before it is
+        // freed), and no other reference to it exists while the plugin is in a call.
+        let ctx = unsafe { &mut *ctx };
+        match catch_unwind(AssertUnwindSafe(|| f(ctx))) {
+            Ok(r) => Some(r),
+            Err(payload) => {
+                if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+                    std::mem::forget(again);
+                }
+                log::error!(
+                    "{}: sited failed inside {what} (a bug in sited); refused",
+                    ctx.device
+                );
+                ctx.hw_error = Some(format!("sited failed inside {what}"));
+                None
+            }
+        }
+    }));
+    match outcome {
+        Ok(Some(r)) => r,
+        Ok(None) => refused,
+        Err(payload) => {
+            std::mem::forget(payload);
             refused
         }
     }
@@ -419,12 +458,14 @@ unsafe extern "C-unwind" fn cb_set_state(c: *mut c_void, json: StrRef) -> i32 {
     })
 }
 
-/// The table for `ctx`, labelled with the major version `lib` agreed on.
-fn vtable(lib: &PluginLibrary, ctx: *mut Ctx) -> HostVtable {
+/// The table for the context with `token`, labelled with the major version `lib` agreed on
+/// and this host's minor version.
+fn vtable(lib: &PluginLibrary, token: usize) -> HostVtable {
     HostVtable {
         size: std::mem::size_of::<HostVtable>() as u32,
         abi_version: lib.abi_version,
-        ctx: ctx.cast(),
+        // An integer token, not an address (see LIVE); plugins only pass it back.
+        ctx: std::ptr::without_provenance_mut(token),
         log: cb_log,
         set_error: cb_set_error,
         now_us: cb_now_us,
@@ -438,6 +479,8 @@ fn vtable(lib: &PluginLibrary, ctx: *mut Ctx) -> HostVtable {
         cancel_timer: cb_cancel_timer,
         emit: cb_emit,
         set_state: cb_set_state,
+        abi_minor: abi::ABI_MINOR,
+        reserved: 0,
     }
 }
 
@@ -449,11 +492,11 @@ pub fn validate(
     config_json: &str,
 ) -> Result<(), String> {
     let ctx = Box::into_raw(Box::new(Ctx::new(device, pin)));
-    register(ctx);
-    let vt = vtable(lib, ctx);
+    let token = register(ctx);
+    let vt = vtable(lib, token);
     // SAFETY: `vt` and `ctx` live across the call; the config string is borrowed for it.
-    let status = unsafe { (lib.entry.validate)(&vt, StrRef::new(config_json)) };
-    unregister(ctx);
+    let status = no_unwind(|| unsafe { (lib.entry.validate)(&vt, StrRef::new(config_json)) });
+    unregister(token);
     // SAFETY: `ctx` came from Box::into_raw above and nothing else holds it after the call.
     let ctx = unsafe { Box::from_raw(ctx) };
     match status {
@@ -470,6 +513,8 @@ pub struct Instance {
     raw: *mut c_void,
     /// Owned via Box::into_raw so the plugin's callbacks are the only other users.
     ctx: *mut Ctx,
+    /// How the callbacks find `ctx` (see LIVE).
+    token: usize,
     vtable: *mut HostVtable,
 }
 
@@ -484,19 +529,21 @@ impl Instance {
         hw: &mut dyn Hardware,
     ) -> Result<Instance, Error> {
         let ctx = Box::into_raw(Box::new(Ctx::new(device, pin)));
-        register(ctx);
-        let vtable = Box::into_raw(Box::new(vtable(&lib, ctx)));
+        let token = register(ctx);
+        let vtable = Box::into_raw(Box::new(vtable(&lib, token)));
         let mut raw: *mut c_void = std::ptr::null_mut();
         // SAFETY: ctx is ours; set the hardware for the duration of the call only.
         unsafe { (*ctx).hw = Some(hw as *mut dyn Hardware) };
         // SAFETY: vtable and ctx stay alive for the instance's life; `raw` is writable.
-        let status = unsafe { (lib.entry.create)(vtable, StrRef::new(config_json), &mut raw) };
+        let status =
+            no_unwind(|| unsafe { (lib.entry.create)(vtable, StrRef::new(config_json), &mut raw) });
         // SAFETY: as above.
         unsafe { (*ctx).hw = None };
         let mut instance = Instance {
             lib,
             raw,
             ctx,
+            token,
             vtable,
         };
         match status {
@@ -572,7 +619,8 @@ impl Instance {
         c.error = None;
         c.hw_error = None;
         c.hw = hw.map(|h| h as *mut dyn Hardware);
-        let status = f(&self.lib.entry, self.raw);
+        let (entry, raw) = (&self.lib.entry, self.raw);
+        let status = no_unwind(|| f(entry, raw));
         let c = self.ctx();
         c.hw = None;
         let message = c.take_error();
@@ -671,9 +719,9 @@ impl Drop for Instance {
     fn drop(&mut self) {
         if !self.raw.is_null() {
             // SAFETY: a live instance, destroyed exactly once; destroy contains its own panics.
-            unsafe { (self.lib.entry.destroy)(self.raw) };
+            no_unwind(|| unsafe { (self.lib.entry.destroy)(self.raw) });
         }
-        unregister(self.ctx);
+        unregister(self.token);
         // SAFETY: both came from Box::into_raw in `create` and the plugin no longer uses them.
         unsafe {
             drop(Box::from_raw(self.vtable));

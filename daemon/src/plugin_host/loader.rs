@@ -5,9 +5,12 @@
 //! Loading a plugin runs its code, so the file checked must be the file loaded, and nobody but
 //! root or sited's own user may have been able to put it there (OpenSSH's `safe_path`):
 //! - every directory from `/` down to the plugin directory is owned by root or sited's user and
-//!   writable by nobody else, except a root-owned sticky directory such as `/tmp`;
+//!   writable by nobody else, except a root-owned sticky directory such as `/tmp` on the way
+//!   (not the plugin directory itself);
 //! - each directory is opened from its parent without following links (`O_NOFOLLOW`), and the
-//!   file from the last one, so nothing can be swapped between the check and the load;
+//!   file from the last one, so nothing can be swapped between the check and the load; a link
+//!   on the way is read from the directory holding it, which has passed the check, and
+//!   followed from there;
 //! - the file is a regular file (not a link), with the same owners and no group or world
 //!   write bit, checked with `fstat` on what was opened;
 //! - and it is loaded as `/proc/self/fd/N`, the very file checked.
@@ -146,35 +149,78 @@ pub fn open_trusted(dir: &Path, name: &str) -> Result<File, Error> {
         path: path.to_path_buf(),
         detail: e.desc().to_string(),
     };
-    // Links in the configured path (a merged /usr's /lib, say) are resolved once, here; the
-    // walk below then refuses any link, so what it checks is what it opens.
-    let real = std::fs::canonicalize(dir).map_err(|e| Error::Open {
-        path: dir.to_path_buf(),
-        detail: e.to_string(),
-    })?;
     let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mut at = PathBuf::from("/");
+    let absolute = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir().map_err(io_error(dir))?.join(dir)
+    };
+    // What is left to walk, a component at a time. A symbolic link on the way (a merged /usr's
+    // /lib, say) is followed by reading it from the directory that holds it, which has passed
+    // the check already: only root or sited's user can have made it, or can change it.
+    let mut pending: std::collections::VecDeque<std::ffi::OsString> = absolute
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(part) => Some(part.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
     // The root through /proc/self/root, the kernel's own link to it: qemu-user (the Pi's test
     // suite) maps an open of "/" itself to its sysroot. "/" where /proc is not mounted.
     let root_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let mut fd: OwnedFd = nix::fcntl::open("/proc/self/root", root_flags, Mode::empty())
+    let root: OwnedFd = nix::fcntl::open("/proc/self/root", root_flags, Mode::empty())
         .or_else(|_| nix::fcntl::open("/", flags, Mode::empty()))
-        .map_err(|e| open_error(&at, e))?;
-    check_dir(&at, &File::from(fd.try_clone().map_err(io_error(&at))?), me)?;
-    for component in real.components() {
-        let Component::Normal(part) = component else {
+        .map_err(|e| open_error(Path::new("/"), e))?;
+    let checked = |path: &Path, fd: &OwnedFd, last: bool| -> Result<(), Error> {
+        check_dir(
+            path,
+            &File::from(fd.try_clone().map_err(io_error(path))?),
+            me,
+            last,
+        )
+    };
+    checked(Path::new("/"), &root, pending.is_empty())?;
+    // The directories walked so far, each open and checked, the root first.
+    let mut stack: Vec<(PathBuf, OwnedFd)> = vec![(PathBuf::from("/"), root)];
+    let mut links = 0;
+    while let Some(part) = pending.pop_front() {
+        if part == ".." {
+            if stack.len() > 1 {
+                stack.pop();
+            }
             continue;
-        };
-        at.push(part);
-        fd = openat(&fd, part, flags, Mode::empty()).map_err(|e| match e {
-            nix::Error::ELOOP | nix::Error::ENOTDIR => Error::Untrusted {
-                path: at.clone(),
-                reason: "it changed into a symbolic link while sited checked the path".into(),
-            },
-            e => open_error(&at, e),
-        })?;
-        check_dir(&at, &File::from(fd.try_clone().map_err(io_error(&at))?), me)?;
+        }
+        let (parent, parent_fd) = stack.last().expect("the root stays");
+        let path = parent.join(&part);
+        match openat(parent_fd, part.as_os_str(), flags, Mode::empty()) {
+            Ok(fd) => {
+                checked(&path, &fd, pending.is_empty())?;
+                stack.push((path, fd));
+            }
+            Err(nix::Error::ELOOP | nix::Error::ENOTDIR) => {
+                let target = nix::fcntl::readlinkat(parent_fd, part.as_os_str())
+                    .map_err(|_| open_error(&path, nix::Error::ENOTDIR))?;
+                links += 1;
+                if links > 40 {
+                    return Err(open_error(&path, nix::Error::ELOOP));
+                }
+                let target = PathBuf::from(target);
+                if target.is_absolute() {
+                    stack.truncate(1);
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(p) => pending.push_front(p.to_os_string()),
+                        Component::ParentDir => pending.push_front("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) => return Err(open_error(&path, e)),
+        }
     }
+    let (at, fd) = stack.pop().expect("the root stays");
     let path = at.join(name);
     let file = openat(
         &fd,
@@ -208,14 +254,22 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
-fn check_dir(path: &Path, dir: &File, me: u32) -> Result<(), Error> {
+/// A directory on the way; `last`: the plugin directory itself, which gets no sticky-bit
+/// exception (anyone could put a file, or a hard link to a root-owned library, there).
+fn check_dir(path: &Path, dir: &File, me: u32, last: bool) -> Result<(), Error> {
     let meta = dir.metadata().map_err(io_error(path))?;
-    check_owner_and_mode(path, &meta, me, true)
+    check_owner_and_mode(path, &meta, me, !last)
 }
 
-/// Owned by root or `me`, and writable by nobody else; a directory may be world-writable only
-/// if root owns it and its sticky bit keeps others from renaming what is not theirs (`/tmp`).
-fn check_owner_and_mode(path: &Path, meta: &Metadata, me: u32, dir: bool) -> Result<(), Error> {
+/// Owned by root or `me`, and writable by nobody else; a directory on the way (`sticky_ok`)
+/// may be world-writable only if root owns it and its sticky bit keeps others from renaming
+/// what is not theirs (`/tmp`).
+fn check_owner_and_mode(
+    path: &Path,
+    meta: &Metadata,
+    me: u32,
+    sticky_ok: bool,
+) -> Result<(), Error> {
     let untrusted = |reason: String| Error::Untrusted {
         path: path.to_path_buf(),
         reason,
@@ -227,7 +281,7 @@ fn check_owner_and_mode(path: &Path, meta: &Metadata, me: u32, dir: bool) -> Res
         )));
     }
     let mode = meta.permissions().mode();
-    let sticky_root_dir = dir && meta.uid() == 0 && mode & 0o1000 != 0;
+    let sticky_root_dir = sticky_ok && meta.uid() == 0 && mode & 0o1000 != 0;
     if mode & 0o022 != 0 && !sticky_root_dir {
         return Err(untrusted(format!(
             "it is group- or world-writable (mode {:o})",

@@ -1,8 +1,10 @@
 /*
  * sited_plugin.h: the C ABI between sited and its device plugins, version 1.1.
  *
- * This is the same contract as plugins/api/src/abi.rs, written by hand for C (and C++)
- * plugins; the test suite compiles this header against the Rust layout, field by field.
+ * This is the same contract as plugins/api/src/abi.rs, written by hand for C plugins; the
+ * test suite compiles this header against the Rust layout, field by field, and every entry
+ * point and callback against its Rust signature. (C++ can use the types, but not SITED_STR,
+ * a C compound literal.)
  *
  * A plugin is a shared library named libsited_plugin_<kind>.so in sited's plugin directory,
  * owned by root (or sited's user) and writable by nobody else. It exports one symbol,
@@ -17,8 +19,9 @@
  * versions only append fields to the descriptor, whose `size` says which it has: sited loads
  * a plugin built against an older minor and gives what its descriptor lacks a default.
  *   1.0  the descriptor ends at safe_state; log, set_error, emit and set_state return void.
- *   1.1  the descriptor gains abi_minor, flags and description; those four callbacks return a
- *        SITED_HOST_* status (a 1.0 plugin ignores it).
+ *   1.1  the descriptor gains abi_minor, flags and description, the host table abi_minor;
+ *        those four callbacks return a SITED_HOST_* status (a 1.0 plugin ignores it; a 1.1
+ *        plugin on a 1.0 host must not read it: see SITED_HOST_HAS_1_1).
  * Build against an older minor with -DSITED_PLUGIN_ABI_MINOR=0.
  *
  * What a plugin must not do: every entry point returns. A plugin that aborts, exits, raises
@@ -113,7 +116,20 @@ typedef struct sited_host {
 	SITED_HOST_RET_1_1 (*emit)(void *ctx, sited_str event);
 	/* The device's state as a JSON object with at least "state". */
 	SITED_HOST_RET_1_1 (*set_state)(void *ctx, sited_str state_json);
+#if SITED_PLUGIN_ABI_MINOR >= 1
+	/* The host's minor version. A 1.0 host's table ends before it, and its log, set_error,
+	 * emit and set_state return nothing: read their status only if SITED_HOST_HAS_1_1(host). */
+	uint32_t abi_minor;
+	uint32_t reserved;
+#endif
 } sited_host;
+
+#if SITED_PLUGIN_ABI_MINOR >= 1
+/* Does this host table come from a 1.1 host (or newer)? */
+#define SITED_HOST_HAS_1_1(host)                                                      \
+	((host)->size >= offsetof(sited_host, reserved) + sizeof(uint32_t) &&            \
+	 (host)->abi_minor >= 1)
+#endif
 
 /* What a plugin exports. Static for the life of the process. No entry point may be NULL: the
  * host refuses such a plugin at load. */

@@ -198,7 +198,18 @@ pub struct HostVtable {
     pub emit: EmitFn,
     /// The device's current state as a JSON object with at least `"state"`.
     pub set_state: SetStateFn,
+    // ---- 1.1 ----
+    /// The host's minor version. A 1.0 host's table ends before this field (its `size` says
+    /// so), and its `log`, `set_error`, `emit` and `set_state` return nothing: a plugin that
+    /// reads their status must first see `size` cover `abi_minor` and `abi_minor >= 1`.
+    pub abi_minor: u32,
+    /// Reserved; 0.
+    pub reserved: u32,
 }
+
+/// The size of a 1.0 host table: up to and including `set_state`.
+pub const HOST_V1_0_SIZE: usize =
+    std::mem::offset_of!(HostVtable, set_state) + std::mem::size_of::<usize>();
 
 /// The plugin's entry points (see [`PluginDescriptor`]).
 pub type ValidateFn =
@@ -293,7 +304,13 @@ pub unsafe fn read_descriptor(raw: *const PluginDescriptor) -> Result<PluginDesc
         ));
     }
     let mut copy = std::mem::MaybeUninit::<PluginDescriptor>::zeroed();
-    let take = size.min(std::mem::size_of::<PluginDescriptor>());
+    // Whole minor versions only: a size between two of them (a descriptor ending mid-field)
+    // is read as the older one, never half a pointer.
+    let take = if size >= std::mem::size_of::<PluginDescriptor>() {
+        std::mem::size_of::<PluginDescriptor>()
+    } else {
+        DESCRIPTOR_V1_0_SIZE
+    };
     // SAFETY: `take` bytes are readable at `raw` (its own size, by contract) and fit in `copy`.
     unsafe {
         std::ptr::copy_nonoverlapping(raw.cast::<u8>(), copy.as_mut_ptr().cast::<u8>(), take);
@@ -319,7 +336,8 @@ macro_rules! at {
 const _: () = assert!(std::mem::size_of::<StrRef>() == 2 * PTR);
 at!(StrRef, ptr, 0);
 at!(StrRef, len, PTR);
-const _: () = assert!(std::mem::size_of::<HostVtable>() == 8 + 14 * PTR);
+const _: () = assert!(std::mem::size_of::<HostVtable>() == 16 + 14 * PTR);
+const _: () = assert!(HOST_V1_0_SIZE == 8 + 14 * PTR);
 at!(HostVtable, size, 0);
 at!(HostVtable, abi_version, 4);
 at!(HostVtable, ctx, 8);
@@ -336,6 +354,8 @@ at!(HostVtable, arm_timer, 8 + 10 * PTR);
 at!(HostVtable, cancel_timer, 8 + 11 * PTR);
 at!(HostVtable, emit, 8 + 12 * PTR);
 at!(HostVtable, set_state, 8 + 13 * PTR);
+at!(HostVtable, abi_minor, 8 + 14 * PTR);
+at!(HostVtable, reserved, 12 + 14 * PTR);
 at!(PluginDescriptor, size, 0);
 at!(PluginDescriptor, abi_version, 4);
 at!(PluginDescriptor, kind, 8);
@@ -410,6 +430,24 @@ mod tests {
         // SAFETY: readable; the size it claims is within the allocation.
         let e = unsafe { read_descriptor(std::ptr::from_ref(&*short).cast()) }.err();
         assert!(e.expect("refused").contains("shorter than ABI 1.0's"));
+        // A size between 1.0's and 1.1's (past abi_minor, mid-description): read as 1.0.
+        #[repr(C)]
+        struct Longer {
+            v1_0: DescriptorV1_0,
+            extra: [u8; 12],
+        }
+        let mut longer = Box::new(Longer {
+            v1_0: v1_0(DESCRIPTOR_V1_0_SIZE + 12),
+            extra: [0xff; 12],
+        });
+        longer.v1_0.size = (DESCRIPTOR_V1_0_SIZE + 12) as u32;
+        // SAFETY: readable for the size it says.
+        let read = unsafe { read_descriptor(std::ptr::from_ref(&*longer).cast()) }.expect("read");
+        assert_eq!(
+            (read.abi_minor, read.description.len),
+            (0, 0),
+            "nothing past 1.0"
+        );
         let mut other = Box::new(v1_0(DESCRIPTOR_V1_0_SIZE));
         other.abi_version = 2;
         // SAFETY: as above.

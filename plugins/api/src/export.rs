@@ -412,6 +412,8 @@ mod boundary {
             cancel_timer,
             emit,
             set_state,
+            abi_minor: abi::ABI_MINOR,
+            reserved: 0,
         }
     }
 
