@@ -223,6 +223,7 @@ impl Daemon {
             config.hardware.chip.as_deref(),
             config.hardware.pwm_chip.as_deref(),
             config.hardware.sim_pins.as_deref(),
+            config.hardware.sim_wire.as_deref(),
             &board,
         )?;
         let registry = poll

@@ -127,3 +127,43 @@ fn sim_inside_the_debounce_lockout_prints_the_state_it_leads_to() {
         assert_eq!(daemon.state(device), second);
     }
 }
+
+#[test]
+fn the_sim_wire_takes_stamped_edges_and_reports_output_writes() {
+    use std::os::unix::net::UnixDatagram;
+    let site = SiteDir::new();
+    let wire = site.path().join("wire.sock");
+    let config = format!("{}\n[emergency]\n{SITE_DEVICES}", site.hub_section());
+    let header = site.header().replace(
+        "[hardware]\n",
+        &format!("[hardware]\nsim-wire = \"{}\"\n", wire.display()),
+    );
+    std::fs::write(site.config_path(), format!("{header}{config}")).expect("config");
+    let daemon = Daemon::start(&site);
+    let me = UnixDatagram::bind(site.path().join("bench.sock")).expect("bind");
+    me.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    // The emergency door opens (its reed reads high): the siren (GPIO 22) sounds.
+    let at = site_daemon::timers::monotonic_now().as_nanos();
+    me.send_to(format!("16 high {at}").as_bytes(), &wire)
+        .expect("send");
+    let mut buf = [0u8; 128];
+    let line = loop {
+        let n = retry_eintr(|| me.recv(&mut buf)).expect("an output write");
+        let line = String::from_utf8_lossy(&buf[..n]).to_string();
+        if line.ends_with(" 22 high") {
+            break line;
+        }
+    };
+    let written: u128 = line
+        .split(' ')
+        .next()
+        .and_then(|t| t.parse().ok())
+        .expect("ns");
+    assert!(written >= at, "written at {written}, the edge at {at}");
+    assert_eq!(daemon.state("emergency_door"), "open");
+    assert_eq!(daemon.state("siren"), "on");
+    // Nonsense on the wire is dropped with a warning; the daemon carries on.
+    me.send_to(b"sixteen up", &wire).expect("send");
+    daemon.wait_log("sim: a wire datagram that is not");
+    assert_eq!(daemon.state("siren"), "on");
+}

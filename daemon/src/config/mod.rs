@@ -112,6 +112,12 @@ pub struct HardwareSection {
     /// sim only: a file the simulated pins are mirrored into (for tests and demos).
     #[serde(default)]
     pub sim_pins: Option<PathBuf>,
+    /// sim only: a Unix datagram socket that plays the wires, for benchmarks: a datagram
+    /// `<pin> <high|low> <monotonic ns>` is an edge stamped at that time (as the kernel
+    /// stamps a real one), waiting in the socket until the loop reads it; every output write
+    /// is sent back to the last sender as `<monotonic ns> <pin> <high|low|pulse ns>`.
+    #[serde(default)]
+    pub sim_wire: Option<PathBuf>,
 }
 
 /// One `[[device]]` table. `name`, `kind` and `pin` are the host's; every other key belongs
@@ -189,6 +195,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
     ]
     .into_iter()
     .chain(hardware.sim_pins.as_mut())
+    .chain(hardware.sim_wire.as_mut())
     .chain(hub.as_mut().map(|h| &mut h.event_log))
     {
         *p = resolve(base, p);

@@ -260,21 +260,27 @@ impl PwmDefaults {
 /// Opens the backend the config names. `auto` picks `rppal` on a Raspberry Pi (by `board`),
 /// `cdev` where a GPIO chip exists, and otherwise refuses: it never picks simulated pins, so
 /// nobody mistakes a simulation for wired doors.
-/// `sim_pins`: for the sim backend, a file to mirror every pin's level into.
-/// `pwm_chip` is `[hardware] pwm-chip`.
+/// `sim_pins`, `sim_wire`: for the sim backend, a file to mirror every pin's level into and a
+/// socket that plays the wires (`[hardware] sim-wire`). `pwm_chip` is `[hardware] pwm-chip`.
 pub fn open(
     kind: &BackendKind,
     chip: Option<&str>,
     pwm_chip: Option<&str>,
     sim_pins: Option<&Path>,
+    sim_wire: Option<&Path>,
     board: &board::Board,
 ) -> Result<Box<dyn Hardware>, Error> {
     let pwm = || PwmDefaults::find(pwm_chip, board);
 
     match kind {
-        BackendKind::Sim => Ok(Box::new(sim::SimBackend::with_pins_file(
-            sim_pins.map(Path::to_path_buf),
-        ))),
+        BackendKind::Sim => {
+            let mut sim = sim::SimBackend::with_pins_file(sim_pins.map(Path::to_path_buf));
+            if let Some(path) = sim_wire {
+                sim.wire(path)
+                    .map_err(|e| Error::io(path.display().to_string(), e))?;
+            }
+            Ok(Box::new(sim))
+        }
         BackendKind::Rppal => Ok(Box::new(rppal::RppalBackend::open(board, pwm())?)),
         BackendKind::Cdev => Ok(Box::new(cdev::CdevBackend::open(chip, pwm())?)),
         BackendKind::Auto => {

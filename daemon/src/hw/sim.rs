@@ -57,6 +57,23 @@ pub struct SimBackend {
     wired: HashMap<Pin, Level>,
     /// When each output was last written (monotonic), for the latency benchmark.
     written_at: HashMap<Pin, std::time::Duration>,
+    /// `[hardware] sim-wire`: the socket that plays the wires, and who last sent an edge.
+    wire: Option<Wire>,
+}
+
+/// A Unix datagram socket standing in for the wires (see `[hardware] sim-wire`): edges come in
+/// stamped by the sender, as the kernel stamps real ones, and wait in the socket until the
+/// loop reads them, as they wait in a GPIO line's fd; output writes go back to the sender.
+struct Wire {
+    socket: mio::net::UnixDatagram,
+    path: PathBuf,
+    peer: Option<std::os::unix::net::SocketAddr>,
+}
+
+impl Drop for Wire {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl SimBackend {
@@ -77,6 +94,78 @@ impl SimBackend {
         };
         sim.write_pins_file();
         sim
+    }
+
+    /// Binds the wire socket at `path` (a stale socket file from an earlier run is replaced).
+    pub fn wire(&mut self, path: &std::path::Path) -> std::io::Result<()> {
+        if std::fs::symlink_metadata(path)
+            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+        {
+            std::fs::remove_file(path)?;
+        }
+        let socket = mio::net::UnixDatagram::bind(path)?;
+        self.wire = Some(Wire {
+            socket,
+            path: path.to_path_buf(),
+            peer: None,
+        });
+        Ok(())
+    }
+
+    /// Tells the wire's far end about an output write.
+    fn wire_out(&mut self, pin: Pin, what: &str) {
+        if let Some(Wire {
+            socket,
+            peer: Some(peer),
+            ..
+        }) = &self.wire
+            && let Some(to) = peer.as_pathname()
+        {
+            let line = format!("{} {pin} {what}", monotonic_now().as_nanos());
+            // Best effort: a far end that stopped reading loses lines, the daemon nothing.
+            let _ = socket.send_to(line.as_bytes(), to);
+        }
+    }
+
+    /// Edges waiting in the wire socket: `<pin> <high|low> <monotonic ns>` each. A datagram
+    /// that says anything else is logged and dropped.
+    fn read_wire(&mut self) {
+        let mut buf = [0u8; 128];
+        let mut changed = false;
+        while let Some(wire) = &mut self.wire {
+            let (n, from) = match wire.socket.recv_from(&mut buf) {
+                Ok(got) => got,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            wire.peer = Some(from);
+            let text = String::from_utf8_lossy(&buf[..n]);
+            let mut words = text.split_whitespace();
+            let parsed = (|| {
+                let pin: Pin = words.next()?.parse().ok()?;
+                let level = match words.next()? {
+                    "high" => Level::High,
+                    "low" => Level::Low,
+                    _ => return None,
+                };
+                let at: u64 = words.next()?.parse().ok()?;
+                Some((pin, level, std::time::Duration::from_nanos(at)))
+            })();
+            let Some((pin, level, at)) = parsed else {
+                log::warn!("sim: a wire datagram that is not `<pin> <high|low> <ns>`: {text:?}");
+                continue;
+            };
+            if let Some(SimPin::Input { level: current }) = self.pins.get_mut(&pin)
+                && *current != level
+            {
+                *current = level;
+                self.queued.push_back(Edge { pin, level, at });
+                changed = true;
+            }
+        }
+        if changed {
+            self.write_pins_file();
+        }
     }
 
     /// The pins as JSON: `{"17": {"mode": "output", "level": "high"}, ...}`.
@@ -161,6 +250,11 @@ impl Hardware for SimBackend {
     }
 
     fn attach(&mut self, sink: EdgeSink) -> Result<(), Error> {
+        if let Some(wire) = &mut self.wire {
+            sink.registry
+                .register(&mut wire.socket, sink.token, mio::Interest::READABLE)
+                .map_err(|e| Error::io("registering the sim wire", e))?;
+        }
         self.waker = Some(sink.waker);
         Ok(())
     }
@@ -211,6 +305,7 @@ impl Hardware for SimBackend {
             Some(SimPin::Output { level: l }) => {
                 *l = level;
                 self.written_at.insert(pin, monotonic_now());
+                self.wire_out(pin, level_word(level));
                 self.write_pins_file();
                 Ok(())
             }
@@ -226,6 +321,7 @@ impl Hardware for SimBackend {
             Some(SimPin::Pwm { pulse_ns: p }) => {
                 *p = pulse_ns;
                 self.written_at.insert(pin, monotonic_now());
+                self.wire_out(pin, &pulse_ns.to_string());
                 self.write_pins_file();
                 Ok(())
             }
@@ -245,6 +341,7 @@ impl Hardware for SimBackend {
     }
 
     fn take_edges(&mut self, out: &mut Vec<Edge>) -> Result<(), Error> {
+        self.read_wire();
         out.extend(self.queued.drain(..));
         Ok(())
     }
