@@ -508,3 +508,159 @@ pub fn flood() {
     );
     report("flooded", flooded);
 }
+
+/// Edge -> output through the real loop of a separate `sited` while its hub is busy (issue
+/// 11): `n` registered TCP devices, a UDP stream at `udp_rate` datagrams/s, and a control
+/// client asking for `status --json` and every page of `devices --json` in a loop, as fast
+/// as the answers come. The edges are the emergency door's reed, sent over the sim wire
+/// stamped with the monotonic clock (as the kernel stamps a GPIO edge) and waiting in the
+/// socket until the loop reads them; the output is the siren's write, reported back on the
+/// wire with its own stamp. One edge every 2 ms.
+pub fn loaded(n: usize, udp_rate: f64, edges: usize) {
+    use std::os::unix::net::UnixDatagram;
+    let site = SiteDir::new();
+    let wire = site.path().join("wire.sock");
+    let devices = site_tests::SITE_DEVICES.replacen(
+        "name = \"emergency_door\"\nkind = \"reed\"\npin = 16\n",
+        "name = \"emergency_door\"\nkind = \"reed\"\npin = 16\ndebounce-ms = 0\n",
+        1,
+    );
+    assert_ne!(
+        devices,
+        site_tests::SITE_DEVICES,
+        "the emergency door's section"
+    );
+    // No pins file: writing it on every change is the sim backend's cost, not the loop's.
+    let header = site
+        .header()
+        .lines()
+        .filter(|l| !l.starts_with("sim-pins"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace(
+            "[hardware]",
+            &format!("[hardware]\nsim-wire = \"{}\"", wire.display()),
+        );
+    std::fs::write(
+        site.config_path(),
+        format!(
+            "{header}\n{}udp = \"127.0.0.1:0\"\nmax-clients-per-address = 100000\n\n[emergency]\n{devices}",
+            site.hub_section()
+        ),
+    )
+    .expect("config");
+    let daemon = Daemon::start(&site);
+    let hub = daemon.hub_addr();
+    let _devices: Vec<TcpStream> = (0..n)
+        .map(|k| {
+            let mut s = TcpStream::connect(&hub).expect("connect a device");
+            s.write_all(format!("DEVICE dev{k:05} TYPE temperature\n").as_bytes())
+                .expect("register");
+            s
+        })
+        .collect();
+    wait_for(&format!("{n} devices registered"), || {
+        let clients = daemon.status()["hub"]["client_count"].as_u64().unwrap_or(0) as usize;
+        // The emergency module's own link registers too.
+        (clients > n).then_some(())
+    });
+    let udp: SocketAddr = daemon.status()["hub"]["udp"]["listen"]
+        .as_str()
+        .expect("udp address")
+        .parse()
+        .expect("udp address");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let run_for = Duration::from_millis(edges as u64 * 2) + Duration::from_secs(5);
+    let sender = std::thread::spawn(move || send(udp, run_for, Some(udp_rate)));
+    let asker = {
+        let stop = stop.clone();
+        let socket = daemon.socket.clone();
+        std::thread::spawn(move || {
+            let mut control = UnixStream::connect(&socket).expect("control socket");
+            let mut replies = BufReader::new(control.try_clone().expect("clone"));
+            let mut times = Vec::new();
+            let mut ask = |request: String| -> serde_json::Value {
+                let t = Instant::now();
+                control
+                    .write_all(format!("{request}\n").as_bytes())
+                    .expect("request");
+                let mut line = String::new();
+                retry_eintr(|| replies.read_line(&mut line)).expect("answer");
+                times.push(t.elapsed());
+                serde_json::from_str(&line).expect("json")
+            };
+            let (mut statuses, mut pages) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                ask(r#"{"cmd":"status"}"#.into());
+                statuses += 1;
+                let mut after: Option<String> = None;
+                loop {
+                    let request = match &after {
+                        Some(a) => serde_json::json!({"cmd": "devices", "after": a}),
+                        None => serde_json::json!({"cmd": "devices"}),
+                    };
+                    let page = ask(request.to_string());
+                    pages += 1;
+                    match page["result"]["next"].as_str() {
+                        Some(next) => after = Some(next.to_string()),
+                        None => break,
+                    }
+                }
+            }
+            times.sort();
+            (statuses, pages, times)
+        })
+    };
+    // Let the load settle in.
+    std::thread::sleep(Duration::from_millis(500));
+    let me = UnixDatagram::bind(site.path().join("bench-wire.sock")).expect("bind");
+    me.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut latencies = Vec::with_capacity(edges);
+    let mut buf = [0u8; 128];
+    let started = Instant::now();
+    for i in 0..edges {
+        let (level, siren) = if i % 2 == 0 {
+            ("high", "high")
+        } else {
+            ("low", "low")
+        };
+        let at = site_daemon::timers::monotonic_now().as_nanos();
+        me.send_to(format!("16 {level} {at}").as_bytes(), &wire)
+            .expect("send an edge");
+        let written: u128 = loop {
+            let got = retry_eintr(|| me.recv(&mut buf)).expect("the siren's write");
+            let line = String::from_utf8_lossy(&buf[..got]).to_string();
+            let mut words = line.split(' ');
+            let (Some(ns), Some("22"), Some(what)) = (words.next(), words.next(), words.next())
+            else {
+                continue;
+            };
+            if what == siren {
+                break ns.parse().expect("ns");
+            }
+        };
+        latencies.push(Duration::from_nanos((written - at) as u64));
+        let due = started + Duration::from_millis(2 * (i as u64 + 1));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (statuses, pages, times) = asker.join().expect("asker");
+    let sent = sender.join().expect("sender");
+    let taken = hub_count(&daemon);
+    latencies.sort();
+    let at = |v: &[Duration], p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "loaded: edge -> siren write over {edges} edges with {n} devices registered, UDP at {udp_rate:.0}/s ({sent} sent, {taken} taken in) and a client asking status + every devices page ({statuses} statuses, {pages} pages; request p50 {:.0} us, p99 {:.0} us, max {:.0} us): p50 {:.1} us, p99 {:.1} us, max {:.1} us (target p99 < 100 us, max < 1 ms)",
+        us(at(&times, 0.5)),
+        us(at(&times, 0.99)),
+        us(*times.last().expect("requests")),
+        us(at(&latencies, 0.5)),
+        us(at(&latencies, 0.99)),
+        us(*latencies.last().expect("edges")),
+    );
+}

@@ -17,9 +17,13 @@
 //!    addresses: edge -> output (a simulated press through the control socket), how late each
 //!    door cycle ends, `status` round trips, and whether a real sensor's cycles are answered,
 //!    quiet and then flooded.
+//! 6. Loaded: edge -> output through the real `sited`'s loop (edges stamped and sent over the
+//!    sim wire, the siren's write reported back) while 10,000 devices are registered, a UDP
+//!    stream comes at 50,000 datagrams/s and a client asks for `status` and every `devices`
+//!    page in a loop.
 //!
 //! Run: cargo build --workspace --release --locked && target/release/sited-bench
-//! (`--only edge|idle|udp|tcp|flood` runs one part; `--udp-secs`, `--devices 1000,10000`.)
+//! (`--only edge|idle|udp|tcp|flood|loaded` runs one part; `--udp-secs`, `--devices 1000,10000`.)
 
 use site_daemon::config;
 use site_daemon::devices::{DeviceEvent, Devices};
@@ -72,6 +76,18 @@ fn main() {
     }
     if run("flood") {
         hub::flood();
+    }
+    if run("loaded") {
+        // `--loaded DEVICES,RATE,EDGES`; the figure is 10,000 devices at 50,000/s.
+        let loaded: Vec<f64> = flag("--loaded")
+            .unwrap_or_else(|| "10000,50000,5000".into())
+            .split(',')
+            .filter_map(|v| v.trim().parse().ok())
+            .collect();
+        let [devices, rate, edges] = loaded[..] else {
+            panic!("--loaded DEVICES,RATE,EDGES");
+        };
+        hub::loaded(devices as usize, rate, edges as usize);
     }
 }
 
