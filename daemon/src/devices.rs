@@ -69,6 +69,21 @@ pub struct Devices {
     timers: Timers<DeviceTimer>,
 }
 
+/// `sited --check-config`: loads a config file the way the daemon would, plugins included,
+/// and starts nothing. `plugin_dir` overrides the file's own, to check a config meant for
+/// another machine.
+pub fn check_config(
+    path: &std::path::Path,
+    plugin_dir: Option<&std::path::Path>,
+) -> Result<Config, crate::config::Error> {
+    let mut config = crate::config::load(path)?;
+    if let Some(dir) = plugin_dir {
+        config.daemon.plugin_dir = dir.to_path_buf();
+    }
+    check(&config, &mut Libraries::new())?;
+    Ok(config)
+}
+
 /// Plugin checks for every device in `config` (kind exists, its keys are valid), as
 /// `--check-config` and a reload run them before anything is created.
 pub fn check(config: &Config, libs: &mut Libraries) -> Result<(), crate::config::Error> {

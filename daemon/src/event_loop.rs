@@ -137,17 +137,6 @@ fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> StartError {
     move |source| StartError::Io { what, source }
 }
 
-/// Checks a config file the way the daemon would load it, plugins included; starts nothing.
-/// `plugin_dir` overrides the file's own, to check a config meant for another machine.
-pub fn check_config(path: &Path, plugin_dir: Option<&Path>) -> Result<Config, config::Error> {
-    let mut config = config::load(path)?;
-    if let Some(dir) = plugin_dir {
-        config.daemon.plugin_dir = dir.to_path_buf();
-    }
-    devices::check(&config, &mut Libraries::new())?;
-    Ok(config)
-}
-
 pub struct Daemon {
     poll: Poll,
     /// Kept alive for the backends that hold clones.
@@ -172,32 +161,11 @@ pub struct Daemon {
     pending_sims: Vec<PendingSim>,
 }
 
-/// Raises the soft open-file limit to the hard one and returns it. The soft default (often
-/// 1024) only protects `select()` users, and sited uses epoll; every hub client needs one.
-pub fn raise_fd_limit() -> io::Result<u64> {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    if soft < hard {
-        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
-        return Ok(hard);
-    }
-    Ok(soft)
-}
-
-/// The soft open-file limit now (u64::MAX if unlimited or unknown).
-pub fn fd_limit() -> u64 {
-    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, _)) if soft != RLIM_INFINITY => soft,
-        _ => u64::MAX,
-    }
-}
-
 impl Daemon {
     /// Loads the config, opens the hardware, creates every device (outputs at their safe level
     /// first) and binds the control socket. Nothing is half-started on error.
     pub fn start(config_path: &Path) -> Result<Daemon, StartError> {
-        match raise_fd_limit() {
+        match crate::limits::raise_fd_limit() {
             Ok(limit) => log::info!("open-file limit: {limit}"),
             Err(e) => log::warn!("could not raise the open-file limit: {e}"),
         }

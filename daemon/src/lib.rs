@@ -13,6 +13,7 @@ pub mod event_loop;
 pub mod hub;
 pub mod hw;
 pub mod ledger;
+pub mod limits;
 pub mod logging;
 pub mod node;
 pub mod notify;

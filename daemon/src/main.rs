@@ -8,7 +8,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(path) = args.check_config {
-        return match site_daemon::event_loop::check_config(&path, args.plugin_dir.as_deref()) {
+        return match site_daemon::devices::check_config(&path, args.plugin_dir.as_deref()) {
             Ok(config) => {
                 println!("{}: OK ({} devices)", path.display(), config.devices.len());
                 ExitCode::SUCCESS

@@ -141,7 +141,7 @@ impl Node {
             Some(h) => {
                 let addr = resolve_addr(&h.tcp).map_err(Error::Config)?;
                 // Each client is a descriptor; keep some for the rest of the daemon.
-                let fds = crate::event_loop::fd_limit().saturating_sub(FDS_KEPT);
+                let fds = crate::limits::fd_limit().saturating_sub(FDS_KEPT);
                 let max_clients = h
                     .max_clients
                     .min(usize::try_from(fds).unwrap_or(usize::MAX));

@@ -225,7 +225,7 @@ pub fn udp(secs: Duration) {
 
 /// Raises this process's open-file limit to the hard one (each device is a socket).
 fn raise_nofile() -> u64 {
-    site_daemon::event_loop::raise_fd_limit().expect("raise the open-file limit")
+    site_daemon::limits::raise_fd_limit().expect("raise the open-file limit")
 }
 
 pub fn tcp(n: usize, samples: usize) {

@@ -252,7 +252,7 @@ const MANY: usize = 600;
 #[test]
 fn many_devices_at_once_are_all_listed_and_each_reachable() {
     // All e2e tests share this process's descriptors.
-    site_daemon::event_loop::raise_fd_limit().expect("raise the open-file limit");
+    site_daemon::limits::raise_fd_limit().expect("raise the open-file limit");
     // They all come from 127.0.0.1, as a benchmark's do.
     let site = SiteDir::new();
     site.write_config(&format!(

@@ -396,7 +396,7 @@ fn a_udp_flood_from_many_addresses_does_not_freeze_the_loop() {
         .parse()
         .expect("address");
     // 2,000 flood sockets: more than a default soft limit of 1,024 descriptors.
-    site_daemon::event_loop::raise_fd_limit().expect("raise the open-file limit");
+    site_daemon::limits::raise_fd_limit().expect("raise the open-file limit");
     let stop = Arc::new(AtomicBool::new(false));
     let flooders: Vec<_> = (0..2u8)
         .map(|t| {
