@@ -572,7 +572,38 @@ pub fn loaded(n: usize, udp_rate: f64, edges: usize) {
 
     let stop = Arc::new(AtomicBool::new(false));
     let run_for = Duration::from_millis(edges as u64 * 2) + Duration::from_secs(5);
-    let sender = std::thread::spawn(move || send(udp, run_for, Some(udp_rate)));
+    // Paced by the millisecond with sleeps, not by spinning as `send` does: on a 2-core
+    // machine a spinning sender would take a core from sited and blur what this measures.
+    let sender = std::thread::spawn(move || {
+        let sockets: Vec<UdpSocket> = (0..SENSORS)
+            .map(|_| {
+                let s = UdpSocket::bind("127.0.0.1:0").expect("bind sender");
+                s.connect(udp).expect("connect sender");
+                s
+            })
+            .collect();
+        let packets = datagrams();
+        let start = Instant::now();
+        let (mut sent, mut seq) = (0u64, 0usize);
+        let mut tick = 0u64;
+        while start.elapsed() < run_for {
+            tick += 1;
+            let due = (udp_rate * tick as f64 / 1000.0) as u64;
+            while sent < due {
+                for (socket, cycle) in sockets.iter().zip(&packets) {
+                    let _ = socket.send(&cycle[seq]);
+                    sent += 1;
+                }
+                seq = (seq + 1) % 10;
+            }
+            if let Some(wait) =
+                (start + Duration::from_millis(tick)).checked_duration_since(Instant::now())
+            {
+                std::thread::sleep(wait);
+            }
+        }
+        sent
+    });
     let asker = {
         let stop = stop.clone();
         let socket = daemon.socket.clone();
@@ -597,8 +628,10 @@ pub fn loaded(n: usize, udp_rate: f64, edges: usize) {
                 let mut after: Option<String> = None;
                 loop {
                     let request = match &after {
-                        Some(a) => serde_json::json!({"cmd": "devices", "after": a}),
-                        None => serde_json::json!({"cmd": "devices"}),
+                        Some(a) => {
+                            serde_json::json!({"cmd": "devices", "after": a, "limit": page_limit()})
+                        }
+                        None => serde_json::json!({"cmd": "devices", "limit": page_limit()}),
                     };
                     let page = ask(request.to_string());
                     pages += 1;
@@ -663,4 +696,12 @@ pub fn loaded(n: usize, udp_rate: f64, edges: usize) {
         us(at(&latencies, 0.99)),
         us(*latencies.last().expect("edges")),
     );
+}
+
+/// `SITED_BENCH_PAGE`: the page size the loaded bench's client asks for (default: sited's).
+fn page_limit() -> usize {
+    std::env::var("SITED_BENCH_PAGE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(site_proto::MAX_PAGE)
 }
