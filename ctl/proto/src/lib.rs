@@ -357,7 +357,7 @@ pub struct ClientStatus {
 #[serde(default)]
 pub struct UdpStatus {
     pub listen: String,
-    /// The first [`STATUS_LIST`] senders by name (`devices` lists them all).
+    /// The first [`STATUS_LIST`] senders with a stream, by name (`devices` lists them all).
     pub streams: Vec<StreamStatus>,
     /// How many senders the hub knows, all told.
     pub sender_count: usize,

@@ -425,8 +425,11 @@ impl SensorHub {
     /// For status: the first few senders' streams and the sources of the most malformed
     /// datagrams ([`site_proto::STATUS_LIST`] of each), with the counts of both.
     pub fn streams(&self) -> site_proto::UdpStatus {
+        // Senders that only said hello (seed 002 peers) have no stream, as before.
         let streams = self
-            .page(None, site_proto::STATUS_LIST)
+            .page(None, usize::MAX)
+            .filter(|(_, _, s)| s.stream.stats.packets > 0)
+            .take(site_proto::STATUS_LIST)
             .map(|(_, from, s)| site_proto::StreamStatus {
                 device: s.device.clone(),
                 from: from.to_string(),
