@@ -654,9 +654,12 @@ impl Node {
         let mut next = None;
         if udp_after.is_none() {
             let clients = hub.clients(tcp_after, limit);
+            // A full page ends here; the next starts after its last client, with the rest of
+            // the clients or, if none, the first senders.
+            let senders = self.sensors.as_ref().map_or(0, |s| s.sender_count());
             if clients.len() == limit
                 && let Some(last) = clients.last()
-                && !hub.clients(Some(&last.name), 1).is_empty()
+                && (senders > 0 || !hub.clients(Some(&last.name), 1).is_empty())
             {
                 next = Some(format!("tcp:{}", last.name));
             }
@@ -674,17 +677,6 @@ impl Node {
             let (senders, more) = sensors.senders(udp_after.as_ref(), limit - list.len());
             list.extend(senders);
             next = more.map(|(name, ip)| format!("udp:{ip} {name}"));
-        } else if next.is_none()
-            && list.len() == limit
-            && self.sensors.as_ref().is_some_and(|s| s.sender_count() > 0)
-        {
-            // The TCP clients filled this page exactly; the senders start the next.
-            next = Some(format!(
-                "tcp:{}",
-                list.last()
-                    .and_then(|d| d["name"].as_str())
-                    .unwrap_or_default()
-            ));
         }
         let total = hub.client_count() + self.sensors.as_ref().map_or(0, |s| s.sender_count());
         Ok(site_proto::Page {
