@@ -10,14 +10,14 @@
 //! that never reads holds at most one answer, and one over [`MAX_QUEUED_OUTPUT_BYTES`] is
 //! closed), and a request left half-sent for [`REQUEST_TIMEOUT`] closes its connection.
 
-use crate::conn_io;
-use crate::event_loop::Tok;
+use crate::conn_io::{Chunk, Flushed, LineConn, Overlong, TokenRange};
 use crate::rate_limit::RateLimit;
 use mio::net::{UnixListener, UnixStream};
-use mio::{Interest, Registry};
-use site_proto::{ErrorKind, FrameError, LineBuffer, Request, Response};
+use mio::{Interest, Registry, Token};
+use site_proto::{ErrorKind, Request, Response};
+use slab::Slab;
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -60,10 +60,10 @@ pub struct Incoming {
 }
 
 struct Conn {
-    stream: UnixStream,
+    /// The socket, its framing and its output (`conn_io`).
+    io: LineConn<UnixStream>,
     generation: u64,
     peer: Peer,
-    input: LineBuffer,
     /// Reading stopped at the input limit with more in the socket: read again once lines
     /// are taken (edge-triggered: no new event will say so).
     unread: bool,
@@ -72,24 +72,16 @@ struct Conn {
     /// A request waits behind answers that have not gone out (backpressure); the loop is told
     /// when they have.
     held: bool,
-    output: Vec<u8>,
-    /// The peer closed its side: its requests are answered, then the connection closes.
-    eof: bool,
-    /// Close once the output is flushed (after a framing error).
-    closing: bool,
-    writable_registered: bool,
     /// `sitectl log -f`: new event-log lines are pushed to it.
     following: bool,
-    /// After an oversized request: the error is sent, our side shut down, and the rest of the
-    /// peer's input read and dropped until it closes. Closing with unread input would make the
-    /// kernel reset the connection and the peer might never see the error.
-    discarding: Option<usize>,
 }
 
 pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
-    conns: Vec<Option<Conn>>,
+    /// The connections, each in the slot its token names.
+    conns: Slab<Conn>,
+    tokens: TokenRange,
     per_uid: HashMap<u32, usize>,
     /// Connections whose held requests may be taken now (see `Conn::held`).
     resumed: Vec<usize>,
@@ -134,12 +126,17 @@ fn privileged(uid: u32) -> bool {
 
 impl ControlServer {
     /// Creates the socket safely: a stale socket is removed only if it is a socket nobody
-    /// listens on; the file is created mode 0660 (group: the operator group, if any).
+    /// listens on; the file is created mode 0660 (group: the operator group, if any). The
+    /// listener is registered as `listener`, connections in `conns` (at least
+    /// [`MAX_CONNECTIONS`] tokens).
     pub fn bind(
         path: &Path,
         operator_gid: Option<u32>,
         registry: &Registry,
+        listener_token: Token,
+        conns: TokenRange,
     ) -> Result<Self, Error> {
+        assert!(conns.len >= MAX_CONNECTIONS, "too few control tokens");
         let io_err = |what, source| Error::Io {
             path: path.to_path_buf(),
             what,
@@ -182,16 +179,13 @@ impl ControlServer {
             log::warn!("control socket: could not give it to the operator group (gid {gid}): {e}");
         }
         registry
-            .register(
-                &mut listener,
-                Tok::ControlListener.into(),
-                Interest::READABLE,
-            )
+            .register(&mut listener, listener_token, Interest::READABLE)
             .map_err(|e| io_err("registering", e))?;
         Ok(ControlServer {
             listener,
             path: path.to_path_buf(),
-            conns: Vec::new(),
+            conns: Slab::with_capacity(MAX_CONNECTIONS),
+            tokens: conns,
             per_uid: HashMap::new(),
             resumed: Vec::new(),
             operator_gid,
@@ -233,41 +227,31 @@ impl ControlServer {
                         )));
                         continue;
                     }
-                    let index = self
-                        .conns
-                        .iter()
-                        .position(Option::is_none)
-                        .unwrap_or(self.conns.len());
-                    if let Err(e) = registry.register(
-                        &mut stream,
-                        Tok::ControlConn(index).into(),
-                        Interest::READABLE,
-                    ) {
+                    // `room_for` keeps the table within MAX_CONNECTIONS, so the slot is in range.
+                    let slot = self.conns.vacant_entry();
+                    let token = self.tokens.token(slot.key());
+                    if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
                         log::warn!("control: could not register a connection: {e}");
                         continue;
                     }
                     *self.per_uid.entry(peer.uid).or_default() += 1;
                     self.next_generation += 1;
-                    let conn = Conn {
-                        stream,
+                    slot.insert(Conn {
+                        // A request is at most MAX_LINE_BYTES with its newline.
+                        io: LineConn::new(
+                            stream,
+                            token,
+                            site_proto::MAX_LINE_BYTES - 1,
+                            BACKPRESSURE_BYTES,
+                            false,
+                        ),
                         peer,
-                        input: LineBuffer::new(),
                         unread: false,
                         partial_since: None,
                         held: false,
-                        output: Vec::new(),
-                        eof: false,
-                        closing: false,
-                        writable_registered: false,
                         following: false,
                         generation: self.next_generation,
-                        discarding: None,
-                    };
-                    if index == self.conns.len() {
-                        self.conns.push(Some(conn));
-                    } else {
-                        self.conns[index] = Some(conn);
-                    }
+                    });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -282,7 +266,7 @@ impl ControlServer {
 
     /// May `uid` open one more connection? `Err` says why not.
     fn room_for(&self, uid: u32) -> Result<(), String> {
-        let live = self.conns.iter().flatten().count();
+        let live = self.conns.len();
         let mine = self.per_uid.get(&uid).copied().unwrap_or(0);
         let ordinary: usize = self
             .per_uid
@@ -309,7 +293,7 @@ impl ControlServer {
     /// Reads what connection `index` sent, up to the input limit. Call [`Self::next_request`]
     /// after it for the requests.
     pub fn readable(&mut self, index: usize, registry: &Registry) {
-        let Some(Some(conn)) = self.conns.get_mut(index) else {
+        let Some(conn) = self.conns.get_mut(index) else {
             return;
         };
         fill(conn);
@@ -321,49 +305,44 @@ impl ControlServer {
     pub fn next_request(&mut self, index: usize, registry: &Registry) -> Option<Incoming> {
         let operator_gid = self.operator_gid;
         let log_limit = &mut self.log_limit;
-        let Some(Some(conn)) = self.conns.get_mut(index) else {
-            return None;
-        };
+        let conn = self.conns.get_mut(index)?;
         let mut found = None;
-        while !conn.closing && conn.output.len() <= BACKPRESSURE_BYTES {
-            let line = match conn.input.next_line() {
-                Ok(Some(line)) => line,
-                Ok(None) if conn.unread => {
+        while !conn.io.is_closing() && !conn.io.backed_up(0) {
+            let framed = match conn.io.next_line() {
+                Some(framed) => framed,
+                None if conn.io.overflowed() => Err(Overlong),
+                None if conn.unread => {
                     // The limit stopped reading; there is room again.
                     fill(conn);
                     continue;
                 }
-                Ok(None) => {
-                    if conn.eof {
-                        conn.closing = true;
+                None => {
+                    if conn.io.peer_closed() {
+                        conn.io.close_when_drained();
                     }
                     break;
                 }
-                Err(e) => {
-                    let reason = match e {
-                        FrameError::TooLong => {
-                            format!("request longer than {} bytes", site_proto::MAX_LINE_BYTES)
-                        }
-                        FrameError::NotUtf8 => "request is not UTF-8".to_string(),
-                    };
+            };
+            let line = match framed.map(String::from_utf8) {
+                Ok(Ok(line)) => Ok(line),
+                Ok(Err(_)) => Err("request is not UTF-8".to_string()),
+                Err(Overlong) => Err(format!(
+                    "request longer than {} bytes",
+                    site_proto::MAX_LINE_BYTES
+                )),
+            };
+            let line = match line {
+                Ok(line) => line,
+                Err(reason) => {
                     crate::warn_limited!(
                         log_limit,
                         "control: closing a connection from uid {}: {reason}",
                         conn.peer.uid
                     );
                     queue(conn, &Response::err(ErrorKind::BadRequest, reason));
-                    conn.closing = true;
-                    conn.discarding = Some(0);
-                    conn.input = LineBuffer::new();
+                    // Drop what is already there, and the rest as it comes.
                     conn.unread = false;
-                    // Drop what is already there; the rest as it comes.
-                    if conn_io::discard_available(
-                        &mut conn.stream,
-                        conn.discarding.as_mut().expect("set just above"),
-                        conn_io::DISCARD_LIMIT_BYTES,
-                    ) {
-                        conn.discarding = None;
-                    }
+                    conn.io.discard_input();
                     break;
                 }
             };
@@ -404,14 +383,14 @@ impl ControlServer {
         }
         // Only a request that is not all there yet is "half-sent"; whole ones held back by
         // backpressure are the daemon's to answer.
-        let half_sent = conn.input.pending() > 0 && !conn.input.has_line() && !conn.unread;
+        let half_sent = conn.io.pending() > 0 && !conn.io.has_line() && !conn.unread;
         conn.partial_since = match (half_sent, conn.partial_since) {
             (false, _) => None,
             (true, Some(at)) => Some(at),
             (true, None) => Some(Instant::now()),
         };
-        if found.is_none() && !conn.closing && conn.output.len() > BACKPRESSURE_BYTES {
-            conn.held = conn.unread || conn.input.has_line();
+        if found.is_none() && !conn.io.is_closing() && conn.io.backed_up(0) {
+            conn.held = conn.unread || conn.io.has_line();
         }
         self.flush(index, registry);
         found
@@ -426,8 +405,8 @@ impl ControlServer {
     /// Does the connection hold a complete request it could not take yet (the per-wake-up
     /// budget ran out)? Then the loop comes back for it.
     pub fn has_request_waiting(&self, index: usize) -> bool {
-        matches!(self.conns.get(index), Some(Some(c))
-            if !c.closing && c.output.len() <= BACKPRESSURE_BYTES && (c.unread || c.input.has_line()))
+        matches!(self.conns.get(index), Some(c)
+            if !c.io.is_closing() && !c.io.backed_up(0) && (c.unread || c.io.has_line()))
     }
 
     /// Closes connections whose request has been half-sent for [`REQUEST_TIMEOUT`]; returns
@@ -435,8 +414,14 @@ impl ControlServer {
     pub fn expire_partial(&mut self, registry: &Registry) -> Option<Instant> {
         let now = Instant::now();
         let mut next: Option<Instant> = None;
-        for index in 0..self.conns.len() {
-            let Some(Some(conn)) = self.conns.get_mut(index) else {
+        let half_sent: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.partial_since.is_some())
+            .map(|(index, _)| index)
+            .collect();
+        for index in half_sent {
+            let Some(conn) = self.conns.get_mut(index) else {
                 continue;
             };
             let Some(since) = conn.partial_since else {
@@ -464,8 +449,7 @@ impl ControlServer {
                 ),
             );
             conn.partial_since = None;
-            conn.closing = true;
-            conn.input = LineBuffer::new();
+            conn.io.drop_input();
             self.flush(index, registry);
         }
         next
@@ -475,8 +459,7 @@ impl ControlServer {
     pub fn next_partial_deadline(&self) -> Option<Instant> {
         self.conns
             .iter()
-            .flatten()
-            .filter_map(|c| c.partial_since)
+            .filter_map(|(_, c)| c.partial_since)
             .min()
             .map(|at| at + REQUEST_TIMEOUT)
     }
@@ -490,14 +473,14 @@ impl ControlServer {
         response: &Response,
         registry: &Registry,
     ) {
-        if matches!(self.conns.get(index), Some(Some(c)) if c.generation == generation) {
+        if matches!(self.conns.get(index), Some(c) if c.generation == generation) {
             self.respond(index, response, registry);
         }
     }
 
     /// Queues the response to a request and sends what can be sent now.
     pub fn respond(&mut self, index: usize, response: &Response, registry: &Registry) {
-        if let Some(Some(conn)) = self.conns.get_mut(index) {
+        if let Some(conn) = self.conns.get_mut(index) {
             queue(conn, response);
         }
         self.flush(index, registry);
@@ -506,49 +489,34 @@ impl ControlServer {
     /// Writes pending output; closes the connection when it is done and closing, or when more
     /// is queued than [`MAX_QUEUED_OUTPUT_BYTES`].
     pub fn flush(&mut self, index: usize, registry: &Registry) {
-        let Some(Some(conn)) = self.conns.get_mut(index) else {
+        let Some(conn) = self.conns.get_mut(index) else {
             return;
         };
-        let failed = conn_io::write_pending(&mut conn.stream, &mut conn.output).is_err();
-        if conn.output.len() > MAX_QUEUED_OUTPUT_BYTES {
+        let flushed = conn.io.flush(registry, false);
+        if conn.io.queued() > MAX_QUEUED_OUTPUT_BYTES {
             crate::warn_limited!(
                 self.log_limit,
                 "control: closing a connection from uid {} (pid {}): {} bytes of answers wait and it is not reading",
                 conn.peer.uid,
                 conn.peer.pid,
-                conn.output.len()
+                conn.io.queued()
             );
             self.close(index, registry);
             return;
         }
-        if conn.closing && conn.output.is_empty() && conn.discarding.is_some() {
-            // Said our piece; wait for the peer to finish and close (see `discarding`).
-            let _ = conn.stream.shutdown(std::net::Shutdown::Write);
-        }
-        let done = failed || (conn.closing && conn.output.is_empty() && conn.discarding.is_none());
-        if done {
+        if flushed == Flushed::Done {
             self.close(index, registry);
             return;
         }
-        if conn.held && conn.output.len() <= BACKPRESSURE_BYTES {
+        if conn.held && !conn.io.backed_up(0) {
             conn.held = false;
             self.resumed.push(index);
         }
-        let token = Tok::ControlConn(index).into();
-        conn_io::want_writable(
-            registry,
-            &mut conn.stream,
-            token,
-            !conn.output.is_empty(),
-            &mut conn.writable_registered,
-        );
     }
 
     fn close(&mut self, index: usize, registry: &Registry) {
-        if let Some(slot) = self.conns.get_mut(index)
-            && let Some(mut conn) = slot.take()
-        {
-            let _ = registry.deregister(&mut conn.stream);
+        if let Some(mut conn) = self.conns.try_remove(index) {
+            conn.io.deregister(registry);
             if let Some(n) = self.per_uid.get_mut(&conn.peer.uid) {
                 *n -= 1;
                 if *n == 0 {
@@ -560,18 +528,21 @@ impl ControlServer {
 
     /// Marks a connection as following the event log.
     pub fn follow(&mut self, index: usize) {
-        if let Some(Some(conn)) = self.conns.get_mut(index) {
+        if let Some(conn) = self.conns.get_mut(index) {
             conn.following = true;
         }
     }
 
     /// Sends `response` to every connection following the event log.
     pub fn broadcast(&mut self, response: &Response, registry: &Registry) {
-        for index in 0..self.conns.len() {
-            let following = matches!(&self.conns[index], Some(c) if c.following);
-            if following {
-                self.respond(index, response, registry);
-            }
+        let following: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.following)
+            .map(|(index, _)| index)
+            .collect();
+        for index in following {
+            self.respond(index, response, registry);
         }
     }
 
@@ -589,42 +560,25 @@ impl ControlServer {
 /// rest stays in the socket until lines are taken). At the peer's end (or a discarded
 /// connection's limit), marks it: what it sent is answered, then it closes.
 fn fill(conn: &mut Conn) {
-    let mut chunk = [0u8; 4096];
     conn.unread = false;
-    if conn.eof {
-        return;
-    }
     loop {
-        if conn.discarding.is_none() && conn.input.pending() > site_proto::MAX_LINE_BYTES {
+        if !conn.io.is_discarding() && conn.io.pending() > site_proto::MAX_LINE_BYTES {
             conn.unread = true;
             return;
         }
-        match conn.stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => {
-                if let Some(dropped) = conn.discarding.as_mut() {
-                    *dropped += n;
-                    if *dropped > conn_io::DISCARD_LIMIT_BYTES {
-                        break;
-                    }
-                    continue;
-                }
-                conn.input.extend(&chunk[..n]);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+        match conn.io.read_chunk() {
+            Chunk::Got(_) => {}
+            Chunk::Empty => return,
+            Chunk::Eof => break,
         }
     }
-    conn.eof = true;
-    conn.discarding = None;
-    if !conn.input.has_line() {
-        conn.closing = true;
+    if !conn.io.has_line() {
+        conn.io.close_when_drained();
     }
 }
 
 fn queue(conn: &mut Conn, response: &Response) {
-    conn.output.extend_from_slice(&site_proto::encode(response));
+    conn.io.queue(&site_proto::encode(response));
 }
 
 fn denied_message(operator_gid: Option<u32>) -> String {
@@ -719,6 +673,8 @@ pub fn may_operate(peer: &Peer, operator_gid: Option<u32>) -> bool {
 mod tests {
     use super::*;
 
+    const TOKENS: TokenRange = TokenRange::new(1, MAX_CONNECTIONS);
+
     #[test]
     fn root_and_own_user_may_operate_others_not_without_group() {
         let me = nix::unistd::geteuid().as_raw();
@@ -769,7 +725,7 @@ mod tests {
         let path = dir.path().join("control.sock");
         std::fs::write(&path, b"precious").expect("write");
         let poll = mio::Poll::new().expect("poll");
-        let err = ControlServer::bind(&path, None, poll.registry())
+        let err = ControlServer::bind(&path, None, poll.registry(), Token(0), TOKENS)
             .err()
             .expect("must refuse");
         assert!(matches!(err, Error::NotASocket { .. }), "{err}");
@@ -782,7 +738,8 @@ mod tests {
         let path = dir.path().join("control.sock");
         drop(std::os::unix::net::UnixListener::bind(&path).expect("stale"));
         let poll = mio::Poll::new().expect("poll");
-        let server = ControlServer::bind(&path, None, poll.registry()).expect("bind");
+        let server =
+            ControlServer::bind(&path, None, poll.registry(), Token(0), TOKENS).expect("bind");
         let mode = std::fs::metadata(server.path())
             .expect("meta")
             .permissions()
@@ -797,7 +754,7 @@ mod tests {
         let path = dir.path().join("control.sock");
         let _live = std::os::unix::net::UnixListener::bind(&path).expect("live");
         let poll = mio::Poll::new().expect("poll");
-        let err = ControlServer::bind(&path, None, poll.registry())
+        let err = ControlServer::bind(&path, None, poll.registry(), Token(0), TOKENS)
             .err()
             .expect("must refuse");
         assert!(matches!(err, Error::InUse { .. }), "{err}");

@@ -5,11 +5,12 @@
 //! deadline needs it; an idle daemon wakes only for the watchdog.
 
 use crate::config::{self, Config};
+use crate::conn_io::TokenRange;
 use crate::control::{self, ControlServer, Incoming};
 use crate::devices::{self, DeviceEvent, Devices};
 use crate::hub::server::Asker;
 use crate::hw::{self, Edge, EdgeSink, Hardware};
-use crate::node::Node;
+use crate::node::{Node, NodeTokens};
 use crate::notify::Notifier;
 use crate::plugin_host::Libraries;
 use crate::timers::Timers;
@@ -43,26 +44,24 @@ pub enum Tok {
     LinkConn(usize),
 }
 
-const LINK_BASE: usize = 8;
-const LINK_LIMIT: usize = LINK_BASE + 8;
-const CONTROL_CONN_BASE: usize = 1 << 16;
-const CONTROL_CONN_LIMIT: usize = CONTROL_CONN_BASE + control::MAX_CONNECTIONS;
-const HUB_CONN_BASE: usize = 1 << 20;
-const HUB_CONN_LIMIT: usize = HUB_CONN_BASE + (1 << 24);
+/// The token blocks the loop hands its components for their connection tables.
+const LINKS: TokenRange = TokenRange::new(8, 8);
+const CONTROL_CONNS: TokenRange = TokenRange::new(1 << 16, control::MAX_CONNECTIONS);
+const HUB_CONNS: TokenRange = TokenRange::new(1 << 20, 1 << 24);
 
 impl From<Tok> for Token {
     fn from(tok: Tok) -> Token {
-        Token(match tok {
-            Tok::Signals => 0,
-            Tok::Waker => 1,
-            Tok::Hardware => 2,
-            Tok::ControlListener => 3,
-            Tok::ControlConn(i) => CONTROL_CONN_BASE + i,
-            Tok::HubListener => 4,
-            Tok::HubUdp => 5,
-            Tok::HubConn(i) => HUB_CONN_BASE + i,
-            Tok::LinkConn(i) => LINK_BASE + i,
-        })
+        match tok {
+            Tok::Signals => Token(0),
+            Tok::Waker => Token(1),
+            Tok::Hardware => Token(2),
+            Tok::ControlListener => Token(3),
+            Tok::ControlConn(i) => CONTROL_CONNS.token(i),
+            Tok::HubListener => Token(4),
+            Tok::HubUdp => Token(5),
+            Tok::HubConn(i) => HUB_CONNS.token(i),
+            Tok::LinkConn(i) => LINKS.token(i),
+        }
     }
 }
 
@@ -76,14 +75,11 @@ impl Tok {
             3 => Some(Tok::ControlListener),
             4 => Some(Tok::HubListener),
             5 => Some(Tok::HubUdp),
-            n if (LINK_BASE..LINK_LIMIT).contains(&n) => Some(Tok::LinkConn(n - LINK_BASE)),
-            n if (HUB_CONN_BASE..HUB_CONN_LIMIT).contains(&n) => {
-                Some(Tok::HubConn(n - HUB_CONN_BASE))
-            }
-            n if (CONTROL_CONN_BASE..CONTROL_CONN_LIMIT).contains(&n) => {
-                Some(Tok::ControlConn(n - CONTROL_CONN_BASE))
-            }
-            _ => None,
+            _ => LINKS
+                .slot(token)
+                .map(Tok::LinkConn)
+                .or_else(|| HUB_CONNS.slot(token).map(Tok::HubConn))
+                .or_else(|| CONTROL_CONNS.slot(token).map(Tok::ControlConn)),
         }
     }
 }
@@ -210,7 +206,20 @@ impl Daemon {
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
             let _ = wake_store.wake();
         });
-        let node = match Node::start(&config, &mut devices, hw.as_mut(), poll.registry(), wake) {
+        let tokens = NodeTokens {
+            hub_listener: Tok::HubListener.into(),
+            hub_udp: Tok::HubUdp.into(),
+            hub_conns: HUB_CONNS,
+            links: LINKS,
+        };
+        let node = match Node::start(
+            &config,
+            &mut devices,
+            hw.as_mut(),
+            poll.registry(),
+            tokens,
+            wake,
+        ) {
             Ok(node) => node,
             Err(e) => {
                 devices.shutdown(hw.as_mut());
@@ -218,17 +227,21 @@ impl Daemon {
             }
         };
         let mut node = node;
-        let control =
-            match ControlServer::bind(&config.daemon.control_socket, operator_gid, poll.registry())
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    let mut devices = devices;
-                    devices.shutdown(hw.as_mut());
-                    node.finish();
-                    return Err(e.into());
-                }
-            };
+        let control = match ControlServer::bind(
+            &config.daemon.control_socket,
+            operator_gid,
+            poll.registry(),
+            Tok::ControlListener.into(),
+            CONTROL_CONNS,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                let mut devices = devices;
+                devices.shutdown(hw.as_mut());
+                node.finish();
+                return Err(e.into());
+            }
+        };
 
         let notifier = Notifier::from_env();
         let watchdog = crate::notify::watchdog_interval();
@@ -834,8 +847,8 @@ mod tests {
     #[test]
     fn unknown_tokens_map_to_none() {
         assert_eq!(Tok::from_token(Token(6)), None);
-        assert_eq!(Tok::from_token(Token(LINK_LIMIT)), None);
-        assert_eq!(Tok::from_token(Token(CONTROL_CONN_LIMIT)), None);
+        assert_eq!(Tok::from_token(Token(LINKS.end())), None);
+        assert_eq!(Tok::from_token(Token(CONTROL_CONNS.end())), None);
         assert_eq!(Tok::from_token(Token(usize::MAX)), None);
     }
 }

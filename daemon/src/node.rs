@@ -4,6 +4,7 @@
 //! timers; it hands the site logic's commands back to the devices.
 
 use crate::config::{Config, site::resolve_addr};
+use crate::conn_io::TokenRange;
 use crate::devices::{DeviceEvent, Devices};
 use crate::hub::link::{HubLink, LinkOutcome};
 use crate::hub::protocol;
@@ -19,7 +20,7 @@ use crate::site::rules::{Rule, RuleConfig, RuleState};
 use crate::site::{Effects, Module, NoteLevel, Site, SiteTimer, TimerRequest};
 use crate::timers::Timers;
 use crate::timers::monotonic_now;
-use mio::Registry;
+use mio::{Registry, Token};
 use site_proto::{ErrorKind, Response};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,8 +56,20 @@ pub enum Error {
     Config(String),
 }
 
+/// The tokens the loop set aside for the node's sockets.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeTokens {
+    pub hub_listener: Token,
+    pub hub_udp: Token,
+    /// The hub's client connections (at least `[hub] max-clients` of them).
+    pub hub_conns: TokenRange,
+    /// One per site module's link to its hub.
+    pub links: TokenRange,
+}
+
 pub struct Node {
     site: Site,
+    tokens: Option<NodeTokens>,
     ledger: Option<Ledger>,
     hub: Option<HubServer>,
     sensors: Option<SensorHub>,
@@ -108,6 +121,7 @@ impl Node {
     pub fn empty() -> Node {
         Node {
             site: Site::default(),
+            tokens: None,
             ledger: None,
             hub: None,
             sensors: None,
@@ -127,6 +141,7 @@ impl Node {
         devices: &mut Devices,
         hw: &mut dyn Hardware,
         registry: &Registry,
+        tokens: NodeTokens,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<Node, Error> {
         let runs_site =
@@ -151,12 +166,19 @@ impl Node {
                         h.max_clients
                     );
                 }
-                let mut server =
-                    HubServer::bind(addr, max_clients, h.max_clients_per_address, registry)
-                        .map_err(|source| Error::HubBind {
-                            addr: h.tcp.clone(),
-                            source,
-                        })?;
+                let max_clients = max_clients.min(tokens.hub_conns.len);
+                let mut server = HubServer::bind(
+                    addr,
+                    max_clients,
+                    h.max_clients_per_address,
+                    registry,
+                    tokens.hub_listener,
+                    tokens.hub_conns,
+                )
+                .map_err(|source| Error::HubBind {
+                    addr: h.tcp.clone(),
+                    source,
+                })?;
                 let device_log = match &h.device_log {
                     Some(path) => {
                         server.keep_device_log();
@@ -180,11 +202,16 @@ impl Node {
         {
             Some((udp, gap_ms)) => {
                 let addr = resolve_addr(udp).map_err(Error::Config)?;
-                let server = SensorHub::bind(addr, Duration::from_millis(gap_ms), registry)
-                    .map_err(|source| Error::HubBind {
-                        addr: udp.clone(),
-                        source,
-                    })?;
+                let server = SensorHub::bind(
+                    addr,
+                    Duration::from_millis(gap_ms),
+                    registry,
+                    tokens.hub_udp,
+                )
+                .map_err(|source| Error::HubBind {
+                    addr: udp.clone(),
+                    source,
+                })?;
                 log::info!("hub: sensor streams on udp {}", server.local_addr());
                 Some(server)
             }
@@ -192,6 +219,7 @@ impl Node {
         };
         let mut node = Node {
             site: Site::default(),
+            tokens: Some(tokens),
             ledger: Some(ledger),
             hub,
             sensors,
@@ -221,6 +249,7 @@ impl Node {
             .map(|l| l.epoch().to_string())
             .unwrap_or_default();
         let host = hostname();
+        let link_tokens = self.tokens.map(|t| t.links);
         self.links.clear();
         self.timers
             .cancel_where(|t| matches!(t, NodeTimer::LinkRetry(_) | NodeTimer::Site(_)));
@@ -235,10 +264,12 @@ impl Node {
                 let name = name
                     .clone()
                     .unwrap_or_else(|| format!("{host}-{}", module.key()));
-                let slot = self.links.len();
+                let token = link_tokens
+                    .map(|range| range.token(self.links.len()))
+                    .ok_or_else(|| Error::Config("no tokens for links".into()))?;
                 self.links.push((
                     module,
-                    HubLink::new(module.key(), name, kind, epoch.clone(), addr, slot),
+                    HubLink::new(module.key(), name, kind, epoch.clone(), addr, token),
                 ));
                 Ok::<(), Error>(())
             };

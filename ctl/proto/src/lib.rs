@@ -501,13 +501,21 @@ pub fn decode_request(line: &str) -> Result<Request, String> {
 }
 
 /// Splits a byte stream into lines, refusing any longer than its limit ([`MAX_LINE_BYTES`]
-/// unless made [`LineBuffer::with_limit`]).
+/// unless made [`LineBuffer::with_limit`]; the limit counts the newline). This is the one
+/// framer: `sitectl` reads the daemon's answers with it, and the daemon's connections
+/// (`conn_io` in the daemon) read requests, hub lines and hub replies with it.
+///
+/// Each byte is searched for a newline once: the part of the input already searched is
+/// remembered, and lines are taken from the front without moving the rest until more input
+/// comes.
 #[derive(Debug)]
 pub struct LineBuffer {
     buf: Vec<u8>,
-    limit: usize,
-    /// How much of `buf` is known to hold no newline, so a long line is scanned once.
+    /// Bytes before this are taken already.
+    start: usize,
+    /// `buf[start..scanned]` is known to hold no newline.
     scanned: usize,
+    limit: usize,
 }
 
 impl Default for LineBuffer {
@@ -524,51 +532,92 @@ impl LineBuffer {
     pub fn with_limit(limit: usize) -> Self {
         LineBuffer {
             buf: Vec::new(),
-            limit,
+            start: 0,
             scanned: 0,
+            limit,
         }
     }
 
     /// Appends bytes read from the socket.
     pub fn extend(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.scanned -= self.start;
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete line as bytes, without its newline; `None` if none is complete yet.
+    /// A line over the limit is taken off and answered `Err(TooLong)`; the stream is still
+    /// framed after it, and the caller decides whether that ends the connection.
+    pub fn next_raw(&mut self) -> Option<Result<Vec<u8>, FrameError>> {
+        let Some(at) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
+            self.scanned = self.buf.len();
+            return None;
+        };
+        let end = self.scanned + at;
+        let line = &self.buf[self.start..end];
+        let taken = if line.len() + 1 > self.limit {
+            Err(FrameError::TooLong)
+        } else {
+            Ok(line.to_vec())
+        };
+        self.start = end + 1;
+        self.scanned = self.start;
+        if self.start == self.buf.len() {
+            self.clear();
+        }
+        Some(taken)
     }
 
     /// The next complete line, without its newline; `Ok(None)` if none is complete yet.
     /// After an error the stream is unusable and the connection should be closed.
     pub fn next_line(&mut self) -> Result<Option<String>, FrameError> {
-        let found = self.buf[self.scanned..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map(|i| self.scanned + i);
-        self.scanned = match found {
-            Some(_) => 0,
-            None => self.buf.len(),
-        };
-        match found {
-            Some(end) => {
-                if end + 1 > self.limit {
-                    return Err(FrameError::TooLong);
-                }
-                let line: Vec<u8> = self.buf.drain(..=end).take(end).collect();
-                String::from_utf8(line)
-                    .map(Some)
-                    .map_err(|_| FrameError::NotUtf8)
-            }
-            None if self.buf.len() >= self.limit => Err(FrameError::TooLong),
+        match self.next_raw() {
+            Some(Ok(line)) => String::from_utf8(line)
+                .map(Some)
+                .map_err(|_| FrameError::NotUtf8),
+            Some(Err(e)) => Err(e),
+            None if self.overflowed() => Err(FrameError::TooLong),
             None => Ok(None),
         }
     }
 
+    /// Unterminated input that is already as long as a line may be: the stream cannot be
+    /// framed any more.
+    pub fn overflowed(&self) -> bool {
+        self.pending() >= self.limit && !self.has_line()
+    }
+
     /// Bytes held (complete lines and the start of the next).
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// Is a complete line held?
     pub fn has_line(&self) -> bool {
         // Bytes before `scanned` were searched already and hold no newline.
         self.buf[self.scanned..].contains(&b'\n')
+    }
+
+    /// The bytes held, as they stand (when no line is complete: the unterminated rest).
+    pub fn partial(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Takes the bytes held, as they stand.
+    pub fn take_partial(&mut self) -> Vec<u8> {
+        let rest = self.buf[self.start..].to_vec();
+        self.clear();
+        rest
+    }
+
+    /// Drops everything held.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.start = 0;
+        self.scanned = 0;
     }
 }
 
@@ -687,6 +736,35 @@ mod tests {
     fn line_buffer_refuses_oversized_line_without_newline() {
         let mut lb = LineBuffer::new();
         lb.extend(&vec![b'x'; MAX_LINE_BYTES]);
+        assert_eq!(lb.next_line(), Err(FrameError::TooLong));
+    }
+
+    #[test]
+    fn line_buffer_searches_each_byte_once() {
+        let mut lb = LineBuffer::with_limit(1 << 20);
+        for _ in 0..100 {
+            lb.extend(&[b'x'; 1000]);
+            assert_eq!(lb.next_raw(), None);
+            // What was searched is remembered: the next search starts at the new bytes.
+            assert_eq!(lb.scanned, lb.buf.len());
+        }
+        lb.extend(b"\nrest");
+        assert_eq!(lb.next_raw().map(|l| l.map(|l| l.len())), Some(Ok(100_000)));
+        assert_eq!(lb.partial(), b"rest");
+        assert_eq!(lb.take_partial(), b"rest");
+        assert_eq!(lb.pending(), 0);
+    }
+
+    #[test]
+    fn line_buffer_takes_an_overlong_line_off_and_frames_on() {
+        let mut lb = LineBuffer::with_limit(9);
+        lb.extend(b"123456789\nshort\n");
+        assert_eq!(lb.next_raw(), Some(Err(FrameError::TooLong)));
+        assert_eq!(lb.next_raw(), Some(Ok(b"short".to_vec())));
+        lb.extend(b"12345678");
+        assert!(!lb.overflowed(), "8 bytes and a newline still fit");
+        lb.extend(b"9");
+        assert!(lb.overflowed());
         assert_eq!(lb.next_line(), Err(FrameError::TooLong));
     }
 

@@ -7,25 +7,23 @@
 //! it count exactly once.
 
 use super::protocol;
-use crate::conn_io;
-use crate::event_loop::Tok;
+use crate::conn_io::{Chunk, Flushed, LineConn};
 use crate::store::OutboxEntry;
 use mio::net::TcpStream;
-use mio::{Interest, Registry};
+use mio::{Interest, Registry, Token};
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// A link has at most one report in flight, so its output is one line; this only bounds
+/// what a misbehaving hub could make it hold.
+const BACKPRESSURE_BYTES: usize = 64 * 1024;
 
 struct Conn {
-    stream: TcpStream,
+    io: LineConn<TcpStream>,
     connected: bool,
-    input: Vec<u8>,
-    output: Vec<u8>,
-    /// Connecting registers for writability (to see the connect finish); see `conn_io`.
-    writable_registered: bool,
 }
 
 /// What happened on the link's socket.
@@ -46,7 +44,8 @@ pub struct HubLink {
     /// The node's report epoch (see `hub::sequence`).
     epoch: String,
     pub addr: SocketAddr,
-    slot: usize,
+    /// The loop's token for this link's socket.
+    token: Token,
     conn: Option<Conn>,
     in_flight: Option<u64>,
     /// Outbox entries up to this sequence are on disk and may be sent.
@@ -65,7 +64,7 @@ impl HubLink {
         kind: &'static str,
         epoch: String,
         addr: SocketAddr,
-        slot: usize,
+        token: Token,
     ) -> Self {
         HubLink {
             module,
@@ -73,7 +72,7 @@ impl HubLink {
             kind,
             epoch,
             addr,
-            slot,
+            token,
             conn: None,
             in_flight: None,
             durable_seq: 0,
@@ -98,19 +97,27 @@ impl HubLink {
         self.in_flight = None;
         match TcpStream::connect(self.addr) {
             Ok(mut stream) => {
-                let token = Tok::LinkConn(self.slot).into();
                 if registry
-                    .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                    .register(
+                        &mut stream,
+                        self.token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    )
                     .is_err()
                 {
                     return Err(self.lost("could not register the socket"));
                 }
-                self.conn = Some(Conn {
+                // Registered for writability: that is how the connect's end is seen.
+                let io = LineConn::new(
                     stream,
+                    self.token,
+                    protocol::MAX_LINE_BYTES,
+                    BACKPRESSURE_BYTES,
+                    true,
+                );
+                self.conn = Some(Conn {
+                    io,
                     connected: false,
-                    input: Vec::new(),
-                    output: Vec::new(),
-                    writable_registered: true,
                 });
                 Ok(())
             }
@@ -138,11 +145,11 @@ impl HubLink {
     /// Handles readiness on the link's socket.
     pub fn ready(&mut self, registry: &Registry) -> LinkOutcome {
         let mut outcome = LinkOutcome::default();
-        match self.read(registry, &mut outcome) {
+        match self.read(&mut outcome) {
             Ok(()) => self.flush(registry, &mut outcome),
             Err(why) => {
                 if let Some(conn) = self.conn.as_mut() {
-                    let _ = registry.deregister(&mut conn.stream);
+                    conn.io.deregister(registry);
                 }
                 outcome.retry_in = Some(self.lost(&why));
             }
@@ -151,16 +158,15 @@ impl HubLink {
     }
 
     /// Completes a connect, then reads the hub's replies. `Err` means the link is lost.
-    fn read(&mut self, registry: &Registry, outcome: &mut LinkOutcome) -> Result<(), String> {
-        let _ = registry;
+    fn read(&mut self, outcome: &mut LinkOutcome) -> Result<(), String> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
         if !conn.connected {
-            match (conn.stream.take_error(), conn.stream.peer_addr()) {
+            match (conn.io.stream().take_error(), conn.io.stream().peer_addr()) {
                 (Ok(None), Ok(_)) => {
                     conn.connected = true;
-                    conn.output.extend_from_slice(
+                    conn.io.queue(
                         protocol::register_line(&self.name, self.kind, Some(&self.epoch))
                             .as_bytes(),
                     );
@@ -177,12 +183,31 @@ impl HubLink {
                 (Ok(Some(e)), _) | (Err(e), _) | (_, Err(e)) => return Err(e.to_string()),
             }
         }
-        if conn_io::read_available(&mut conn.stream, &mut conn.input, protocol::MAX_LINE_BYTES) {
-            return Err("the hub closed the connection".into());
+        // Every chunk's lines are taken before the next read, so the input never holds more
+        // than one line and one chunk.
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Ok(());
+            };
+            match conn.io.read_chunk() {
+                Chunk::Got(_) => {}
+                Chunk::Empty => return Ok(()),
+                Chunk::Eof => return Err("the hub closed the connection".into()),
+            }
+            self.take_replies(outcome)?;
         }
-        while let Some(end) = conn.input.iter().position(|&b| b == b'\n') {
-            let raw: Vec<u8> = conn.input.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&raw[..raw.len() - 1]).to_string();
+    }
+
+    /// Acts on the hub's complete reply lines.
+    fn take_replies(&mut self, outcome: &mut LinkOutcome) -> Result<(), String> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        while let Some(raw) = conn.io.next_line() {
+            let Ok(raw) = raw else {
+                return Err("the hub sent an overlong line".into());
+            };
+            let line = String::from_utf8_lossy(&raw).to_string();
             match protocol::parse_reply(&line) {
                 Ok(seq) if Some(seq) == self.in_flight => {
                     outcome.acked.push(seq);
@@ -206,7 +231,7 @@ impl HubLink {
                 }
             }
         }
-        if conn.input.len() > protocol::MAX_LINE_BYTES {
+        if conn.io.overflowed() {
             return Err("the hub sent an overlong line".into());
         }
         Ok(())
@@ -224,8 +249,8 @@ impl HubLink {
         if let Some(head) = outbox.first()
             && head.seq <= self.durable_seq
         {
-            conn.output
-                .extend_from_slice(protocol::event_line(head.seq, head.kind).as_bytes());
+            conn.io
+                .queue(protocol::event_line(head.seq, head.kind).as_bytes());
             self.in_flight = Some(head.seq);
         }
         self.flush(registry, &mut outcome);
@@ -236,19 +261,10 @@ impl HubLink {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        if conn_io::write_pending(&mut conn.stream, &mut conn.output).is_err() {
-            let _ = registry.deregister(&mut conn.stream);
+        if conn.io.flush(registry, false) == Flushed::Done {
+            conn.io.deregister(registry);
             outcome.retry_in = Some(self.lost("writing to the hub failed"));
-            return;
         }
-        let token = Tok::LinkConn(self.slot).into();
-        conn_io::want_writable(
-            registry,
-            &mut conn.stream,
-            token,
-            !conn.output.is_empty(),
-            &mut conn.writable_registered,
-        );
     }
 
     /// For `sitectl status`.

@@ -10,15 +10,15 @@
 
 use super::device_log::DeviceLog;
 use super::protocol::{self, Line};
-use crate::conn_io;
-use crate::event_loop::Tok;
+use crate::conn_io::{Chunk, Flushed, LineConn, Overlong, TokenRange};
 use crate::ledger::{Epoch, Reply};
 use crate::rate_limit::{RateLimit, escape};
 use crate::site::Report;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Registry};
+use mio::{Interest, Registry, Token};
+use slab::Slab;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -65,7 +65,8 @@ impl Client {
 }
 
 struct Conn {
-    stream: TcpStream,
+    /// The socket, its framing and its output (`conn_io`).
+    io: LineConn<TcpStream>,
     peer: SocketAddr,
     /// Bumped per accepted connection so a late `OK` never reaches a successor in the slot.
     generation: u64,
@@ -76,10 +77,6 @@ struct Conn {
     /// Commands are framed as the device framed its registration: with a newline if it sent
     /// one, as bare text (one `send()` per message, seed 001's way) if it did not.
     newline: bool,
-    input: Vec<u8>,
-    output: Vec<u8>,
-    closing: bool,
-    writable_registered: bool,
     /// When the unterminated input last grew: seed clients send each message as one `send()`
     /// without a newline, so input that stays unterminated for [`QUIET`] is taken as a line.
     partial_since: Option<Instant>,
@@ -92,9 +89,6 @@ struct Conn {
     late_answers: u32,
     /// A seed 002 peer: it sends JSON readings and never registers, so it is not swept.
     sends_readings: bool,
-    /// After an overlong line: our error is sent, then the rest is read and dropped until the
-    /// peer closes (see `conn_io::discard_available`).
-    discarding: Option<usize>,
     /// Reports handed to the ledger and not answered yet: the connection stays open (even
     /// after the peer's end of input) until they are.
     awaiting: u32,
@@ -111,8 +105,7 @@ impl Conn {
     /// Too much waits to go out to this peer, or too many of its reports wait for the disk:
     /// read no more from it for now.
     fn backed_up(&self) -> bool {
-        self.output.len() + self.deferred_bytes > OUTPUT_BACKPRESSURE_BYTES
-            || self.awaiting >= MAX_AWAITING_REPORTS
+        self.io.backed_up(self.deferred_bytes) || self.awaiting >= MAX_AWAITING_REPORTS
     }
 }
 
@@ -191,10 +184,9 @@ struct LineEffects {
 pub struct HubServer {
     listener: TcpListener,
     addr: SocketAddr,
-    conns: Vec<Option<Conn>>,
-    /// Open connections, and the free slots in `conns` (reused before it grows).
-    live: usize,
-    free: Vec<usize>,
+    /// The connections, each in the slot its token names.
+    conns: Slab<Conn>,
+    tokens: TokenRange,
     /// Registered names and their connection: a command finds its device without a scan.
     /// Registered clients by name, sorted: `devices` pages through them.
     by_name: BTreeMap<String, usize>,
@@ -222,21 +214,25 @@ pub struct HubServer {
 }
 
 impl HubServer {
+    /// Listens on `addr`, registered as `listener_token`; clients get the tokens of `conns`,
+    /// which must hold `max_clients` of them.
     pub fn bind(
         addr: SocketAddr,
         max_clients: usize,
         max_per_address: usize,
         registry: &Registry,
+        listener_token: Token,
+        conns: TokenRange,
     ) -> io::Result<HubServer> {
+        assert!(conns.len >= max_clients, "too few hub tokens");
         let mut listener = listen(addr)?;
         let addr = listener.local_addr()?;
-        registry.register(&mut listener, Tok::HubListener.into(), Interest::READABLE)?;
+        registry.register(&mut listener, listener_token, Interest::READABLE)?;
         Ok(HubServer {
             listener,
             addr,
-            conns: Vec::new(),
-            live: 0,
-            free: Vec::new(),
+            conns: Slab::new(),
+            tokens: conns,
             by_name: BTreeMap::new(),
             max_clients,
             max_per_address,
@@ -284,12 +280,12 @@ impl HubServer {
         for _ in 0..ACCEPT_BUDGET {
             match self.listener.accept() {
                 Ok((mut stream, peer)) => {
-                    if self.live >= self.max_clients {
+                    if self.conns.len() >= self.max_clients {
                         let _ = stream.write_all(protocol::err_line("too many clients").as_bytes());
                         crate::warn_limited!(
                             self.limits.warn,
                             "hub: turned away {peer}: {} clients connected (max-clients)",
-                            self.live
+                            self.conns.len()
                         );
                         continue;
                     }
@@ -304,29 +300,29 @@ impl HubServer {
                         );
                         continue;
                     }
-                    let index = self.free.pop().unwrap_or(self.conns.len());
-                    if let Err(e) = registry.register(
-                        &mut stream,
-                        Tok::HubConn(index).into(),
-                        Interest::READABLE,
-                    ) {
+                    // max-clients keeps the table within the token range.
+                    let slot = self.conns.vacant_entry();
+                    let token = self.tokens.token(slot.key());
+                    if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
                         crate::warn_limited!(
                             self.limits.warn,
                             "hub: could not register a connection from {peer}: {e}"
                         );
-                        if index < self.conns.len() {
-                            self.free.push(index);
-                        }
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
                     keepalive(&stream);
-                    self.live += 1;
                     *self.per_address.entry(peer.ip()).or_default() += 1;
                     self.next_generation += 1;
                     crate::info_limited!(self.limits.info, "hub: connection from {peer}");
-                    let conn = Conn {
-                        stream,
+                    slot.insert(Conn {
+                        io: LineConn::new(
+                            stream,
+                            token,
+                            protocol::MAX_LINE_BYTES,
+                            OUTPUT_BACKPRESSURE_BYTES,
+                            false,
+                        ),
                         peer,
                         generation: self.next_generation,
                         since: Instant::now(),
@@ -338,22 +334,12 @@ impl HubServer {
                         client: None,
                         epoch: None,
                         newline: true,
-                        input: Vec::new(),
-                        output: Vec::new(),
-                        closing: false,
-                        writable_registered: false,
-                        discarding: None,
                         partial_since: None,
                         awaiting: 0,
                         paused: false,
                         deferred: VecDeque::new(),
                         deferred_bytes: 0,
-                    };
-                    if index == self.conns.len() {
-                        self.conns.push(Some(conn));
-                    } else {
-                        self.conns[index] = Some(conn);
-                    }
+                    });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -364,7 +350,7 @@ impl HubServer {
                     crate::warn_limited!(
                         self.limits.warn,
                         "hub: out of file descriptors with {} clients ({e}); turning connections away (raise LimitNOFILE or lower max-clients)",
-                        self.live
+                        self.conns.len()
                     );
                     if self.spare_fd.take().is_none() {
                         return false;
@@ -388,20 +374,17 @@ impl HubServer {
     pub fn readable(&mut self, index: usize, registry: &Registry) -> Readable {
         let mut fx = LineEffects::default();
         let limits = &mut self.limits;
-        let Some(Some(conn)) = self.conns.get_mut(index) else {
+        let Some(conn) = self.conns.get_mut(index) else {
             return Readable::default();
         };
-        if let Some(dropped) = conn.discarding.as_mut() {
-            if conn_io::discard_available(&mut conn.stream, dropped, conn_io::DISCARD_LIMIT_BYTES) {
-                conn.discarding = None;
-            }
+        if conn.io.is_discarding() {
+            while let Chunk::Got(_) = conn.io.read_chunk() {}
             self.flush(index, registry);
             return Readable::default();
         }
         let mut more = false;
         let mut budget = READ_BUDGET_BYTES;
-        let mut chunk = [0u8; 4096];
-        while !conn.closing {
+        while !conn.io.is_closing() {
             if conn.backed_up() {
                 conn.paused = true;
                 break;
@@ -410,55 +393,38 @@ impl HubServer {
                 more = true;
                 break;
             }
-            let n = match conn.stream.read(&mut chunk) {
-                Ok(0) => {
-                    conn.closing = true;
-                    break;
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    conn.closing = true;
+            let n = match conn.io.read_chunk() {
+                Chunk::Got(n) => n,
+                Chunk::Empty => break,
+                Chunk::Eof => {
+                    conn.io.close_when_drained();
                     break;
                 }
             };
             budget = budget.saturating_sub(n);
-            // Only the new bytes can hold a newline: the rest was scanned before.
-            let mut scan = conn.input.len();
-            conn.input.extend_from_slice(&chunk[..n]);
-            let mut line_start = 0;
-            while let Some(at) = conn.input[scan..].iter().position(|&b| b == b'\n') {
-                let end = scan + at;
-                let raw = conn.input[line_start..end].to_vec();
-                handle_line(conn, limits, index, &raw, true, &mut fx);
-                line_start = end + 1;
-                scan = line_start;
-            }
-            conn.input.drain(..line_start);
-            if conn.input.len() > protocol::MAX_LINE_BYTES {
-                conn.input.clear();
-                bad_line(conn, &mut limits.warn, "line too long");
-                conn.closing = true;
-                let mut dropped = 0;
-                if !conn_io::discard_available(
-                    &mut conn.stream,
-                    &mut dropped,
-                    conn_io::DISCARD_LIMIT_BYTES,
-                ) {
-                    conn.discarding = Some(dropped);
+            while let Some(line) = conn.io.next_line() {
+                match line {
+                    Ok(raw) => handle_line(conn, limits, index, &raw, true, &mut fx),
+                    Err(Overlong) => {
+                        conn.last_seen = std::time::SystemTime::now();
+                        bad_line(conn, &mut limits.warn, "line too long");
+                    }
                 }
+            }
+            if conn.io.overflowed() {
+                bad_line(conn, &mut limits.warn, "line too long");
+                conn.io.discard_input();
                 break;
             }
         }
         // A peer that closed after an unterminated message still meant it.
-        if conn.closing && conn.discarding.is_none() && !conn.input.is_empty() {
-            let raw = std::mem::take(&mut conn.input);
+        if conn.io.is_closing() && !conn.io.is_discarding() && conn.io.pending() > 0 {
+            let raw = conn.io.take_partial();
             handle_line(conn, limits, index, &raw, false, &mut fx);
         }
         // Unterminated input counts as a line once quiet, but only if the peer has really
         // stopped sending: not while its data waits in the socket for our next turn.
-        conn.partial_since = (!conn.input.is_empty() && !conn.paused && !more).then(Instant::now);
+        conn.partial_since = (conn.io.pending() > 0 && !conn.paused && !more).then(Instant::now);
         Readable {
             reports: self.after_lines(index, fx, registry),
             more,
@@ -501,11 +467,11 @@ impl HubServer {
     pub fn quiet(&mut self, index: usize, registry: &Registry) -> Vec<IncomingReport> {
         let mut fx = LineEffects::default();
         let limits = &mut self.limits;
-        let Some(Some(conn)) = self.conns.get_mut(index) else {
+        let Some(conn) = self.conns.get_mut(index) else {
             return Vec::new();
         };
         if conn.partial_since.is_some_and(|at| at.elapsed() >= QUIET) {
-            let raw = std::mem::take(&mut conn.input);
+            let raw = conn.io.take_partial();
             conn.partial_since = None;
             handle_line(conn, limits, index, &raw, false, &mut fx);
         }
@@ -550,7 +516,7 @@ impl HubServer {
             timeout,
             asker,
         };
-        if let Some(Some(conn)) = self.conns.get_mut(index) {
+        if let Some(conn) = self.conns.get_mut(index) {
             conn.commands.push_back(command);
         }
         self.start_next(index);
@@ -561,21 +527,22 @@ impl HubServer {
     /// The connection whose unterminated input is a registration of `device` still waiting
     /// out its quiet interval, if any.
     fn pending_registration(&self, device: &str) -> Option<usize> {
-        self.conns.iter().position(|c| {
-            c.as_ref().is_some_and(|c| {
+        self.conns
+            .iter()
+            .find(|(_, c)| {
                 c.client.is_none()
-                    && !c.closing
-                    && !c.input.is_empty()
-                    && std::str::from_utf8(&c.input).is_ok_and(|text| {
+                    && !c.io.is_closing()
+                    && c.io.pending() > 0
+                    && std::str::from_utf8(c.io.partial()).is_ok_and(|text| {
                         matches!(protocol::parse(text), Ok(Line::Register { name, .. }) if name == device)
                     })
             })
-        })
+            .map(|(index, _)| index)
     }
 
     /// Sends the device's next queued command if none is waiting for an answer.
     fn start_next(&mut self, index: usize) {
-        let Some(Some(conn)) = self.conns.get_mut(index) else {
+        let Some(conn) = self.conns.get_mut(index) else {
             return;
         };
         if conn.in_flight.is_some() || conn.client.is_none() {
@@ -590,9 +557,9 @@ impl HubServer {
             .map(|c| c.name.clone())
             .unwrap_or_default();
         log::info!("hub: sent command to {device}: {}", escape(&command.text));
-        conn.output.extend_from_slice(command.text.as_bytes());
+        conn.io.queue(command.text.as_bytes());
         if conn.newline {
-            conn.output.push(b'\n');
+            conn.io.queue(b"\n");
         }
         self.started.push((index, command.id, command.timeout));
         let words = format!("Sent command to {device}: {}", escape(&command.text));
@@ -603,7 +570,7 @@ impl HubServer {
     /// A command's time is up: if it is still unanswered, it fails, and the answer, should it
     /// come late, is not taken for the next command's.
     pub fn command_timeout(&mut self, index: usize, id: u64, registry: &Registry) {
-        let Some(Some(conn)) = self.conns.get_mut(index) else {
+        let Some(conn) = self.conns.get_mut(index) else {
             return;
         };
         if conn.in_flight.as_ref().is_some_and(|c| c.id == id) {
@@ -651,24 +618,20 @@ impl HubServer {
 
     /// Connections holding unterminated input, and when it went quiet.
     pub fn partial_deadline(&self, index: usize) -> Option<Instant> {
-        self.conns
-            .get(index)?
-            .as_ref()?
-            .partial_since
-            .map(|at| at + QUIET)
+        self.conns.get(index)?.partial_since.map(|at| at + QUIET)
     }
 
     /// Sends the answer to a report (`OK <seq>` or `ERR <reason>`) if the connection is
     /// still the one the report came on.
     pub fn answer(&mut self, conn: ConnRef, reply: &Reply, registry: &Registry) {
-        if let Some(Some(c)) = self.conns.get_mut(conn.index)
+        if let Some(c) = self.conns.get_mut(conn.index)
             && c.generation == conn.generation
         {
             let line = match reply {
                 Reply::Ok(seq) => protocol::ok_line(*seq),
                 Reply::Err(reason) => protocol::err_line(reason),
             };
-            c.output.extend_from_slice(line.as_bytes());
+            c.io.queue(line.as_bytes());
             c.awaiting = c.awaiting.saturating_sub(1);
             for (before, _) in &mut c.deferred {
                 *before = before.saturating_sub(1);
@@ -676,7 +639,7 @@ impl HubServer {
             while c.deferred.front().is_some_and(|(before, _)| *before == 0) {
                 if let Some((_, line)) = c.deferred.pop_front() {
                     c.deferred_bytes -= line.len();
-                    c.output.extend_from_slice(&line);
+                    c.io.queue(&line);
                 }
             }
             self.flush(conn.index, registry);
@@ -695,16 +658,11 @@ impl HubServer {
     }
 
     pub fn flush(&mut self, index: usize, registry: &Registry) {
-        let Some(Some(conn)) = self.conns.get_mut(index) else {
+        let Some(conn) = self.conns.get_mut(index) else {
             return;
         };
-        let failed = conn_io::write_pending(&mut conn.stream, &mut conn.output).is_err();
-        let said_all = conn.output.is_empty() && conn.awaiting == 0;
-        if conn.closing && said_all && conn.discarding.is_some() {
-            // Said our piece; wait for the peer to close (see `discarding`).
-            let _ = conn.stream.shutdown(std::net::Shutdown::Write);
-        }
-        if failed || (conn.closing && said_all && conn.discarding.is_none()) {
+        // Reports waiting for the disk are owed an answer: the connection stays for them.
+        if conn.io.flush(registry, conn.awaiting > 0) == Flushed::Done {
             self.close(index, registry);
             return;
         }
@@ -712,23 +670,11 @@ impl HubServer {
             conn.paused = false;
             self.resumed.push(index);
         }
-        let token = Tok::HubConn(index).into();
-        conn_io::want_writable(
-            registry,
-            &mut conn.stream,
-            token,
-            !conn.output.is_empty(),
-            &mut conn.writable_registered,
-        );
     }
 
     fn close(&mut self, index: usize, registry: &Registry) {
-        if let Some(slot) = self.conns.get_mut(index)
-            && let Some(mut conn) = slot.take()
-        {
-            let _ = registry.deregister(&mut conn.stream);
-            self.live -= 1;
-            self.free.push(index);
+        if let Some(mut conn) = self.conns.try_remove(index) {
+            conn.io.deregister(registry);
             if let Some(n) = self.per_address.get_mut(&conn.peer.ip()) {
                 *n -= 1;
                 if *n == 0 {
@@ -782,26 +728,26 @@ impl HubServer {
     pub fn expire_unregistered(&mut self, registry: &Registry) -> Option<Instant> {
         let now = Instant::now();
         let mut next: Option<Instant> = None;
-        for index in 0..self.conns.len() {
-            let Some(conn) = &self.conns[index] else {
-                continue;
-            };
-            if conn.client.is_some() || conn.sends_readings || conn.closing {
+        let mut expired = Vec::new();
+        for (index, conn) in &self.conns {
+            if conn.client.is_some() || conn.sends_readings || conn.io.is_closing() {
                 continue;
             }
             let due = conn.since + REGISTER_TIMEOUT;
             if due > now {
                 next = Some(next.map_or(due, |n| n.min(due)));
-                continue;
+            } else {
+                expired.push(index);
             }
-            if let Some(Some(conn)) = self.conns.get_mut(index) {
+        }
+        for index in expired {
+            if let Some(conn) = self.conns.get_mut(index) {
                 let reason = format!(
                     "no DEVICE registration within {} s; closing",
                     REGISTER_TIMEOUT.as_secs()
                 );
-                conn.output
-                    .extend_from_slice(protocol::err_line(&reason).as_bytes());
-                conn.closing = true;
+                conn.io.queue(protocol::err_line(&reason).as_bytes());
+                conn.io.close_when_drained();
             }
             self.flush(index, registry);
         }
@@ -812,8 +758,7 @@ impl HubServer {
     pub fn has_unregistered(&self) -> bool {
         self.conns
             .iter()
-            .flatten()
-            .any(|c| c.client.is_none() && !c.sends_readings)
+            .any(|(_, c)| c.client.is_none() && !c.sends_readings)
     }
 
     /// Registered clients, by name, after `after`, at most `limit` of them: a page costs its
@@ -828,7 +773,7 @@ impl HubServer {
         self.by_name
             .range::<str, _>((from, Bound::Unbounded))
             .filter_map(|(_, &index)| {
-                let c = self.conns.get(index)?.as_ref()?;
+                let c = self.conns.get(index)?;
                 let client = c.client.as_ref()?;
                 Some(ClientStatus {
                     name: client.name.clone(),
@@ -1093,6 +1038,6 @@ fn bad_line(conn: &mut Conn, limit: &mut RateLimit, reason: &str) {
         conn.deferred_bytes += line.len();
         conn.deferred.push_back((conn.awaiting, line));
     } else {
-        conn.output.extend_from_slice(&line);
+        conn.io.queue(&line);
     }
 }

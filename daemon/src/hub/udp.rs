@@ -8,10 +8,9 @@
 //! are kept as `SystemTime` and formatted only when someone asks.
 
 use super::stream::{self, Reading, Stream, local_time};
-use crate::event_loop::Tok;
 use crate::rate_limit::RateLimit;
 use mio::net::UdpSocket;
-use mio::{Interest, Registry};
+use mio::{Interest, Registry, Token};
 use nix::sys::socket::MultiHeaders;
 use std::collections::{BTreeSet, HashMap};
 use std::io;
@@ -72,7 +71,13 @@ pub struct SensorHub {
 }
 
 impl SensorHub {
-    pub fn bind(addr: SocketAddr, gap: Duration, registry: &Registry) -> io::Result<SensorHub> {
+    /// Binds `addr` and registers the socket as `token`.
+    pub fn bind(
+        addr: SocketAddr,
+        gap: Duration,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<SensorHub> {
         let mut socket = UdpSocket::bind(addr)?;
         let addr = socket.local_addr()?;
         {
@@ -85,7 +90,7 @@ impl SensorHub {
                 log::info!("hub udp: receive buffer {} KiB", size / 2 / 1024);
             }
         }
-        registry.register(&mut socket, Tok::HubUdp.into(), Interest::READABLE)?;
+        registry.register(&mut socket, token, Interest::READABLE)?;
         Ok(SensorHub {
             socket,
             addr,
@@ -541,7 +546,8 @@ mod tests {
     fn hub(max_senders: usize) -> (mio::Poll, SensorHub) {
         let poll = mio::Poll::new().expect("poll");
         let addr = "127.0.0.1:0".parse().expect("addr");
-        let mut hub = SensorHub::bind(addr, Duration::from_secs(2), poll.registry()).expect("bind");
+        let mut hub =
+            SensorHub::bind(addr, Duration::from_secs(2), poll.registry(), Token(0)).expect("bind");
         hub.max_senders = max_senders;
         (poll, hub)
     }
