@@ -6,7 +6,7 @@
 use crate::config::{Config, DeviceSection};
 use crate::hw::{Edge, Hardware, Pin};
 use crate::plugin_host::{self, CallError, Instance, Libraries, TimerOp};
-use crate::timers::Timers;
+use crate::timers::{TimerAsk, TimerAsks};
 use site_plugin_api::Role;
 use site_proto::{DeviceStatus, ErrorKind};
 use std::collections::{BTreeMap, HashMap};
@@ -66,7 +66,10 @@ pub struct Devices {
     by_pin: HashMap<Pin, usize>,
     by_generation: HashMap<u64, usize>,
     next_generation: u64,
-    timers: Timers<DeviceTimer>,
+    /// The plugins' timer requests, for the loop's heap. A timer of a device that has since
+    /// faulted or been re-created is dropped when it fires (by its generation), so none is
+    /// cancelled here.
+    timers: TimerAsks<DeviceTimer>,
 }
 
 /// `sited --check-config`: loads a config file the way the daemon would, plugins included,
@@ -169,9 +172,7 @@ impl Devices {
                     DeviceTimer { generation, id },
                     now + Duration::from_micros(after_us),
                 ),
-                TimerOp::Cancel { id } => {
-                    self.timers.cancel(&DeviceTimer { generation, id });
-                }
+                TimerOp::Cancel { id } => self.timers.cancel(DeviceTimer { generation, id }),
             }
         }
     }
@@ -216,8 +217,6 @@ impl Devices {
             instance.force_safe(hw);
         }
         slot.fault = Some(message);
-        let generation = slot.generation;
-        self.timers.cancel_where(|t| t.generation == generation);
     }
 
     fn live(&mut self, index: usize) -> Result<&mut Instance, CallError> {
@@ -244,26 +243,31 @@ impl Devices {
         let _ = self.after_call(index, result, edge.at, hw, out);
     }
 
-    /// The next device timer deadline.
-    pub fn next_deadline(&mut self) -> Option<Duration> {
-        self.timers.next_deadline()
+    /// The timers the plugins asked for since the last look, for the loop's heap.
+    pub fn take_timer_asks(&mut self) -> Vec<TimerAsk<DeviceTimer>> {
+        self.timers.take()
     }
 
-    /// Fires every device timer due at `now`.
-    pub fn fire_due(&mut self, now: Duration, hw: &mut dyn Hardware, out: &mut Vec<DeviceEvent>) {
-        while let Some(timer) = self.timers.pop_due(now) {
-            let Some(&index) = self.by_generation.get(&timer.generation) else {
-                continue;
-            };
-            if self.slots[index].generation != timer.generation {
-                continue;
-            }
-            let Ok(instance) = self.live(index) else {
-                continue;
-            };
-            let result = escalate(instance.on_timer(hw, timer.id));
-            let _ = self.after_call(index, result, now, hw, out);
+    /// A device timer fired: it goes to its instance, unless that has since faulted or been
+    /// re-created.
+    pub fn on_timer(
+        &mut self,
+        timer: DeviceTimer,
+        now: Duration,
+        hw: &mut dyn Hardware,
+        out: &mut Vec<DeviceEvent>,
+    ) {
+        let Some(&index) = self.by_generation.get(&timer.generation) else {
+            return;
+        };
+        if self.slots[index].generation != timer.generation {
+            return;
         }
+        let Ok(instance) = self.live(index) else {
+            return;
+        };
+        let result = escalate(instance.on_timer(hw, timer.id));
+        let _ = self.after_call(index, result, now, hw, out);
     }
 
     fn index(&self, name: &str) -> Result<usize, CommandError> {
@@ -419,7 +423,7 @@ impl Devices {
         for index in 0..self.slots.len() {
             self.take_down(index, hw);
         }
-        self.timers = Timers::new();
+        self.timers.take();
     }
 
     fn take_down(&mut self, index: usize, hw: &mut dyn Hardware) {
@@ -435,7 +439,6 @@ impl Devices {
             instance.release(hw);
         }
         self.by_generation.remove(&generation);
-        self.timers.cancel_where(|t| t.generation == generation);
     }
 
     /// Applies a new (already checked) config: devices whose table did not change keep their

@@ -1,24 +1,39 @@
-//! The one event loop (DESIGN.md §3, §4). Everything happens on this thread: an edge arrives
-//! from the hardware backend, the plugin host hands it to the device that owns the pin, the
-//! device's events go to the site logic, and the resulting commands go back out through the
-//! plugins to the backend. The loop sleeps in `poll` until an fd, a signal or the next timer
-//! deadline needs it; an idle daemon wakes only for the watchdog.
+//! The one event loop (DESIGN.md §3, §4). Everything happens on this thread, and the flow of
+//! one event reads top to bottom in the `on_*` methods below:
+//!
+//! 1. an edge arrives from the hardware backend ([`Daemon::on_hardware`]);
+//! 2. the device registry hands it to the plugin instance that owns the pin (`devices`);
+//! 3. the device's events go to the site runner (`runner`, the pure `site/` modules), which
+//!    answers with commands ([`Daemon::on_device_events`]);
+//! 4. the commands go back out through the plugins to the backend ([`Daemon::carry_out`]);
+//! 5. reports wait in the ledger until they are on disk ([`Daemon::on_store`]); a hub
+//!    client's lines come in through the hub (`hub::Hub`), its reports go to the ledger and
+//!    its readings to the rules, like a device's events ([`Daemon::on_hub_output`]).
+//!
+//! The hub and the runner never call into the devices: they return what they want done, and
+//! the loop does it. There is one timer heap, here; the devices, the hub and the runner ask
+//! for timers ([`crate::timers::TimerAsks`]) and get them back under their own keys ([`Key`]).
+//! The loop sleeps in `poll` until an fd, a signal or the next timer deadline needs it; an
+//! idle daemon wakes only for the watchdog. The control dispatcher is in `requests`.
+
+mod requests;
 
 use crate::config::{self, Config};
 use crate::conn_io::TokenRange;
-use crate::control::{self, ControlServer, Incoming};
-use crate::devices::{self, DeviceEvent, Devices};
+use crate::control::{self, ControlServer};
+use crate::devices::{self, DeviceEvent, DeviceTimer, Devices};
 use crate::hub::server::Asker;
+use crate::hub::{Hub, HubOutput, HubTimer, HubTokens};
 use crate::hw::{self, Edge, EdgeSink, Hardware};
-use crate::node::{Node, NodeTokens};
 use crate::notify::Notifier;
 use crate::plugin_host::Libraries;
-use crate::timers::Timers;
-use crate::timers::monotonic_now;
+use crate::runner::{RunnerTimer, SiteRunner};
+use crate::site::Command;
+use crate::timers::{Timers, monotonic_now};
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
-use site_proto::{DaemonInfo, ErrorKind, Request, Response, Status, VersionInfo};
+use site_proto::Response;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -84,7 +99,7 @@ impl Tok {
     }
 }
 
-/// Timers that belong to the loop itself (device timers live in `Devices`).
+/// The loop's own timers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum LoopTimer {
     Watchdog,
@@ -110,6 +125,20 @@ struct PendingSim {
 /// plugin allows (1000 ms) and some.
 const SIM_SETTLE: Duration = Duration::from_millis(1200);
 
+/// Whose timer a deadline in the loop's one heap is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Loop(LoopTimer),
+    Device(DeviceTimer),
+    Hub(HubTimer),
+    Site(RunnerTimer),
+}
+
+/// Device events handled per turn. Commands can cause device events (rarely), and those can
+/// cause commands: a site that kept doing that would otherwise hold the loop. What is left
+/// waits for the next turn, after the other sources have had theirs; nothing is dropped.
+const EVENTS_PER_TURN: usize = 1024;
+
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -120,7 +149,9 @@ pub enum StartError {
     #[error("{0}")]
     Control(#[from] control::Error),
     #[error("{0}")]
-    Node(#[from] crate::node::Error),
+    Hub(#[from] crate::hub::Error),
+    #[error("{0}")]
+    Site(#[from] crate::runner::Error),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -144,22 +175,26 @@ pub struct Daemon {
     hw: Box<dyn Hardware>,
     libs: Libraries,
     devices: Devices,
-    /// The site modules, hub, links and ledger this node runs.
-    node: Node,
+    /// The TCP and UDP hub, if `[hub]`.
+    hub: Option<Hub>,
+    /// The site modules, their links and the ledger.
+    runner: SiteRunner,
     control: ControlServer,
-    timers: Timers<LoopTimer>,
+    timers: Timers<Key>,
     notifier: Notifier,
     watchdog: Option<Duration>,
     started: Instant,
     stopping: bool,
     edges: Vec<Edge>,
+    /// Device events not yet handed to the site runner.
     events: Vec<DeviceEvent>,
     pending_sims: Vec<PendingSim>,
 }
 
 impl Daemon {
     /// Loads the config, opens the hardware, creates every device (outputs at their safe level
-    /// first) and binds the control socket. Nothing is half-started on error.
+    /// first), starts the hub and the site, and binds the control socket. Nothing is
+    /// half-started on error.
     pub fn start(config_path: &Path) -> Result<Daemon, StartError> {
         match crate::limits::raise_fd_limit() {
             Ok(limit) => log::info!("open-file limit: {limit}"),
@@ -202,31 +237,39 @@ impl Daemon {
         log::info!("hardware backend: {}", hw.name());
 
         let mut devices = Devices::create_all(&config, &mut libs, hw.as_mut());
+        let mut stop_devices = |devices: &mut Devices, e: StartError| {
+            devices.shutdown(hw.as_mut());
+            e
+        };
+        let hub = match &config.hub {
+            Some(h) => {
+                let tokens = HubTokens {
+                    listener: Tok::HubListener.into(),
+                    udp: Tok::HubUdp.into(),
+                    conns: HUB_CONNS,
+                };
+                match Hub::start(h, poll.registry(), tokens) {
+                    Ok(hub) => Some(hub),
+                    Err(e) => return Err(stop_devices(&mut devices, e.into())),
+                }
+            }
+            None => None,
+        };
         let wake_store = waker.clone();
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
             let _ = wake_store.wake();
         });
-        let tokens = NodeTokens {
-            hub_listener: Tok::HubListener.into(),
-            hub_udp: Tok::HubUdp.into(),
-            hub_conns: HUB_CONNS,
-            links: LINKS,
-        };
-        let node = match Node::start(
+        let (mut runner, commands) = match SiteRunner::start(
             &config,
-            &mut devices,
-            hw.as_mut(),
+            hub.as_ref().map(Hub::local_addr),
+            |d| devices.state_of(d),
             poll.registry(),
-            tokens,
+            LINKS,
             wake,
         ) {
-            Ok(node) => node,
-            Err(e) => {
-                devices.shutdown(hw.as_mut());
-                return Err(e.into());
-            }
+            Ok(started) => started,
+            Err(e) => return Err(stop_devices(&mut devices, e.into())),
         };
-        let mut node = node;
         let control = match ControlServer::bind(
             &config.daemon.control_socket,
             operator_gid,
@@ -236,10 +279,8 @@ impl Daemon {
         ) {
             Ok(c) => c,
             Err(e) => {
-                let mut devices = devices;
-                devices.shutdown(hw.as_mut());
-                node.finish();
-                return Err(e.into());
+                runner.finish(Vec::new());
+                return Err(stop_devices(&mut devices, e.into()));
             }
         };
 
@@ -247,9 +288,9 @@ impl Daemon {
         let watchdog = crate::notify::watchdog_interval();
         let mut timers = Timers::new();
         if let Some(every) = watchdog {
-            timers.arm(LoopTimer::Watchdog, monotonic_now() + every);
+            timers.arm(Key::Loop(LoopTimer::Watchdog), monotonic_now() + every);
         }
-        Ok(Daemon {
+        let mut daemon = Daemon {
             poll,
             _waker: waker,
             signals,
@@ -258,7 +299,8 @@ impl Daemon {
             hw,
             libs,
             devices,
-            node,
+            hub,
+            runner,
             control,
             timers,
             notifier,
@@ -268,7 +310,12 @@ impl Daemon {
             edges: Vec::new(),
             events: Vec::new(),
             pending_sims: Vec::new(),
-        })
+        };
+        // The outputs the inputs and the persisted state call for (doors closed, the siren
+        // if the emergency door is open, ...).
+        daemon.carry_out(commands);
+        daemon.on_device_events();
+        Ok(daemon)
     }
 
     /// The control socket's path (printed at start so a demo user knows where to point sitectl).
@@ -295,16 +342,9 @@ impl Daemon {
         let mut again: Vec<Tok> = Vec::new();
         let mut served = std::collections::HashSet::new();
         while !self.stopping {
-            let now = monotonic_now();
-            let timeout = if again.is_empty() {
-                [
-                    self.timers.timeout(now),
-                    self.devices.next_deadline().map(|d| d.saturating_sub(now)),
-                    self.node.next_deadline().map(|d| d.saturating_sub(now)),
-                ]
-                .into_iter()
-                .flatten()
-                .min()
+            self.collect_timer_asks();
+            let timeout = if again.is_empty() && self.events.is_empty() {
+                self.timers.timeout(monotonic_now())
             } else {
                 Some(Duration::ZERO)
             };
@@ -336,32 +376,10 @@ impl Daemon {
                     again.push(tok);
                 }
             }
+            // Events left over from a busy turn.
+            self.on_device_events();
             self.on_timers();
-            for (asker, response) in self.node.take_replies() {
-                self.control.respond_later(
-                    asker.conn,
-                    asker.generation,
-                    &response,
-                    self.poll.registry(),
-                );
-            }
-            for line in self.node.take_lines() {
-                self.control.broadcast(
-                    &Response::ok(serde_json::json!({ "line": line })),
-                    self.poll.registry(),
-                );
-            }
-            self.settle_sims();
-            self.arm_control_partial();
-            self.node.flush();
-            // Connections that waited for their answers to go out may go on.
-            again.extend(self.node.take_resumed().into_iter().map(Tok::HubConn));
-            again.extend(
-                self.control
-                    .take_resumed()
-                    .into_iter()
-                    .map(Tok::ControlConn),
-            );
+            self.end_turn(&mut again);
         }
         self.shutdown();
         Ok(())
@@ -385,35 +403,200 @@ impl Daemon {
             }
             Tok::ControlListener => self.control.accept(self.poll.registry()),
             Tok::ControlConn(i) => self.on_control(i, writable),
-            Tok::HubListener => self.node.on_hub_listener(self.poll.registry()),
-            Tok::HubConn(i) => {
-                self.node
-                    .on_hub_conn(i, &mut self.devices, self.hw.as_mut(), self.poll.registry())
-            }
-            Tok::HubUdp => {
-                self.node
-                    .on_udp(&mut self.devices, self.hw.as_mut(), self.poll.registry())
-            }
+            Tok::HubListener => self
+                .hub
+                .as_mut()
+                .is_some_and(|hub| hub.on_listener(self.poll.registry())),
+            Tok::HubConn(i) => match &mut self.hub {
+                Some(hub) => {
+                    let out = hub.on_conn(i, self.poll.registry());
+                    self.on_hub_output(out)
+                }
+                None => false,
+            },
+            Tok::HubUdp => match &mut self.hub {
+                Some(hub) => {
+                    let out = hub.on_udp();
+                    self.on_hub_output(out)
+                }
+                None => false,
+            },
             Tok::LinkConn(i) => {
-                self.node.on_link(i, self.poll.registry());
+                self.runner.on_link(i, self.poll.registry());
                 false
             }
         }
     }
 
+    /// Steps 1-2: edges from the backend go to the devices that own the pins, and the events
+    /// the devices make of them go on to the site.
+    fn on_hardware(&mut self) {
+        let mut edges = std::mem::take(&mut self.edges);
+        if let Err(e) = self.hw.take_edges(&mut edges) {
+            log::error!("hardware: reading edges failed: {e}");
+        }
+        for edge in edges.drain(..) {
+            log::debug!("edge: GPIO {} {:?}", edge.pin, edge.level);
+            self.devices
+                .on_edge(edge, self.hw.as_mut(), &mut self.events);
+        }
+        self.edges = edges;
+        self.on_device_events();
+    }
+
+    /// Step 3: device events go to the site runner, and the commands it answers with go to
+    /// the devices (step 4). Events those cause come round again, up to [`EVENTS_PER_TURN`].
+    fn on_device_events(&mut self) {
+        let mut handled = 0;
+        while !self.events.is_empty() && handled < EVENTS_PER_TURN {
+            for event in std::mem::take(&mut self.events) {
+                handled += 1;
+                let commands = self.runner.on_device_event(&event);
+                self.carry_out(commands);
+            }
+        }
+    }
+
+    /// Step 4: the site's commands go to the device plugins, which drive the pins. What a
+    /// device reports back waits in `events` for [`Daemon::on_device_events`].
+    fn carry_out(&mut self, commands: Vec<Command>) {
+        for command in commands {
+            if let Err(e) = self.devices.command(
+                &command.device,
+                command.value,
+                self.hw.as_mut(),
+                &mut self.events,
+            ) {
+                log::error!("site: {} {}: {}", command.device, command.value, e.message);
+            }
+        }
+    }
+
+    /// What the hub's clients sent: reports go to the ledger, and those already on disk (a
+    /// resend) are answered at once; readings go to the rules, whose commands go to the
+    /// devices like the modules' do. Returns whether the hub has more waiting.
+    fn on_hub_output(&mut self, out: HubOutput) -> bool {
+        let registry = self.poll.registry();
+        let acks = self.runner.on_reports(&out.reports, &out.closed, registry);
+        if let Some(hub) = &mut self.hub {
+            hub.answer(&acks, registry);
+        }
+        let commands = self.runner.on_readings(&out.readings);
+        self.carry_out(commands);
+        self.on_device_events();
+        out.more
+    }
+
+    /// Step 5: the store wrote something. The hub's `OK`s that waited for the disk go out,
+    /// and so do the links' reports (and new event-log lines go to `sitectl log -f`, at the
+    /// end of this turn).
+    fn on_store(&mut self) {
+        let acks = self.runner.on_store(self.poll.registry());
+        if let Some(hub) = &mut self.hub {
+            hub.answer(&acks, self.poll.registry());
+        }
+    }
+
+    /// Moves the timers the devices, the hub and the runner asked for into the heap.
+    fn collect_timer_asks(&mut self) {
+        self.timers
+            .apply(self.devices.take_timer_asks(), Key::Device);
+        if let Some(hub) = &mut self.hub {
+            self.timers.apply(hub.take_timer_asks(), Key::Hub);
+        }
+        self.timers
+            .apply(self.runner.take_timer_asks(), Key::Site);
+    }
+
+    /// Fires every due timer, earliest first, each to its owner. Asks are collected before
+    /// each one, so a timer cancelled by the one before it does not fire.
+    fn on_timers(&mut self) {
+        let now = monotonic_now();
+        loop {
+            self.collect_timer_asks();
+            let Some(key) = self.timers.pop_due(now) else {
+                break;
+            };
+            match key {
+                Key::Loop(LoopTimer::Watchdog) => {
+                    self.notifier.watchdog();
+                    if let Some(every) = self.watchdog {
+                        self.timers
+                            .arm(Key::Loop(LoopTimer::Watchdog), now + every);
+                    }
+                }
+                Key::Loop(LoopTimer::ControlPartial) => {
+                    self.control.expire_partial(self.poll.registry());
+                }
+                // Answered by `settle_sims`, which runs at the end of every turn.
+                Key::Loop(LoopTimer::SimSettled) => {}
+                Key::Device(timer) => {
+                    self.devices
+                        .on_timer(timer, now, self.hw.as_mut(), &mut self.events);
+                    self.on_device_events();
+                }
+                Key::Hub(timer) => {
+                    if let Some(hub) = &mut self.hub {
+                        let out = hub.on_timer(timer, self.poll.registry());
+                        self.on_hub_output(out);
+                    }
+                }
+                Key::Site(timer) => {
+                    let commands = self.runner.on_timer(timer, self.poll.registry());
+                    self.carry_out(commands);
+                    self.on_device_events();
+                }
+            }
+        }
+    }
+
+    /// The end of a turn: answers that completed go to the control connections that asked,
+    /// new event-log lines to `sitectl log -f`, the turn's changes to the writer as one
+    /// snapshot, and connections that waited for their answers to go out may go on.
+    fn end_turn(&mut self, again: &mut Vec<Tok>) {
+        let registry = self.poll.registry();
+        if let Some(hub) = &mut self.hub {
+            for (asker, response) in hub.take_replies() {
+                self.control
+                    .respond_later(asker.conn, asker.generation, &response, registry);
+            }
+        }
+        for line in self.runner.take_lines() {
+            self.control
+                .broadcast(&Response::ok(serde_json::json!({ "line": line })), registry);
+        }
+        self.settle_sims();
+        self.arm_control_partial();
+        let device_log = self
+            .hub
+            .as_mut()
+            .map(Hub::take_device_log)
+            .unwrap_or_default();
+        self.runner.flush(device_log);
+        if let Some(hub) = &mut self.hub {
+            again.extend(hub.take_resumed().into_iter().map(Tok::HubConn));
+        }
+        again.extend(
+            self.control
+                .take_resumed()
+                .into_iter()
+                .map(Tok::ControlConn),
+        );
+    }
+
     /// Keeps the half-sent-request timer at the earliest such request's deadline.
     fn arm_control_partial(&mut self) {
         let due = self.control.next_partial_deadline();
-        let armed = self.timers.deadline_of(&LoopTimer::ControlPartial);
+        let armed = self.timers.deadline_of(&Key::Loop(LoopTimer::ControlPartial));
         match due {
             Some(at) => {
                 let at = monotonic_now() + at.saturating_duration_since(Instant::now());
                 if armed.is_none_or(|armed| at < armed) {
-                    self.timers.arm(LoopTimer::ControlPartial, at);
+                    self.timers.arm(Key::Loop(LoopTimer::ControlPartial), at);
                 }
             }
             None if armed.is_some() => {
-                self.timers.cancel(&LoopTimer::ControlPartial);
+                self.timers.cancel(&Key::Loop(LoopTimer::ControlPartial));
             }
             None => {}
         }
@@ -436,67 +619,12 @@ impl Daemon {
                 }
                 SIGHUP => {
                     log::info!("received SIGHUP, reloading {}", self.config.file.display());
-                    self.node.reopen_log();
+                    self.runner.reopen_log();
                     let _ = self.reload();
                 }
                 _ => {}
             }
         }
-    }
-
-    /// Step 1-2 of the flow: edges from the backend go to the devices that own the pins.
-    fn on_hardware(&mut self) {
-        let mut edges = std::mem::take(&mut self.edges);
-        if let Err(e) = self.hw.take_edges(&mut edges) {
-            log::error!("hardware: reading edges failed: {e}");
-        }
-        for edge in edges.drain(..) {
-            log::debug!("edge: GPIO {} {:?}", edge.pin, edge.level);
-            self.devices
-                .on_edge(edge, self.hw.as_mut(), &mut self.events);
-        }
-        self.edges = edges;
-        self.on_device_events();
-    }
-
-    /// Step 3: device events go to the site logic, whose commands go back to the devices.
-    fn on_device_events(&mut self) {
-        self.node.on_device_events(
-            &mut self.events,
-            &mut self.devices,
-            self.hw.as_mut(),
-            self.poll.registry(),
-        );
-    }
-
-    /// Step 5: the store wrote something; acknowledgements and reports that waited go out
-    /// (and new event-log lines to `sitectl log -f`, after this turn).
-    fn on_store(&mut self) {
-        self.node.on_store(self.poll.registry());
-    }
-
-    fn on_timers(&mut self) {
-        let now = monotonic_now();
-        while let Some(timer) = self.timers.pop_due(now) {
-            match timer {
-                LoopTimer::Watchdog => {
-                    self.notifier.watchdog();
-                    if let Some(every) = self.watchdog {
-                        self.timers.arm(LoopTimer::Watchdog, now + every);
-                    }
-                }
-                LoopTimer::ControlPartial => {
-                    self.control.expire_partial(self.poll.registry());
-                }
-                // Answered by `settle_sims`, which runs at the end of every turn.
-                LoopTimer::SimSettled => {}
-            }
-        }
-        self.devices
-            .fire_due(now, self.hw.as_mut(), &mut self.events);
-        self.on_device_events();
-        self.node
-            .fire_due(&mut self.devices, self.hw.as_mut(), self.poll.registry());
     }
 
     /// A control connection is ready: its requests are carried out one at a time, each
@@ -517,217 +645,6 @@ impl Daemon {
             }
         }
         self.control.has_request_waiting(conn)
-    }
-
-    /// Carries out one control request (permission was checked by the control server).
-    /// `None`: the answer comes later (`sitectl send`), through the node's replies.
-    fn handle(&mut self, incoming: &Incoming) -> Option<Response> {
-        Some(match &incoming.request {
-            Request::Status {} => Response::ok(self.status()),
-            Request::Version {} => Response::ok(VersionInfo {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                plugin_abi: site_plugin_api::abi::SUPPORTED_ABI_VERSIONS.to_vec(),
-                protocol: site_proto::PROTOCOL_VERSION,
-            }),
-            Request::Set { device, value } => {
-                log::info!("control: uid {} sets {device} {value}", incoming.peer.uid);
-                let result =
-                    self.devices
-                        .command(device, value, self.hw.as_mut(), &mut self.events);
-                self.on_device_events();
-                match result {
-                    Ok(()) => Response::ok(self.device_result(device)),
-                    Err(e) => Response::err(e.kind, e.message),
-                }
-            }
-            Request::Sim { device, value } => {
-                log::info!(
-                    "control: uid {} simulates {device} {value}",
-                    incoming.peer.uid
-                );
-                let before = self.device_state(device);
-                match self.devices.simulate(device, value, self.hw.as_mut()) {
-                    Ok(()) => {
-                        // Deliver the edge now, so the reply (and the next status) shows its effect.
-                        self.on_hardware();
-                        let now = self.device_state(device);
-                        if now.eq_ignore_ascii_case(value) || now != before {
-                            Response::ok(self.device_result(device))
-                        } else {
-                            // Inside the debounce lockout: answer when it has been applied.
-                            let deadline = monotonic_now() + SIM_SETTLE;
-                            self.pending_sims.push(PendingSim {
-                                asker: Asker {
-                                    conn: incoming.conn,
-                                    generation: incoming.generation,
-                                },
-                                device: device.clone(),
-                                value: value.clone(),
-                                before,
-                                deadline,
-                            });
-                            if self.timers.deadline_of(&LoopTimer::SimSettled).is_none() {
-                                self.timers.arm(LoopTimer::SimSettled, deadline);
-                            }
-                            return None;
-                        }
-                    }
-                    Err(e) => Response::err(e.kind, e.message),
-                }
-            }
-            Request::Reload {} => {
-                log::info!("control: uid {} asked for a reload", incoming.peer.uid);
-                // As SIGHUP does: `systemctl reload` runs `sitectl reload`, and logrotate
-                // may have moved the logs.
-                self.node.reopen_log();
-                match self.reload() {
-                    Ok(()) => Response::ok(serde_json::json!({ "reloaded": self.config.file })),
-                    Err(message) => Response::err(ErrorKind::Failed, message),
-                }
-            }
-            Request::Log { lines, follow } => match self.node.log_tail(*lines) {
-                Ok(tail) => {
-                    if *follow {
-                        self.control.follow(incoming.conn);
-                    }
-                    Response::ok(serde_json::json!({ "lines": tail }))
-                }
-                Err(message) => Response::err(ErrorKind::Rejected, message),
-            },
-            Request::Send {
-                device,
-                command,
-                timeout_ms,
-            } => {
-                log::info!(
-                    "control: uid {} sends {device} {command:?}",
-                    incoming.peer.uid
-                );
-                if command.is_empty() || command.len() > 256 || command.contains(['\n', '\r']) {
-                    return Some(Response::err(
-                        ErrorKind::BadRequest,
-                        "a command is one line of at most 256 bytes",
-                    ));
-                }
-                let asker = Asker {
-                    conn: incoming.conn,
-                    generation: incoming.generation,
-                };
-                let timeout = Duration::from_millis((*timeout_ms).clamp(1, 600_000));
-                match self
-                    .node
-                    .send(device, command, timeout, asker, self.poll.registry())
-                {
-                    // The answer comes when the device replies or the timeout passes.
-                    Ok(()) => return None,
-                    Err(message) => Response::err(ErrorKind::Rejected, message),
-                }
-            }
-            Request::Devices { after, limit } => {
-                match self.node.devices(after.as_deref(), *limit) {
-                    Ok(page) => Response::ok(page),
-                    Err(message) => Response::err(ErrorKind::Rejected, message),
-                }
-            }
-            Request::Sensors { after, limit } => {
-                match self.node.sensors_page(after.as_deref(), *limit) {
-                    Ok(page) => Response::ok(page),
-                    Err(message) => Response::err(ErrorKind::Rejected, message),
-                }
-            }
-            Request::CountReset {} => match self.node.reset_count(incoming.peer.uid) {
-                Ok(was) => Response::ok(serde_json::json!({ "staff": 0, "was": was })),
-                Err(message) => Response::err(ErrorKind::Rejected, message),
-            },
-        })
-    }
-
-    /// A device's state word now ("" if it has none).
-    fn device_state(&self, device: &str) -> String {
-        self.devices
-            .status()
-            .remove(device)
-            .map(|s| s.state)
-            .unwrap_or_default()
-    }
-
-    /// Answers the `sim` requests whose input has taken its new state, or whose time is up.
-    fn settle_sims(&mut self) {
-        if self.pending_sims.is_empty() {
-            return;
-        }
-        let now = monotonic_now();
-        let pending = std::mem::take(&mut self.pending_sims);
-        for sim in pending {
-            let state = self.device_state(&sim.device);
-            let response = if state.eq_ignore_ascii_case(&sim.value) || state != sim.before {
-                Response::ok(self.device_result(&sim.device))
-            } else if now >= sim.deadline {
-                Response::err(
-                    ErrorKind::Failed,
-                    format!(
-                        "{} is still {state} {:.1} s after simulating {}",
-                        sim.device,
-                        SIM_SETTLE.as_secs_f64(),
-                        sim.value
-                    ),
-                )
-            } else {
-                self.pending_sims.push(sim);
-                continue;
-            };
-            self.control.respond_later(
-                sim.asker.conn,
-                sim.asker.generation,
-                &response,
-                self.poll.registry(),
-            );
-        }
-        if let Some(next) = self.pending_sims.iter().map(|s| s.deadline).min() {
-            self.timers.arm(LoopTimer::SimSettled, next);
-        }
-    }
-
-    fn device_result(&self, device: &str) -> serde_json::Value {
-        match self.devices.status().remove(device) {
-            Some(status) => {
-                serde_json::json!({ "device": device, "state": status.state, "detail": status.detail })
-            }
-            None => serde_json::Value::Null,
-        }
-    }
-
-    fn status(&self) -> Status {
-        let (staff, site, hub) = self.node.status();
-        let sensors = self.node.sensors();
-        Status {
-            daemon: DaemonInfo {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                pid: std::process::id(),
-                backend: self.hw.name().to_string(),
-                board: Some(site_proto::BoardInfo {
-                    model: self.board.model.clone(),
-                    read: self
-                        .board
-                        .read
-                        .iter()
-                        .map(|(file, said)| site_proto::BoardSource {
-                            file: file.clone(),
-                            said: said.clone(),
-                        })
-                        .collect(),
-                }),
-                config: self.config.file.display().to_string(),
-                uptime_secs: self.started.elapsed().as_secs(),
-            },
-            devices: self.devices.status(),
-            staff,
-            site: Some(site).filter(|s| !s.is_empty()),
-            hub,
-            sensors,
-            sensor_count: self.node.sensor_count(),
-            store: self.node.store(),
-        }
     }
 
     fn status_line(&self) -> String {
@@ -795,14 +712,18 @@ impl Daemon {
                 &self.config.office,
             )
         {
-            self.node
+            let devices = &self.devices;
+            let commands = self
+                .runner
                 .reload(
                     &new,
-                    &mut self.devices,
-                    self.hw.as_mut(),
+                    self.hub.as_ref().map(Hub::local_addr),
+                    |d| devices.state_of(d),
                     self.poll.registry(),
                 )
                 .map_err(|e| e.to_string())?;
+            self.carry_out(commands);
+            self.on_device_events();
         }
         self.control.set_operator_gid(gid);
         self.config = new;
@@ -813,7 +734,12 @@ impl Daemon {
     fn shutdown(&mut self) {
         self.notifier.stopping();
         self.devices.shutdown(self.hw.as_mut());
-        self.node.finish();
+        let device_log = self
+            .hub
+            .as_mut()
+            .map(Hub::take_device_log)
+            .unwrap_or_default();
+        self.runner.finish(device_log);
         self.control.remove_socket();
         log::info!("stopped; every output is in its safe state");
     }

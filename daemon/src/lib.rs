@@ -15,7 +15,7 @@ pub mod hw;
 pub mod ledger;
 pub mod limits;
 pub mod logging;
-pub mod node;
+pub mod runner;
 pub mod notify;
 pub mod plugin_host;
 pub mod rate_limit;

@@ -1,6 +1,10 @@
-//! The loop's timer heap: deadlines on the monotonic clock, keyed so a timer can be re-armed or
-//! cancelled. The earliest deadline sets the poll timeout, so an idle daemon sleeps until the
+//! The loop's one timer heap: deadlines on the monotonic clock, keyed so a timer can be re-armed
+//! or cancelled. The earliest deadline sets the poll timeout, so an idle daemon sleeps until the
 //! next thing it must do (DESIGN.md §4). Cancelled entries are dropped lazily when they surface.
+//!
+//! Only the loop owns a heap. The devices, the hub and the site runner own none: each queues
+//! [`TimerAsk`]s in its [`TimerAsks`], and the loop applies them to its heap under a key that
+//! says whose timer it is, and hands each timer back to its owner when it fires.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -13,6 +17,39 @@ pub fn monotonic_now() -> Duration {
     // CLOCK_MONOTONIC exists on every Linux; clock_gettime fails only for an unknown clock.
     let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
     Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32)
+}
+
+/// What a component asks of the loop's timer heap, in its own key type `K`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TimerAsk<K> {
+    /// Fire `K` at this deadline (replacing an earlier arming of it).
+    Arm(K, Duration),
+    Cancel(K),
+}
+
+/// A component's asks since the loop last took them, in order.
+#[derive(Debug)]
+pub struct TimerAsks<K>(Vec<TimerAsk<K>>);
+
+impl<K> Default for TimerAsks<K> {
+    fn default() -> Self {
+        TimerAsks(Vec::new())
+    }
+}
+
+impl<K> TimerAsks<K> {
+    pub fn arm(&mut self, key: K, deadline: Duration) {
+        self.0.push(TimerAsk::Arm(key, deadline));
+    }
+
+    pub fn cancel(&mut self, key: K) {
+        self.0.push(TimerAsk::Cancel(key));
+    }
+
+    /// The asks, for the loop to apply.
+    pub fn take(&mut self) -> Vec<TimerAsk<K>> {
+        std::mem::take(&mut self.0)
+    }
 }
 
 /// A deadline heap over keys of type `K`; arming a key again replaces its deadline.
@@ -105,6 +142,18 @@ impl<K: Clone + Eq + Hash> Timers<K> {
         }
     }
 
+    /// Applies a component's asks, each under the loop's key for it (`whose`).
+    pub fn apply<S>(&mut self, asks: Vec<TimerAsk<S>>, whose: impl Fn(S) -> K) {
+        for ask in asks {
+            match ask {
+                TimerAsk::Arm(key, deadline) => self.arm(whose(key), deadline),
+                TimerAsk::Cancel(key) => {
+                    self.cancel(&whose(key));
+                }
+            }
+        }
+    }
+
     /// Number of armed timers.
     pub fn len(&self) -> usize {
         self.live.len()
@@ -194,6 +243,28 @@ mod tests {
         let mut t = Timers::new();
         t.arm(1u8, ms(10));
         assert_eq!(t.timeout(ms(15)), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_components_asks_land_under_its_own_key_in_order() {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        enum Whose {
+            Loop(u8),
+            Device(u8),
+        }
+        let mut t = Timers::new();
+        t.arm(Whose::Loop(1), ms(5));
+        let mut asks = TimerAsks::default();
+        asks.arm(1u8, ms(10));
+        asks.arm(2u8, ms(20));
+        asks.cancel(2u8);
+        asks.arm(1u8, ms(30));
+        t.apply(asks.take(), Whose::Device);
+        assert!(asks.take().is_empty(), "taken once");
+        assert_eq!(t.pop_due(ms(100)), Some(Whose::Loop(1)));
+        assert_eq!(t.pop_due(ms(100)), Some(Whose::Device(1)));
+        assert_eq!(t.deadline_of(&Whose::Device(1)), None);
+        assert_eq!(t.pop_due(ms(100)), None, "the cancel came after the arm");
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! and the sensor streams: their parsing and cycle bookkeeping ([`stream`]) and the UDP
 //! listener that serves them ([`udp`]); and seed 001's server record, `[hub] device-log`
 //! ([`device_log`]).
+//!
+//! [`Hub`] puts the TCP server, the UDP listener, the latest readings and the answers owed to
+//! `sitectl send` together. It touches no device and no file: what its clients sent comes back
+//! to the loop as a [`HubOutput`] (reports for the ledger, readings for the rules), and its
+//! timers are asks for the loop's heap (`timers::TimerAsks`).
 
 pub mod device_log;
 pub mod link;
@@ -13,3 +18,434 @@ pub mod server;
 pub mod staff;
 pub mod stream;
 pub mod udp;
+
+use crate::config::site::{HubSection, resolve_addr};
+use crate::conn_io::TokenRange;
+use crate::ledger::Reply;
+use crate::timers::{TimerAsk, TimerAsks, monotonic_now};
+use mio::{Registry, Token};
+use server::{Asker, CommandDone, ConnRef, HubServer, IncomingReport};
+use site_proto::{ErrorKind, Response};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use stream::{Reading, Readings};
+use udp::SensorHub;
+
+/// Descriptors kept for everything but hub clients (plugins, pins, control connections, the
+/// store), when the open-file limit caps `max-clients`.
+const FDS_KEPT: u64 = 256;
+
+/// The hub's timers, in the loop's heap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HubTimer {
+    /// Connections that have not registered in time are closed.
+    Sweep,
+    /// A sensor's cycle has been quiet long enough to close.
+    StreamGap,
+    /// A connection's unterminated input has been quiet long enough to count as a line.
+    Quiet(usize),
+    /// An operator command's answer is due: (connection, command id).
+    Command(usize, u64),
+}
+
+/// The tokens the loop set aside for the hub's sockets.
+#[derive(Clone, Copy, Debug)]
+pub struct HubTokens {
+    pub listener: Token,
+    pub udp: Token,
+    /// The client connections (at least `[hub] max-clients` of them).
+    pub conns: TokenRange,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("hub: cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What the hub's clients sent, for the loop to carry on with.
+#[derive(Debug, Default)]
+pub struct HubOutput {
+    /// Reports for the ledger, in the order they came.
+    pub reports: Vec<IncomingReport>,
+    /// Connections that closed (their per-connection report epochs end).
+    pub closed: Vec<ConnRef>,
+    /// Fresh readings (already stored here) for the site's rules.
+    pub readings: Vec<Reading>,
+    /// A budget ran out with more waiting: the loop comes back.
+    pub more: bool,
+}
+
+pub struct Hub {
+    server: HubServer,
+    sensors: Option<SensorHub>,
+    /// The latest value of each reading, from UDP and TCP.
+    readings: Readings,
+    /// Answers to `sitectl send` that completed, for the control connections that asked.
+    replies: Vec<(Asker, Response)>,
+    timers: TimerAsks<HubTimer>,
+    /// The sweep is armed (nobody older is waiting, so a new connection need not re-arm it).
+    sweep_armed: bool,
+    /// Where the stream-gap timer is armed: packets only move cycle deadlines later, so an
+    /// earlier timer is left alone and re-arms when it fires (no heap work per datagram).
+    gap_armed: Option<Duration>,
+}
+
+impl Hub {
+    /// Binds the TCP listener (and the UDP one, if `udp` is set).
+    pub fn start(h: &HubSection, registry: &Registry, tokens: HubTokens) -> Result<Hub, Error> {
+        let addr = resolve_addr(&h.tcp).map_err(Error::Config)?;
+        // Each client is a descriptor; keep some for the rest of the daemon.
+        let fds = crate::limits::fd_limit().saturating_sub(FDS_KEPT);
+        let max_clients = h
+            .max_clients
+            .min(usize::try_from(fds).unwrap_or(usize::MAX));
+        if max_clients < h.max_clients {
+            log::warn!(
+                "hub: max-clients {} lowered to {max_clients} by the open-file limit (raise LimitNOFILE)",
+                h.max_clients
+            );
+        }
+        let max_clients = max_clients.min(tokens.conns.len);
+        let mut server = HubServer::bind(
+            addr,
+            max_clients,
+            h.max_clients_per_address,
+            registry,
+            tokens.listener,
+            tokens.conns,
+        )
+        .map_err(|source| Error::Bind {
+            addr: h.tcp.clone(),
+            source,
+        })?;
+        let device_log = match &h.device_log {
+            Some(path) => {
+                server.keep_device_log();
+                format!(", device log {}", path.display())
+            }
+            None => String::new(),
+        };
+        log::info!(
+            "hub: listening on {} (event log {}{device_log})",
+            server.local_addr(),
+            h.event_log.display()
+        );
+        let sensors = match &h.udp {
+            Some(udp) => {
+                let addr = resolve_addr(udp).map_err(Error::Config)?;
+                let gap = Duration::from_millis(h.cycle_gap_ms);
+                let sensors = SensorHub::bind(addr, gap, registry, tokens.udp).map_err(
+                    |source| Error::Bind {
+                        addr: udp.clone(),
+                        source,
+                    },
+                )?;
+                log::info!("hub: sensor streams on udp {}", sensors.local_addr());
+                Some(sensors)
+            }
+            None => None,
+        };
+        Ok(Hub {
+            server,
+            sensors,
+            readings: Readings::default(),
+            replies: Vec::new(),
+            timers: TimerAsks::default(),
+            sweep_armed: false,
+            gap_armed: None,
+        })
+    }
+
+    /// The TCP address actually bound (port 0 resolved): this node's own links report here.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// New connections. Returns true if more may be waiting (the accept budget ran out).
+    pub fn on_listener(&mut self, registry: &Registry) -> bool {
+        let more = self.server.accept(registry);
+        if self.server.has_unregistered() && !self.sweep_armed {
+            // Nobody older is waiting, so the newest is the next one due.
+            self.timers
+                .arm(HubTimer::Sweep, monotonic_now() + server::REGISTER_TIMEOUT);
+            self.sweep_armed = true;
+        }
+        more
+    }
+
+    /// A client sent something: its lines are handled, up to the read budget.
+    pub fn on_conn(&mut self, index: usize, registry: &Registry) -> HubOutput {
+        let read = self.server.readable(index, registry);
+        self.arm_quiet(index);
+        let mut out = self.output(read.reports);
+        out.more = read.more;
+        out
+    }
+
+    /// Sensor datagrams arrived: readings are stored (and returned for the rules), closed
+    /// cycles answered.
+    pub fn on_udp(&mut self) -> HubOutput {
+        let Some(sensors) = &mut self.sensors else {
+            return HubOutput::default();
+        };
+        let (readings, more) = sensors.readable(monotonic_now());
+        self.store(&readings);
+        self.arm_stream_gap();
+        HubOutput {
+            readings,
+            more,
+            ..HubOutput::default()
+        }
+    }
+
+    /// One of the hub's timers fired.
+    pub fn on_timer(&mut self, timer: HubTimer, registry: &Registry) -> HubOutput {
+        let now = monotonic_now();
+        match timer {
+            HubTimer::Quiet(index) => {
+                let reports = self.server.quiet(index, registry);
+                self.arm_quiet(index);
+                return self.output(reports);
+            }
+            HubTimer::Command(index, id) => self.server.command_timeout(index, id, registry),
+            HubTimer::StreamGap => {
+                self.gap_armed = None;
+                if let Some(sensors) = &mut self.sensors {
+                    sensors.expire(now);
+                }
+                self.arm_stream_gap();
+            }
+            HubTimer::Sweep => {
+                self.sweep_armed = false;
+                if let Some(next) = self.server.expire_unregistered(registry) {
+                    let wait = next.saturating_duration_since(std::time::Instant::now());
+                    self.timers.arm(HubTimer::Sweep, now + wait);
+                    self.sweep_armed = true;
+                }
+            }
+        }
+        self.output(Vec::new())
+    }
+
+    /// What a batch of lines led to, with the commands it finished turned into answers.
+    fn output(&mut self, reports: Vec<IncomingReport>) -> HubOutput {
+        self.collect_commands();
+        let readings = self.server.take_readings();
+        self.store(&readings);
+        HubOutput {
+            reports,
+            closed: self.server.take_closed(),
+            readings,
+            more: false,
+        }
+    }
+
+    fn store(&mut self, readings: &[Reading]) {
+        let at = std::time::SystemTime::now();
+        for reading in readings {
+            log::debug!(
+                "hub: reading {} {}={}",
+                reading.device,
+                reading.quantity,
+                reading.value
+            );
+            self.readings.store(reading, at);
+        }
+    }
+
+    /// Sends the ledger's answers to reports (`OK <seq>` once on disk, or `ERR <reason>`).
+    pub fn answer(&mut self, acks: &[(ConnRef, Reply)], registry: &Registry) {
+        for (conn, reply) in acks {
+            self.server.answer(*conn, reply, registry);
+        }
+    }
+
+    /// `sitectl send`: the answer comes later, through [`Hub::take_replies`].
+    pub fn send(
+        &mut self,
+        device: &str,
+        command: &str,
+        timeout: Duration,
+        asker: Asker,
+        registry: &Registry,
+    ) -> Result<(), String> {
+        self.server
+            .send_command(device, command, timeout, asker, registry)?;
+        self.collect_commands();
+        Ok(())
+    }
+
+    /// Arms timeouts for commands just sent and turns finished ones into answers.
+    fn collect_commands(&mut self) {
+        let now = monotonic_now();
+        for (index, id, timeout) in self.server.take_started() {
+            self.timers.arm(HubTimer::Command(index, id), now + timeout);
+        }
+        for done in self.server.take_done() {
+            let (asker, response) = match done {
+                CommandDone::Reply {
+                    asker,
+                    device,
+                    reply,
+                } => (
+                    asker,
+                    Response::ok(serde_json::json!({ "device": device, "reply": reply })),
+                ),
+                CommandDone::Closed { asker, device } => (
+                    asker,
+                    Response::ok(serde_json::json!({ "device": device, "closed": true })),
+                ),
+                CommandDone::Failed { asker, reason } => {
+                    (asker, Response::err(ErrorKind::Failed, reason))
+                }
+            };
+            self.replies.push((asker, response));
+        }
+    }
+
+    /// Unterminated input waits [`server::QUIET`] before it counts as a line.
+    fn arm_quiet(&mut self, index: usize) {
+        if self.server.partial_deadline(index).is_some() {
+            self.timers
+                .arm(HubTimer::Quiet(index), monotonic_now() + server::QUIET);
+        }
+    }
+
+    /// Keeps the gap timer at or before the earliest open cycle's deadline.
+    fn arm_stream_gap(&mut self) {
+        match self.sensors.as_ref().and_then(SensorHub::next_deadline) {
+            Some(at) if self.gap_armed.is_none_or(|armed| at < armed) => {
+                self.timers.arm(HubTimer::StreamGap, at);
+                self.gap_armed = Some(at);
+            }
+            Some(_) => {}
+            None => {
+                if self.gap_armed.take().is_some() {
+                    self.timers.cancel(HubTimer::StreamGap);
+                }
+            }
+        }
+    }
+
+    /// Answers to deliver to control connections.
+    pub fn take_replies(&mut self) -> Vec<(Asker, Response)> {
+        std::mem::take(&mut self.replies)
+    }
+
+    /// Connections that stopped for backpressure and may be read again.
+    pub fn take_resumed(&mut self) -> Vec<usize> {
+        self.server.take_resumed()
+    }
+
+    /// The device-log lines since the last look (`[hub] device-log`).
+    pub fn take_device_log(&mut self) -> Vec<String> {
+        self.server.take_device_log()
+    }
+
+    /// The timers asked for since the last look, for the loop's heap.
+    pub fn take_timer_asks(&mut self) -> Vec<TimerAsk<HubTimer>> {
+        self.timers.take()
+    }
+
+    /// `sitectl devices`, a page at a time: registered TCP clients by name, then UDP senders
+    /// by name. The cursor (`next`, then `after`) is `tcp:<name>` or `udp:<host> <name>`.
+    pub fn devices(
+        &self,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<site_proto::Page<serde_json::Value>, String> {
+        let limit = limit
+            .unwrap_or(site_proto::MAX_PAGE)
+            .clamp(1, site_proto::MAX_PAGE);
+        let bad = || format!("bad `after` {after:?}: pass the `next` of the page before");
+        let (tcp_after, udp_after) = match after {
+            None => (None, None),
+            Some(c) => match c.split_once(':') {
+                Some(("tcp", name)) => (Some(name), None),
+                Some(("udp", rest)) => {
+                    let (ip, name) = rest.split_once(' ').ok_or_else(bad)?;
+                    let ip: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+                    (None, Some((name.to_string(), ip)))
+                }
+                _ => return Err(bad()),
+            },
+        };
+        let mut list = Vec::new();
+        let mut next = None;
+        let senders = self.sensors.as_ref().map_or(0, SensorHub::sender_count);
+        if udp_after.is_none() {
+            let clients = self.server.clients(tcp_after, limit);
+            // A full page ends here; the next starts after its last client, with the rest of
+            // the clients or, if none, the first senders.
+            if clients.len() == limit
+                && let Some(last) = clients.last()
+                && (senders > 0 || !self.server.clients(Some(&last.name), 1).is_empty())
+            {
+                next = Some(format!("tcp:{}", last.name));
+            }
+            list.extend(clients.into_iter().map(|c| {
+                serde_json::json!({
+                    "name": c.name, "type": c.kind, "via": "tcp", "address": c.address,
+                    "state": "connected", "connected_secs": c.connected_secs, "last_seen": c.last_seen,
+                })
+            }));
+        }
+        if next.is_none()
+            && list.len() < limit
+            && let Some(sensors) = &self.sensors
+        {
+            let (senders, more) = sensors.senders(udp_after.as_ref(), limit - list.len());
+            list.extend(senders);
+            next = more.map(|(name, ip)| format!("udp:{ip} {name}"));
+        }
+        Ok(site_proto::Page {
+            items: serde_json::json!({ "devices": list }),
+            total: self.server.client_count() + senders,
+            next,
+        })
+    }
+
+    /// `sitectl sensors`: the latest readings, a page of devices at a time, by name.
+    pub fn sensors_page(
+        &self,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> site_proto::Page<serde_json::Value> {
+        let limit = limit
+            .unwrap_or(site_proto::MAX_PAGE)
+            .clamp(1, site_proto::MAX_PAGE);
+        let (page, next) = self.readings.page(after, limit);
+        site_proto::Page {
+            items: serde_json::json!({ "sensors": page }),
+            total: self.readings.count(),
+            next,
+        }
+    }
+
+    /// `"sensors"` for status: the first few devices' latest readings.
+    pub fn sensors(&self) -> BTreeMap<String, BTreeMap<String, site_proto::SensorReading>> {
+        self.readings.page(None, site_proto::STATUS_LIST).0
+    }
+
+    /// How many devices have readings.
+    pub fn sensor_count(&self) -> usize {
+        self.readings.count()
+    }
+
+    /// `"hub"` for status: where it listens, the first few clients and streams, the counts.
+    pub fn status(&self) -> site_proto::HubStatus {
+        site_proto::HubStatus {
+            listen: self.server.local_addr().to_string(),
+            clients: self.server.clients(None, site_proto::STATUS_LIST),
+            client_count: self.server.client_count(),
+            udp: self.sensors.as_ref().map(SensorHub::streams),
+        }
+    }
+}

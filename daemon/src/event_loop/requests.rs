@@ -1,0 +1,242 @@
+//! The control dispatcher: what each `sitectl` request does to the running daemon, and the
+//! status document it answers `status` with. The control server (`control.rs`) has already
+//! framed the request and checked the peer may make it.
+
+use super::{Daemon, Key, LoopTimer, PendingSim, SIM_SETTLE};
+use crate::control::Incoming;
+use crate::hub::Hub;
+use crate::hub::server::Asker;
+use crate::timers::monotonic_now;
+use site_proto::{DaemonInfo, ErrorKind, Request, Response, Status, VersionInfo};
+use std::time::Duration;
+
+impl Daemon {
+    /// Carries out one control request (permission was checked by the control server).
+    /// `None`: the answer comes later (`sitectl send`), through the node's replies.
+    pub(super) fn handle(&mut self, incoming: &Incoming) -> Option<Response> {
+        Some(match &incoming.request {
+            Request::Status {} => Response::ok(self.status()),
+            Request::Version {} => Response::ok(VersionInfo {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                plugin_abi: site_plugin_api::abi::SUPPORTED_ABI_VERSIONS.to_vec(),
+                protocol: site_proto::PROTOCOL_VERSION,
+            }),
+            Request::Set { device, value } => {
+                log::info!("control: uid {} sets {device} {value}", incoming.peer.uid);
+                let result =
+                    self.devices
+                        .command(device, value, self.hw.as_mut(), &mut self.events);
+                self.on_device_events();
+                match result {
+                    Ok(()) => Response::ok(self.device_result(device)),
+                    Err(e) => Response::err(e.kind, e.message),
+                }
+            }
+            Request::Sim { device, value } => {
+                log::info!(
+                    "control: uid {} simulates {device} {value}",
+                    incoming.peer.uid
+                );
+                let before = self.device_state(device);
+                match self.devices.simulate(device, value, self.hw.as_mut()) {
+                    Ok(()) => {
+                        // Deliver the edge now, so the reply (and the next status) shows its effect.
+                        self.on_hardware();
+                        let now = self.device_state(device);
+                        if now.eq_ignore_ascii_case(value) || now != before {
+                            Response::ok(self.device_result(device))
+                        } else {
+                            // Inside the debounce lockout: answer when it has been applied.
+                            let deadline = monotonic_now() + SIM_SETTLE;
+                            self.pending_sims.push(PendingSim {
+                                asker: Asker {
+                                    conn: incoming.conn,
+                                    generation: incoming.generation,
+                                },
+                                device: device.clone(),
+                                value: value.clone(),
+                                before,
+                                deadline,
+                            });
+                            if self.timers.deadline_of(&Key::Loop(LoopTimer::SimSettled)).is_none() {
+                                self.timers.arm(Key::Loop(LoopTimer::SimSettled), deadline);
+                            }
+                            return None;
+                        }
+                    }
+                    Err(e) => Response::err(e.kind, e.message),
+                }
+            }
+            Request::Reload {} => {
+                log::info!("control: uid {} asked for a reload", incoming.peer.uid);
+                // As SIGHUP does: `systemctl reload` runs `sitectl reload`, and logrotate
+                // may have moved the logs.
+                self.runner.reopen_log();
+                match self.reload() {
+                    Ok(()) => Response::ok(serde_json::json!({ "reloaded": self.config.file })),
+                    Err(message) => Response::err(ErrorKind::Failed, message),
+                }
+            }
+            Request::Log { lines, follow } => match self.runner.log_tail(*lines) {
+                Ok(tail) => {
+                    if *follow {
+                        self.control.follow(incoming.conn);
+                    }
+                    Response::ok(serde_json::json!({ "lines": tail }))
+                }
+                Err(message) => Response::err(ErrorKind::Rejected, message),
+            },
+            Request::Send {
+                device,
+                command,
+                timeout_ms,
+            } => {
+                log::info!(
+                    "control: uid {} sends {device} {command:?}",
+                    incoming.peer.uid
+                );
+                if command.is_empty() || command.len() > 256 || command.contains(['\n', '\r']) {
+                    return Some(Response::err(
+                        ErrorKind::BadRequest,
+                        "a command is one line of at most 256 bytes",
+                    ));
+                }
+                let asker = Asker {
+                    conn: incoming.conn,
+                    generation: incoming.generation,
+                };
+                let timeout = Duration::from_millis((*timeout_ms).clamp(1, 600_000));
+                let Some(hub) = &mut self.hub else {
+                    return Some(Response::err(
+                        ErrorKind::Rejected,
+                        "this node runs no hub, so no devices are connected to it",
+                    ));
+                };
+                match hub.send(device, command, timeout, asker, self.poll.registry()) {
+                    // The answer comes when the device replies or the timeout passes.
+                    Ok(()) => return None,
+                    Err(message) => Response::err(ErrorKind::Rejected, message),
+                }
+            }
+            Request::Devices { after, limit } => match &self.hub {
+                Some(hub) => match hub.devices(after.as_deref(), *limit) {
+                    Ok(page) => Response::ok(page),
+                    Err(message) => Response::err(ErrorKind::Rejected, message),
+                },
+                None => Response::err(
+                    ErrorKind::Rejected,
+                    "this node runs no hub, so no devices report to it",
+                ),
+            },
+            Request::Sensors { after, limit } => match &self.hub {
+                Some(hub) => Response::ok(hub.sensors_page(after.as_deref(), *limit)),
+                None => Response::err(
+                    ErrorKind::Rejected,
+                    "this node runs no hub, so no sensors report to it",
+                ),
+            },
+            Request::CountReset {} => {
+                let was = match self.hub {
+                    Some(_) => self.runner.reset_count(incoming.peer.uid),
+                    None => None,
+                };
+                match was {
+                    Some(was) => Response::ok(serde_json::json!({ "staff": 0, "was": was })),
+                    None => Response::err(
+                        ErrorKind::Rejected,
+                        "this node runs no hub, so it keeps no staff count",
+                    ),
+                }
+            },
+        })
+    }
+
+    /// A device's state word now ("" if it has none).
+    fn device_state(&self, device: &str) -> String {
+        self.devices
+            .status()
+            .remove(device)
+            .map(|s| s.state)
+            .unwrap_or_default()
+    }
+
+    /// Answers the `sim` requests whose input has taken its new state, or whose time is up.
+    pub(super) fn settle_sims(&mut self) {
+        if self.pending_sims.is_empty() {
+            return;
+        }
+        let now = monotonic_now();
+        let pending = std::mem::take(&mut self.pending_sims);
+        for sim in pending {
+            let state = self.device_state(&sim.device);
+            let response = if state.eq_ignore_ascii_case(&sim.value) || state != sim.before {
+                Response::ok(self.device_result(&sim.device))
+            } else if now >= sim.deadline {
+                Response::err(
+                    ErrorKind::Failed,
+                    format!(
+                        "{} is still {state} {:.1} s after simulating {}",
+                        sim.device,
+                        SIM_SETTLE.as_secs_f64(),
+                        sim.value
+                    ),
+                )
+            } else {
+                self.pending_sims.push(sim);
+                continue;
+            };
+            self.control.respond_later(
+                sim.asker.conn,
+                sim.asker.generation,
+                &response,
+                self.poll.registry(),
+            );
+        }
+        if let Some(next) = self.pending_sims.iter().map(|s| s.deadline).min() {
+            self.timers.arm(Key::Loop(LoopTimer::SimSettled), next);
+        }
+    }
+
+    fn device_result(&self, device: &str) -> serde_json::Value {
+        match self.devices.status().remove(device) {
+            Some(status) => {
+                serde_json::json!({ "device": device, "state": status.state, "detail": status.detail })
+            }
+            None => serde_json::Value::Null,
+        }
+    }
+
+    fn status(&self) -> Status {
+        let site = self.runner.status();
+        Status {
+            daemon: DaemonInfo {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                pid: std::process::id(),
+                backend: self.hw.name().to_string(),
+                board: Some(site_proto::BoardInfo {
+                    model: self.board.model.clone(),
+                    read: self
+                        .board
+                        .read
+                        .iter()
+                        .map(|(file, said)| site_proto::BoardSource {
+                            file: file.clone(),
+                            said: said.clone(),
+                        })
+                        .collect(),
+                }),
+                config: self.config.file.display().to_string(),
+                uptime_secs: self.started.elapsed().as_secs(),
+            },
+            devices: self.devices.status(),
+            // The count is the hub's: a door node has a ledger (its outboxes) but no count.
+            staff: self.hub.as_ref().and(self.runner.staff()),
+            site: Some(site).filter(|s| !s.is_empty()),
+            hub: self.hub.as_ref().map(Hub::status),
+            sensors: self.hub.as_ref().map(Hub::sensors),
+            sensor_count: self.hub.as_ref().map(Hub::sensor_count),
+            store: self.runner.store(),
+        }
+    }
+
+}

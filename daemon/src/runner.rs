@@ -1,0 +1,580 @@
+//! The site runner (DESIGN.md §3 steps 3 and 5): the site modules this node's config has
+//! sections for (`site/`, pure state machines), their links to their hubs, and the ledger
+//! they and the hub persist through. It touches no device: a device event, a reading or a
+//! timer goes in, and the commands for the devices come back for the loop to carry out. Its
+//! timers are asks for the loop's heap.
+
+use crate::config::{Config, site::resolve_addr};
+use crate::conn_io::TokenRange;
+use crate::devices::DeviceEvent;
+use crate::hub::link::{HubLink, LinkOutcome};
+use crate::hub::protocol;
+use crate::hub::server::{ConnRef, IncomingReport};
+use crate::hub::stream::Reading;
+use crate::ledger::{Ledger, Reply};
+use crate::rate_limit::RateLimit;
+use crate::site::access::{AccessConfig, AccessControl};
+use crate::site::emergency::{Emergency, EmergencyConfig};
+use crate::site::office::{Office, OfficeConfig};
+use crate::site::rules::{Rule, RuleConfig, RuleState};
+use crate::site::{Command, Effects, Module, NoteLevel, Site, SiteTimer, TimerRequest};
+use crate::timers::{TimerAsk, TimerAsks, monotonic_now};
+use mio::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The runner's timers, in the loop's heap. Each carries the generation of the site it was
+/// armed for: a reload builds a new site and new links, and the old ones' timers are void.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RunnerTimer {
+    Site(u64, SiteTimer),
+    /// A link's next connection attempt.
+    LinkRetry(u64, usize),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Ledger(#[from] crate::ledger::Error),
+    #[error("{0}")]
+    Config(String),
+}
+
+pub struct SiteRunner {
+    site: Site,
+    /// The state file and event log; none on a node that runs neither modules nor a hub.
+    ledger: Option<Ledger>,
+    links: Vec<(Module, HubLink)>,
+    link_tokens: TokenRange,
+    /// Bumped by each (re)build of the site (see [`RunnerTimer`]).
+    generation: u64,
+    timers: TimerAsks<RunnerTimer>,
+    /// Event-log lines that reached the disk, for `sitectl log -f`.
+    lines: Vec<String>,
+    /// What readings make the rules log (a client can send them as fast as it likes).
+    reading_log_limit: RateLimit,
+}
+
+fn hostname() -> String {
+    let raw = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    link_name_base(&raw)
+}
+
+/// The host name as the start of a hub registration name (`<host>-access`): only what the
+/// protocol allows in a name (letters, digits, `_-.@`; anything else becomes `-`), at most 48
+/// characters, and `sited` for a machine with no name (the kernel's `(none)`, or empty).
+fn link_name_base(host: &str) -> String {
+    let name: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-.@".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(48)
+        .collect();
+    let name = name.trim_matches('-');
+    if name.is_empty() || host == "(none)" {
+        "sited".to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+impl SiteRunner {
+    /// Opens the ledger (if this node runs modules or a hub: `runs_hub`), builds the modules
+    /// and their links, and derives the outputs from the inputs as they are now (`state_of`)
+    /// and the persisted state; a cycle in progress is never resumed. Returns the runner and
+    /// the commands that puts the outputs in. `own_hub` is this node's hub, where links
+    /// without a `hub` of their own report.
+    pub fn start(
+        config: &Config,
+        own_hub: Option<SocketAddr>,
+        state_of: impl Fn(&str) -> Option<String>,
+        registry: &Registry,
+        link_tokens: TokenRange,
+        wake: Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<(SiteRunner, Vec<Command>), Error> {
+        let mut runner = SiteRunner {
+            site: Site::default(),
+            ledger: None,
+            links: Vec::new(),
+            link_tokens,
+            generation: 0,
+            timers: TimerAsks::default(),
+            lines: Vec::new(),
+            reading_log_limit: RateLimit::new(30, Duration::from_secs(10)),
+        };
+        let runs_site =
+            config.access.is_some() || config.emergency.is_some() || config.office.is_some();
+        if !runs_site && config.hub.is_none() {
+            return Ok((runner, Vec::new()));
+        }
+        let event_log = config.hub.as_ref().map(|h| h.event_log.as_path());
+        let device_log = config.hub.as_ref().and_then(|h| h.device_log.as_deref());
+        runner.ledger = Some(Ledger::open(
+            &config.daemon.state_dir,
+            event_log,
+            device_log,
+            wake,
+        )?);
+        runner.build_site(config, own_hub, registry)?;
+        let fx = runner.site.start(state_of);
+        let commands = runner.apply(fx);
+        Ok((runner, commands))
+    }
+
+    fn build_site(
+        &mut self,
+        config: &Config,
+        own_hub: Option<SocketAddr>,
+        registry: &Registry,
+    ) -> Result<(), Error> {
+        let state = self
+            .ledger
+            .as_ref()
+            .map(|l| l.state().clone())
+            .unwrap_or_default();
+        let epoch = self
+            .ledger
+            .as_ref()
+            .map(|l| l.epoch().to_string())
+            .unwrap_or_default();
+        let host = hostname();
+        let link_tokens = self.link_tokens;
+        self.links.clear();
+        // The old links' retries and the old modules' timers are void: a generation each.
+        self.generation += 1;
+        let mut link_for =
+            |module: Module, hub: &Option<String>, name: &Option<String>, kind: &'static str| {
+                let addr = match hub {
+                    Some(text) => resolve_addr(text).map_err(Error::Config)?,
+                    None => own_hub.ok_or_else(|| {
+                        Error::Config(format!("[{}] has no hub to report to", module.key()))
+                    })?,
+                };
+                let name = name
+                    .clone()
+                    .unwrap_or_else(|| format!("{host}-{}", module.key()));
+                if self.links.len() >= link_tokens.len {
+                    return Err(Error::Config("more hub links than tokens for them".into()));
+                }
+                let token = link_tokens.token(self.links.len());
+                self.links.push((
+                    module,
+                    HubLink::new(module.key(), name, kind, epoch.clone(), addr, token),
+                ));
+                Ok::<(), Error>(())
+            };
+        self.site.access = match &config.access {
+            Some(a) => {
+                link_for(Module::Access, &a.hub, &a.name, protocol::TYPE_ACCESS)?;
+                Some(AccessControl::new(AccessConfig {
+                    entry_button: a.entry_button.clone(),
+                    exit_button: a.exit_button.clone(),
+                    entry_door: a.entry_door.clone(),
+                    exit_door: a.exit_door.clone(),
+                    entry_led: a.entry_led.clone(),
+                    exit_led: a.exit_led.clone(),
+                    open: Duration::from_secs_f64(a.open_secs),
+                }))
+            }
+            None => None,
+        };
+        self.site.emergency = match &config.emergency {
+            Some(e) => {
+                link_for(Module::Emergency, &e.hub, &e.name, protocol::TYPE_EMERGENCY)?;
+                Some(Emergency::new(
+                    EmergencyConfig {
+                        door: e.door.clone(),
+                        siren: e.siren.clone(),
+                    },
+                    state.emergency_reported_open,
+                ))
+            }
+            None => None,
+        };
+        self.site.office = config.office.as_ref().map(|o| {
+            Office::new(
+                OfficeConfig {
+                    door: o.door.clone(),
+                    lock_switch: o.lock_switch.clone(),
+                    lock: o.lock.clone(),
+                    light: o.light.clone(),
+                    fan: o.fan.clone(),
+                },
+                state.office_occupied,
+            )
+        });
+        self.site.rules = config
+            .rules
+            .iter()
+            .map(|r| {
+                let name = r.name();
+                let saved = state.rules.get(&name).copied();
+                Rule::new(
+                    RuleConfig {
+                        name,
+                        sensor: r.sensor.clone(),
+                        quantity: r.quantity.clone(),
+                        above: r.above,
+                        hysteresis: r.hysteresis,
+                        device: r.device.clone(),
+                    },
+                    saved.unwrap_or(RuleState::Idle),
+                )
+            })
+            .collect();
+        for slot in 0..self.links.len() {
+            let (module, link) = &mut self.links[slot];
+            if let Some(ledger) = &self.ledger {
+                link.set_durable(ledger.durable_seq(*module));
+            }
+            if let Err(wait) = link.connect(registry) {
+                self.timers.arm(
+                    RunnerTimer::LinkRetry(self.generation, slot),
+                    monotonic_now() + wait,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-binds the site modules after a reload (the hub itself needs a restart). Access is
+    /// idle with its doors closed afterwards; occupancy, rule states and outboxes carry over. A
+    /// device that a removed rule drove, and that nothing drives now, is switched off.
+    pub fn reload(
+        &mut self,
+        config: &Config,
+        own_hub: Option<SocketAddr>,
+        state_of: impl Fn(&str) -> Option<String>,
+        registry: &Registry,
+    ) -> Result<Vec<Command>, Error> {
+        if self.ledger.is_none()
+            && (config.access.is_some() || config.emergency.is_some() || config.office.is_some())
+        {
+            return Err(Error::Config(
+                "adding site modules to a node that ran none needs a restart".into(),
+            ));
+        }
+        let ruled: Vec<String> = self
+            .site
+            .rules
+            .iter()
+            .map(|r| r.config().device.clone())
+            .collect();
+        self.build_site(config, own_hub, registry)?;
+        let mut fx = self.site.start(&state_of);
+        for device in ruled {
+            let still_driven = fx.commands.iter().any(|c| c.device == device);
+            if !still_driven && state_of(&device).is_some() {
+                fx.info(format!("{device}: no rule drives it any more; off"));
+                fx.command(&device, "off");
+            }
+        }
+        Ok(self.apply(fx))
+    }
+
+    /// Step 3: a device event goes to the site modules; their commands come back.
+    pub fn on_device_event(&mut self, event: &DeviceEvent) -> Vec<Command> {
+        log::info!("{}: {}", event.device, event.event);
+        let fx = self.site.on_device(&event.device, &event.event);
+        self.apply(fx)
+    }
+
+    /// Fresh readings go to the rules; their commands come back. Any sensor (or anyone
+    /// posing as one) can flip a rule with each datagram, so what that logs is rate-limited.
+    pub fn on_readings(&mut self, readings: &[Reading]) -> Vec<Command> {
+        let mut commands = Vec::new();
+        if self.site.rules.is_empty() {
+            return commands;
+        }
+        for reading in readings {
+            let mut fx = self
+                .site
+                .on_reading(&reading.device, &reading.quantity, reading.value);
+            for (level, note) in fx.notes.drain(..) {
+                let level = match level {
+                    NoteLevel::Info => log::Level::Info,
+                    NoteLevel::Warn => log::Level::Warn,
+                };
+                crate::log_limited!(self.reading_log_limit, level, "{note}");
+            }
+            commands.extend(self.apply(fx));
+        }
+        commands
+    }
+
+    /// One of the runner's timers fired; the commands it led to come back.
+    pub fn on_timer(&mut self, timer: RunnerTimer, registry: &Registry) -> Vec<Command> {
+        let mut commands = Vec::new();
+        match timer {
+            RunnerTimer::Site(generation, t) if generation == self.generation => {
+                let fx = self.site.on_timer(t);
+                commands = self.apply(fx);
+            }
+            RunnerTimer::LinkRetry(generation, slot) if generation == self.generation => {
+                if let Some((_, link)) = self.links.get_mut(slot)
+                    && let Err(wait) = link.connect(registry)
+                {
+                    self.timers.arm(timer, monotonic_now() + wait);
+                }
+            }
+            // Armed for a site a reload has replaced.
+            RunnerTimer::Site(..) | RunnerTimer::LinkRetry(..) => {}
+        }
+        self.pump(registry);
+        commands
+    }
+
+    /// Carries out what a module wants, except its device commands, which are returned for
+    /// the loop: notes are logged, timers asked for, reports queued in the outbox, and the
+    /// modules' persisted state updated.
+    fn apply(&mut self, fx: Effects) -> Vec<Command> {
+        for (level, note) in &fx.notes {
+            match level {
+                NoteLevel::Info => log::info!("{note}"),
+                NoteLevel::Warn => log::warn!("{note}"),
+            }
+        }
+        let now = monotonic_now();
+        for request in &fx.timers {
+            match *request {
+                TimerRequest::Arm(t, after) => self
+                    .timers
+                    .arm(RunnerTimer::Site(self.generation, t), now + after),
+                TimerRequest::Cancel(t) => {
+                    self.timers.cancel(RunnerTimer::Site(self.generation, t))
+                }
+            }
+        }
+        if let Some(ledger) = &mut self.ledger {
+            for report in &fx.reports {
+                let seq = ledger.enqueue(*report);
+                log::info!(
+                    "{}: report {seq} {} queued for the hub",
+                    report.module().key(),
+                    report.wire()
+                );
+            }
+            if let Some(office) = &self.site.office {
+                ledger.set_office_occupied(office.occupied());
+            }
+            ledger.set_rule_states(self.site.rule_states());
+        }
+        fx.commands
+    }
+
+    /// Sends each link's next report if it can go.
+    fn pump(&mut self, registry: &Registry) {
+        for slot in 0..self.links.len() {
+            let Some(ledger) = &self.ledger else { return };
+            let (module, link) = &mut self.links[slot];
+            let outcome = link.pump(ledger.outbox(*module), registry);
+            self.after_link(slot, outcome);
+        }
+    }
+
+    fn after_link(&mut self, slot: usize, outcome: LinkOutcome) {
+        let (module, _) = self.links[slot];
+        if let Some(ledger) = &mut self.ledger {
+            for seq in &outcome.acked {
+                log::info!("{}: hub acknowledged report {seq}", module.key());
+                ledger.acknowledged(module, *seq);
+            }
+        }
+        if let Some(wait) = outcome.retry_in {
+            self.timers.arm(
+                RunnerTimer::LinkRetry(self.generation, slot),
+                monotonic_now() + wait,
+            );
+        }
+    }
+
+    /// A link's socket is ready: the hub's answers are taken, the next report sent.
+    pub fn on_link(&mut self, slot: usize, registry: &Registry) {
+        let Some((_, link)) = self.links.get_mut(slot) else {
+            return;
+        };
+        let outcome = link.ready(registry);
+        self.after_link(slot, outcome);
+        self.pump(registry);
+    }
+
+    /// Step 5 on the hub's side: reports go to the ledger (each counted once), closed
+    /// connections end their epochs, and the answers that can go now (a resend of what is
+    /// already on disk) come back for the hub.
+    pub fn on_reports(
+        &mut self,
+        reports: &[IncomingReport],
+        closed: &[ConnRef],
+        registry: &Registry,
+    ) -> Vec<(ConnRef, Reply)> {
+        let Some(ledger) = &mut self.ledger else {
+            return Vec::new();
+        };
+        for report in reports {
+            ledger.apply_report(
+                report.conn,
+                &report.client,
+                &report.epoch,
+                report.seq,
+                report.report,
+            );
+        }
+        for conn in closed {
+            ledger.connection_closed(*conn);
+        }
+        if reports.is_empty() {
+            return Vec::new();
+        }
+        self.on_store(registry)
+    }
+
+    /// The writer finished something: the links' reports that waited for the disk go out,
+    /// new event-log lines are kept for `sitectl log -f`, and the hub's answers that waited
+    /// come back for the hub.
+    pub fn on_store(&mut self, registry: &Registry) -> Vec<(ConnRef, Reply)> {
+        let Some(ledger) = &mut self.ledger else {
+            return Vec::new();
+        };
+        let released = ledger.released();
+        for (module, seq) in &released.durable {
+            for (m, link) in &mut self.links {
+                if m == module {
+                    link.set_durable(*seq);
+                }
+            }
+        }
+        self.lines.extend(released.lines);
+        self.pump(registry);
+        released.acks
+    }
+
+    /// End of a turn of the loop: this turn's changes go to the writer as one snapshot, and
+    /// the hub's device-log lines with them.
+    pub fn flush(&mut self, device_log: Vec<String>) {
+        if let Some(ledger) = &mut self.ledger {
+            ledger.flush();
+            if !device_log.is_empty() {
+                ledger.device_log(device_log);
+            }
+        }
+    }
+
+    /// Event-log lines that reached the disk since the last look (for `sitectl log -f`).
+    pub fn take_lines(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.lines)
+    }
+
+    /// The timers asked for since the last look, for the loop's heap.
+    pub fn take_timer_asks(&mut self) -> Vec<TimerAsk<RunnerTimer>> {
+        self.timers.take()
+    }
+
+    /// The staff on the premises (the hub's count, kept in the ledger).
+    pub fn staff(&self) -> Option<u64> {
+        self.ledger.as_ref().map(|l| l.state().staff)
+    }
+
+    /// `"site"` for status: the modules, each link with its outbox.
+    pub fn status(&self) -> site_proto::SiteStatus {
+        let mut site = self.site.status();
+        if let Some(ledger) = &self.ledger {
+            for (module, link) in &self.links {
+                let link = Some(link.status(ledger.outbox(*module).len()));
+                // A link belongs to a module this node runs.
+                match module {
+                    Module::Access => {
+                        if let Some(access) = &mut site.access {
+                            access.link = link;
+                        }
+                    }
+                    Module::Emergency => {
+                        if let Some(emergency) = &mut site.emergency {
+                            emergency.link = link;
+                        }
+                    }
+                }
+            }
+        }
+        site
+    }
+
+    /// The writer's health, on a node that persists anything.
+    pub fn store(&self) -> Option<site_proto::StoreStatus> {
+        let ledger = self.ledger.as_ref()?;
+        Some(site_proto::StoreStatus {
+            stalled: ledger
+                .stalls()
+                .iter()
+                .map(|s| site_proto::StoreStall {
+                    file: s.file.display().to_string(),
+                    since: crate::hub::stream::local_time(s.since),
+                    error: s.error.clone(),
+                    best_effort: s.best_effort,
+                })
+                .collect(),
+        })
+    }
+
+    /// The event log's last `n` lines (on a node that runs the hub).
+    pub fn log_tail(&self, n: usize) -> Result<Vec<String>, String> {
+        let path = self
+            .ledger
+            .as_ref()
+            .and_then(|l| l.event_log())
+            .ok_or("this node runs no hub, so it keeps no event log (ask the hub's sited)")?;
+        crate::store::tail_lines(path, n).map_err(|e| format!("reading {}: {e}", path.display()))
+    }
+
+    /// `sitectl count reset` (on the hub): the count before.
+    pub fn reset_count(&mut self, uid: u32) -> Option<u64> {
+        self.ledger.as_mut().map(|l| l.reset_count(uid))
+    }
+
+    pub fn reopen_log(&mut self) {
+        if let Some(ledger) = &mut self.ledger {
+            ledger.reopen_log();
+        }
+    }
+
+    /// At stop: the writer finishes what is queued.
+    pub fn finish(&mut self, device_log: Vec<String>) {
+        self.flush(device_log);
+        if let Some(ledger) = &mut self.ledger {
+            ledger.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_name_becomes_a_valid_registration_name() {
+        assert_eq!(link_name_base("front-door"), "front-door");
+        // The kernel's name for a machine without one (a bare VM, an initramfs).
+        assert_eq!(link_name_base("(none)"), "sited");
+        assert_eq!(link_name_base(""), "sited");
+        assert_eq!(link_name_base("Büro Pi"), "B-ro-Pi");
+        assert_eq!(link_name_base(&"x".repeat(80)).len(), 48);
+        for host in ["(none)", "Büro Pi", "a b", "pi.local"] {
+            let name = format!("{}-access", link_name_base(host));
+            assert!(
+                matches!(
+                    crate::hub::protocol::parse(&format!("DEVICE {name} TYPE access-control")),
+                    Ok(crate::hub::protocol::Line::Register { .. })
+                ),
+                "{name}"
+            );
+        }
+    }
+}
