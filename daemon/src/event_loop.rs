@@ -504,8 +504,7 @@ impl Daemon {
         if let Some(hub) = &mut self.hub {
             self.timers.apply(hub.take_timer_asks(), Key::Hub);
         }
-        self.timers
-            .apply(self.runner.take_timer_asks(), Key::Site);
+        self.timers.apply(self.runner.take_timer_asks(), Key::Site);
     }
 
     /// Fires every due timer, earliest first, each to its owner. Asks are collected before
@@ -521,8 +520,7 @@ impl Daemon {
                 Key::Loop(LoopTimer::Watchdog) => {
                     self.notifier.watchdog();
                     if let Some(every) = self.watchdog {
-                        self.timers
-                            .arm(Key::Loop(LoopTimer::Watchdog), now + every);
+                        self.timers.arm(Key::Loop(LoopTimer::Watchdog), now + every);
                     }
                 }
                 Key::Loop(LoopTimer::ControlPartial) => {
@@ -587,7 +585,9 @@ impl Daemon {
     /// Keeps the half-sent-request timer at the earliest such request's deadline.
     fn arm_control_partial(&mut self) {
         let due = self.control.next_partial_deadline();
-        let armed = self.timers.deadline_of(&Key::Loop(LoopTimer::ControlPartial));
+        let armed = self
+            .timers
+            .deadline_of(&Key::Loop(LoopTimer::ControlPartial));
         match due {
             Some(at) => {
                 let at = monotonic_now() + at.saturating_duration_since(Instant::now());

@@ -6,7 +6,7 @@
 //! waited once it is written.
 
 use crate::hub::sequence::{self, Verdict};
-use crate::hub::server::ConnRef;
+use crate::hub::server::{ConnRef, Epoch, Reply};
 use crate::hub::staff;
 use crate::rate_limit::RateLimit;
 use crate::site::rules::RuleState;
@@ -17,15 +17,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The hub's answer to one report.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reply {
-    /// `OK <seq>`: counted (now or before), and on disk.
-    Ok(u64),
-    /// `ERR <reason>`: refused (out of sequence).
-    Err(String),
-}
-
 /// What became durable since the last look.
 #[derive(Debug, Default)]
 pub struct Released {
@@ -35,14 +26,6 @@ pub struct Released {
     pub durable: Vec<(Module, u64)>,
     /// Event-log lines now whole on disk, for `sitectl log -f`.
     pub lines: Vec<String>,
-}
-
-/// Where a report's number belongs: the epoch its node registered with, or, for a client
-/// that gave none (hand-written, older), the connection it came on.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Epoch {
-    Node(String),
-    Connection(ConnRef),
 }
 
 pub struct Ledger {

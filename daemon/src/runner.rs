@@ -9,9 +9,9 @@ use crate::conn_io::TokenRange;
 use crate::devices::DeviceEvent;
 use crate::hub::link::{HubLink, LinkOutcome};
 use crate::hub::protocol;
-use crate::hub::server::{ConnRef, IncomingReport};
+use crate::hub::server::{ConnRef, IncomingReport, Reply};
 use crate::hub::stream::Reading;
-use crate::ledger::{Ledger, Reply};
+use crate::ledger::Ledger;
 use crate::rate_limit::RateLimit;
 use crate::site::access::{AccessConfig, AccessControl};
 use crate::site::emergency::{Emergency, EmergencyConfig};
@@ -576,5 +576,264 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    use crate::hub::server::Epoch;
+    use crate::site::Report;
+    use std::sync::mpsc;
+
+    /// A runner for the seed-000 site (access, emergency, office and a fan rule) whose links
+    /// report to `hub`, with its state in `dir`; the receiver hears the writer's wake-ups.
+    fn runner(
+        dir: &std::path::Path,
+        hub: SocketAddr,
+        inputs: &[(&str, &str)],
+    ) -> (SiteRunner, Vec<Command>, mpsc::Receiver<()>, mio::Poll) {
+        let text = format!(
+            r#"
+[daemon]
+control-socket = "{dir}/control.sock"
+state-dir = "{dir}/state"
+[hardware]
+backend = "sim"
+[hub]
+event-log = "{dir}/events.log"
+[access]
+open-secs = 1.0
+name = "front-access"
+[emergency]
+[office]
+[[rule]]
+sensor = "Sensor01"
+quantity = "temperature"
+above = 25.0
+hysteresis = 0.5
+device = "office_fan"
+{devices}"#,
+            dir = dir.display(),
+            devices = [
+                ("entry_button", "button", 5),
+                ("exit_button", "button", 6),
+                ("entry_door", "servo", 12),
+                ("exit_door", "servo", 13),
+                ("entry_led", "led", 17),
+                ("exit_led", "led", 27),
+                ("emergency_door", "reed", 16),
+                ("siren", "siren", 22),
+                ("office_door", "reed", 20),
+                ("lock_switch", "switch", 21),
+                ("office_lock", "relay", 23),
+                ("office_light", "relay", 24),
+                ("office_fan", "relay", 25),
+            ]
+            .iter()
+            .map(|(name, kind, pin)| {
+                format!("[[device]]\nname = \"{name}\"\nkind = \"{kind}\"\npin = {pin}\n")
+            })
+            .collect::<String>()
+        );
+        let config = crate::config::parse(&dir.join("site.toml"), &text).expect("config");
+        let poll = mio::Poll::new().expect("poll");
+        let (tx, rx) = mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            let _ = tx.lock().map(|tx| tx.send(()));
+        });
+        let state_of = |device: &str| {
+            inputs
+                .iter()
+                .find(|(d, _)| *d == device)
+                .map(|(_, state)| state.to_string())
+                .or_else(|| Some("off".into()))
+        };
+        let (runner, commands) = SiteRunner::start(
+            &config,
+            Some(hub),
+            state_of,
+            poll.registry(),
+            TokenRange::new(8, 8),
+            wake,
+        )
+        .expect("start");
+        (runner, commands, rx, poll)
+    }
+
+    fn has(commands: &[Command], device: &str, value: &str) -> bool {
+        commands
+            .iter()
+            .any(|c| c.device == device && c.value == value)
+    }
+
+    /// The site timers the runner asked for and did not cancel since.
+    fn armed_site_timers(runner: &mut SiteRunner) -> Vec<RunnerTimer> {
+        let mut armed = Vec::new();
+        for ask in runner.take_timer_asks() {
+            match ask {
+                TimerAsk::Arm(t @ RunnerTimer::Site(..), _) => armed.push(t),
+                TimerAsk::Cancel(t) => armed.retain(|a| *a != t),
+                TimerAsk::Arm(..) => {}
+            }
+        }
+        armed
+    }
+
+    /// Waits for the writer, then takes what it released.
+    fn written(
+        runner: &mut SiteRunner,
+        rx: &mpsc::Receiver<()>,
+        poll: &mio::Poll,
+    ) -> Vec<(ConnRef, Reply)> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let acks = runner.on_store(poll.registry());
+            if !acks.is_empty() {
+                return acks;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(!left.is_zero(), "the writer released nothing");
+            let _ = rx.recv_timeout(left);
+        }
+    }
+
+    #[test]
+    fn a_start_puts_the_outputs_where_the_inputs_and_the_state_say() {
+        let dir = tempfile::tempdir().expect("dir");
+        let hub = std::net::TcpListener::bind("127.0.0.1:0").expect("hub");
+        let addr = hub.local_addr().expect("addr");
+        let (_, commands, _, _) = runner(dir.path(), addr, &[("emergency_door", "open")]);
+        assert!(has(&commands, "siren", "on"), "{commands:?}");
+        let (_, commands, _, _) = runner(dir.path(), addr, &[("emergency_door", "closed")]);
+        assert!(has(&commands, "siren", "off"), "{commands:?}");
+        assert!(has(&commands, "entry_door", "closed"), "{commands:?}");
+    }
+
+    #[test]
+    fn an_entry_cycle_runs_on_asked_timers_and_queues_entry_for_the_hub() {
+        let dir = tempfile::tempdir().expect("dir");
+        let hub = std::net::TcpListener::bind("127.0.0.1:0").expect("hub");
+        let addr = hub.local_addr().expect("addr");
+        let (mut runner, _, _, poll) = runner(dir.path(), addr, &[]);
+        runner.take_timer_asks();
+        let press = DeviceEvent {
+            device: "entry_button".into(),
+            event: "pressed".into(),
+            at: Duration::ZERO,
+        };
+        let commands = runner.on_device_event(&press);
+        assert!(has(&commands, "entry_door", "open") && has(&commands, "entry_led", "on"));
+        let armed = armed_site_timers(&mut runner);
+        assert_eq!(armed.len(), 1, "the first door's time");
+        let commands = runner.on_timer(armed[0], poll.registry());
+        assert!(has(&commands, "entry_door", "closed") && has(&commands, "exit_door", "open"));
+        let armed = armed_site_timers(&mut runner);
+        assert_eq!(armed.len(), 1, "the second door's time");
+        let commands = runner.on_timer(armed[0], poll.registry());
+        assert!(has(&commands, "exit_door", "closed"), "{commands:?}");
+        let link = runner
+            .status()
+            .access
+            .and_then(|a| a.link)
+            .expect("access reports over a link");
+        assert_eq!((link.name.as_str(), link.outbox), ("front-access", 1));
+        assert_eq!(link.hub, addr.to_string());
+    }
+
+    #[test]
+    fn a_reload_voids_the_old_sites_timers() {
+        let dir = tempfile::tempdir().expect("dir");
+        let hub = std::net::TcpListener::bind("127.0.0.1:0").expect("hub");
+        let addr = hub.local_addr().expect("addr");
+        let (mut runner, _, _, poll) = runner(dir.path(), addr, &[]);
+        let press = DeviceEvent {
+            device: "entry_button".into(),
+            event: "pressed".into(),
+            at: Duration::ZERO,
+        };
+        runner.take_timer_asks();
+        runner.on_device_event(&press);
+        let old = armed_site_timers(&mut runner);
+        // The modules go; the hub stays (it needs a restart to change).
+        let fresh = crate::config::parse(
+            &dir.path().join("site.toml"),
+            &format!(
+                "[daemon]\nstate-dir = \"{}/state\"\n[hardware]\nbackend = \"sim\"\n[hub]\nevent-log = \"{}/events.log\"\n",
+                dir.path().display(),
+                dir.path().display()
+            ),
+        )
+        .expect("config");
+        runner
+            .reload(&fresh, Some(addr), |_| None, poll.registry())
+            .expect("reload");
+        assert!(
+            runner.on_timer(old[0], poll.registry()).is_empty(),
+            "a timer of the site before the reload does nothing"
+        );
+        assert!(runner.status().access.is_none());
+    }
+
+    #[test]
+    fn a_hub_report_is_counted_once_and_answered_once_on_disk() {
+        let dir = tempfile::tempdir().expect("dir");
+        let hub = std::net::TcpListener::bind("127.0.0.1:0").expect("hub");
+        let addr = hub.local_addr().expect("addr");
+        let (mut runner, _, rx, poll) = runner(dir.path(), addr, &[]);
+        let conn = ConnRef {
+            index: 0,
+            generation: 1,
+        };
+        let report = IncomingReport {
+            conn,
+            client: "back-access".into(),
+            epoch: Epoch::Node("0123abcd".into()),
+            seq: 1,
+            report: Report::Entry,
+        };
+        // Not on disk yet: no answer.
+        assert!(
+            runner
+                .on_reports(std::slice::from_ref(&report), &[], poll.registry())
+                .is_empty()
+        );
+        runner.flush(Vec::new());
+        assert_eq!(written(&mut runner, &rx, &poll), vec![(conn, Reply::Ok(1))]);
+        assert_eq!(runner.staff(), Some(1));
+        // A resend of what is on disk is answered at once and not counted again.
+        let acks = runner.on_reports(&[report], &[], poll.registry());
+        assert_eq!(acks, vec![(conn, Reply::Ok(1))]);
+        assert_eq!(runner.staff(), Some(1));
+        let tail = runner.log_tail(5).expect("event log");
+        assert!(
+            tail[0].contains("entered") && tail[0].ends_with(", 1"),
+            "{tail:?}"
+        );
+    }
+
+    #[test]
+    fn a_hot_reading_turns_the_rules_fan_on_and_a_cool_one_off() {
+        let dir = tempfile::tempdir().expect("dir");
+        let hub = std::net::TcpListener::bind("127.0.0.1:0").expect("hub");
+        let addr = hub.local_addr().expect("addr");
+        let (mut runner, _, _, _) = runner(dir.path(), addr, &[]);
+        let reading = |value| Reading {
+            device: "Sensor01".into(),
+            quantity: "temperature".into(),
+            value,
+            seq: None,
+        };
+        assert!(has(
+            &runner.on_readings(&[reading(27.0)]),
+            "office_fan",
+            "on"
+        ));
+        assert!(
+            runner.on_readings(&[reading(24.8)]).is_empty(),
+            "hysteresis"
+        );
+        assert!(has(
+            &runner.on_readings(&[reading(24.0)]),
+            "office_fan",
+            "off"
+        ));
     }
 }

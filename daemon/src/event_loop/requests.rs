@@ -58,7 +58,11 @@ impl Daemon {
                                 before,
                                 deadline,
                             });
-                            if self.timers.deadline_of(&Key::Loop(LoopTimer::SimSettled)).is_none() {
+                            if self
+                                .timers
+                                .deadline_of(&Key::Loop(LoopTimer::SimSettled))
+                                .is_none()
+                            {
                                 self.timers.arm(Key::Loop(LoopTimer::SimSettled), deadline);
                             }
                             return None;
@@ -147,7 +151,7 @@ impl Daemon {
                         "this node runs no hub, so it keeps no staff count",
                     ),
                 }
-            },
+            }
         })
     }
 
@@ -238,5 +242,4 @@ impl Daemon {
             store: self.runner.store(),
         }
     }
-
 }

@@ -21,10 +21,9 @@ pub mod udp;
 
 use crate::config::site::{HubSection, resolve_addr};
 use crate::conn_io::TokenRange;
-use crate::ledger::Reply;
 use crate::timers::{TimerAsk, TimerAsks, monotonic_now};
 use mio::{Registry, Token};
-use server::{Asker, CommandDone, ConnRef, HubServer, IncomingReport};
+use server::{Asker, CommandDone, ConnRef, HubServer, IncomingReport, Reply};
 use site_proto::{ErrorKind, Response};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -141,12 +140,13 @@ impl Hub {
             Some(udp) => {
                 let addr = resolve_addr(udp).map_err(Error::Config)?;
                 let gap = Duration::from_millis(h.cycle_gap_ms);
-                let sensors = SensorHub::bind(addr, gap, registry, tokens.udp).map_err(
-                    |source| Error::Bind {
-                        addr: udp.clone(),
-                        source,
-                    },
-                )?;
+                let sensors =
+                    SensorHub::bind(addr, gap, registry, tokens.udp).map_err(|source| {
+                        Error::Bind {
+                            addr: udp.clone(),
+                            source,
+                        }
+                    })?;
                 log::info!("hub: sensor streams on udp {}", sensors.local_addr());
                 Some(sensors)
             }
@@ -447,5 +447,202 @@ impl Hub {
             client_count: self.server.client_count(),
             udp: self.sensors.as_ref().map(SensorHub::streams),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::site::Report;
+    use mio::{Events, Poll};
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+
+    const LISTENER: Token = Token(1);
+    const UDP: Token = Token(2);
+    const CONNS: TokenRange = TokenRange::new(100, 64);
+
+    fn hub(poll: &Poll) -> Hub {
+        let section: HubSection = toml::from_str(
+            "tcp = \"127.0.0.1:0\"\nudp = \"127.0.0.1:0\"\nmax-clients = 64\ncycle-gap-ms = 100",
+        )
+        .expect("section");
+        let tokens = HubTokens {
+            listener: LISTENER,
+            udp: UDP,
+            conns: CONNS,
+        };
+        Hub::start(&section, poll.registry(), tokens).expect("hub")
+    }
+
+    /// Serves the hub's sockets as the loop would (at least one poll), until `done` says what
+    /// came out is enough.
+    fn serve(poll: &mut Poll, hub: &mut Hub, done: impl Fn(&HubOutput) -> bool) -> HubOutput {
+        let mut all = HubOutput::default();
+        let mut events = Events::with_capacity(16);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut first = true;
+        while std::mem::take(&mut first) || !done(&all) {
+            assert!(
+                Instant::now() < deadline,
+                "the hub did not get there: {all:?}"
+            );
+            poll.poll(&mut events, Some(Duration::from_millis(50)))
+                .expect("poll");
+            for event in &events {
+                let out = match event.token() {
+                    LISTENER => {
+                        hub.on_listener(poll.registry());
+                        continue;
+                    }
+                    UDP => hub.on_udp(),
+                    token => match CONNS.slot(token) {
+                        Some(index) => hub.on_conn(index, poll.registry()),
+                        None => continue,
+                    },
+                };
+                all.reports.extend(out.reports);
+                all.closed.extend(out.closed);
+                all.readings.extend(out.readings);
+            }
+        }
+        all
+    }
+
+    fn client(hub: &Hub) -> (TcpStream, BufReader<TcpStream>) {
+        let stream = TcpStream::connect(hub.local_addr()).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let reader = BufReader::new(stream.try_clone().expect("clone"));
+        (stream, reader)
+    }
+
+    #[test]
+    fn a_report_comes_out_for_the_ledger_and_its_answer_goes_back() {
+        let mut poll = Poll::new().expect("poll");
+        let mut hub = hub(&poll);
+        let (mut stream, mut reader) = client(&hub);
+        stream
+            .write_all(b"DEVICE front-access TYPE access-control EPOCH 0123abcd\nEVENT 1 ENTRY\n")
+            .expect("send");
+        let out = serve(&mut poll, &mut hub, |o| !o.reports.is_empty());
+        let report = &out.reports[0];
+        assert_eq!(
+            (report.client.as_str(), report.seq, report.report),
+            ("front-access", 1, Report::Entry)
+        );
+        assert_eq!(report.epoch, server::Epoch::Node("0123abcd".into()));
+        assert_eq!(hub.status().client_count, 1);
+        // The ledger says when it is on disk; the hub only carries the answer.
+        hub.answer(&[(report.conn, Reply::Ok(1))], poll.registry());
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("answer");
+        assert_eq!(line, "OK 1\n");
+        // A registration asks for no sweep; the unregistered connection before it did.
+        let asks = hub.take_timer_asks();
+        assert!(
+            asks.iter()
+                .any(|a| matches!(a, TimerAsk::Arm(HubTimer::Sweep, _))),
+            "{asks:?}"
+        );
+    }
+
+    #[test]
+    fn readings_over_udp_and_tcp_are_stored_and_come_out_for_the_rules() {
+        let mut poll = Poll::new().expect("poll");
+        let mut hub = hub(&poll);
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let udp_addr = hub.sensors.as_ref().expect("udp").local_addr();
+        udp.send_to(b"Sensor01,t,temperature,27.5,SEQ:1", udp_addr)
+            .expect("send");
+        let out = serve(&mut poll, &mut hub, |o| !o.readings.is_empty());
+        assert_eq!(out.readings[0].device, "Sensor01");
+        assert_eq!(out.readings[0].value, 27.5);
+        let (mut stream, _reader) = client(&hub);
+        stream
+            .write_all(b"{\"type\": \"humidity\", \"device\": \"sensor2\", \"value\": 41}\n")
+            .expect("send");
+        let out = serve(&mut poll, &mut hub, |o| !o.readings.is_empty());
+        assert_eq!(out.readings[0].quantity, "humidity");
+        assert_eq!(hub.sensor_count(), 2);
+        let sensors = hub.sensors();
+        assert_eq!(sensors["Sensor01"]["temperature"].value, 27.5);
+        // The open cycle asked for its gap timer.
+        let asks = hub.take_timer_asks();
+        assert!(
+            asks.iter()
+                .any(|a| matches!(a, TimerAsk::Arm(HubTimer::StreamGap, _))),
+            "{asks:?}"
+        );
+    }
+
+    #[test]
+    fn an_operator_command_goes_out_and_its_answer_comes_back_as_a_reply() {
+        let mut poll = Poll::new().expect("poll");
+        let mut hub = hub(&poll);
+        let (mut stream, mut reader) = client(&hub);
+        stream
+            .write_all(b"DEVICE Sensor01 TYPE temperature\n")
+            .expect("send");
+        serve(&mut poll, &mut hub, |_| true);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while hub.status().client_count == 0 {
+            assert!(Instant::now() < deadline, "never registered");
+            serve(&mut poll, &mut hub, |_| true);
+        }
+        let asker = Asker {
+            conn: 3,
+            generation: 7,
+        };
+        hub.send(
+            "Sensor01",
+            "PING",
+            Duration::from_secs(5),
+            asker,
+            poll.registry(),
+        )
+        .expect("sent");
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("command");
+        assert_eq!(line, "PING\n");
+        let asks = hub.take_timer_asks();
+        let Some(TimerAsk::Arm(timeout @ HubTimer::Command(..), _)) = asks
+            .iter()
+            .find(|a| matches!(a, TimerAsk::Arm(HubTimer::Command(..), _)))
+            .cloned()
+        else {
+            panic!("no command timeout asked for: {asks:?}");
+        };
+        stream.write_all(b"ACK PING\n").expect("answer");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let replies = loop {
+            serve(&mut poll, &mut hub, |_| true);
+            let replies = hub.take_replies();
+            if !replies.is_empty() {
+                break replies;
+            }
+            assert!(Instant::now() < deadline, "no reply");
+        };
+        assert_eq!(replies[0].0, asker);
+        assert_eq!(
+            replies[0].1,
+            Response::ok(serde_json::json!({ "device": "Sensor01", "reply": "ACK PING" }))
+        );
+        // The answered command's timeout fires into nothing.
+        hub.on_timer(timeout, poll.registry());
+        assert!(hub.take_replies().is_empty());
+        assert!(
+            hub.send(
+                "nobody",
+                "PING",
+                Duration::from_secs(1),
+                asker,
+                poll.registry()
+            )
+            .unwrap_err()
+            .contains("no device named \"nobody\"")
+        );
     }
 }

@@ -11,7 +11,6 @@
 use super::device_log::DeviceLog;
 use super::protocol::{self, Line};
 use crate::conn_io::{Chunk, Flushed, LineConn, Overlong, TokenRange};
-use crate::ledger::{Epoch, Reply};
 use crate::rate_limit::{RateLimit, escape};
 use crate::site::Report;
 use mio::net::{TcpListener, TcpStream};
@@ -126,6 +125,23 @@ pub struct Readable {
     pub reports: Vec<IncomingReport>,
     /// The read budget ran out with more waiting: the loop must come back.
     pub more: bool,
+}
+
+/// The hub's answer to one report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// `OK <seq>`: counted (now or before), and on disk.
+    Ok(u64),
+    /// `ERR <reason>`: refused (out of sequence).
+    Err(String),
+}
+
+/// Where a report's number belongs: the epoch its node registered with, or, for a client
+/// that gave none (hand-written, older), the connection it came on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Epoch {
+    Node(String),
+    Connection(ConnRef),
 }
 
 /// A connection slot and its generation.
