@@ -480,8 +480,14 @@ impl ControlServer {
 
     /// Queues the response to a request and sends what can be sent now.
     pub fn respond(&mut self, index: usize, response: &Response, registry: &Registry) {
+        self.respond_line(index, &site_proto::encode(response), registry);
+    }
+
+    /// Queues an encoded response line (see `site_proto::encode_ok`) and sends what can be
+    /// sent now.
+    pub fn respond_line(&mut self, index: usize, line: &[u8], registry: &Registry) {
         if let Some(conn) = self.conns.get_mut(index) {
-            queue(conn, response);
+            conn.io.queue(line);
         }
         self.flush(index, registry);
     }

@@ -139,6 +139,10 @@ enum Key {
 /// waits for the next turn, after the other sources have had theirs; nothing is dropped.
 const EVENTS_PER_TURN: usize = 1024;
 
+/// Within a busy turn the backend is asked for edges at most this often (one system call
+/// when there are none; see [`Daemon::edges_meanwhile`]).
+const EDGE_CHECK: Duration = Duration::from_micros(25);
+
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -186,6 +190,8 @@ pub struct Daemon {
     started: Instant,
     stopping: bool,
     edges: Vec<Edge>,
+    /// When the backend was last asked for edges (see [`Daemon::edges_meanwhile`]).
+    edges_checked: Instant,
     /// Device events not yet handed to the site runner.
     events: Vec<DeviceEvent>,
     pending_sims: Vec<PendingSim>,
@@ -308,6 +314,7 @@ impl Daemon {
             started: Instant::now(),
             stopping: false,
             edges: Vec::new(),
+            edges_checked: Instant::now(),
             events: Vec::new(),
             pending_sims: Vec::new(),
         };
@@ -360,15 +367,23 @@ impl Daemon {
             }
             let revisit = std::mem::take(&mut again);
             served.clear();
-            for event in events.iter() {
-                match Tok::from_token(event.token()) {
-                    Some(tok) => {
-                        served.insert(tok);
-                        if self.dispatch(tok, event.is_writable()) {
-                            again.push(tok);
+            // Edges first: a door or the siren does not wait behind a page of devices or a
+            // batch of datagrams that became ready in the same wake-up.
+            for edges_first in [true, false] {
+                for event in events.iter() {
+                    let Some(tok) = Tok::from_token(event.token()) else {
+                        if !edges_first {
+                            log::debug!("event for unknown token {:?} ignored", event.token());
                         }
+                        continue;
+                    };
+                    if matches!(tok, Tok::Hardware | Tok::Waker) != edges_first {
+                        continue;
                     }
-                    None => log::debug!("event for unknown token {:?} ignored", event.token()),
+                    served.insert(tok);
+                    if self.dispatch(tok, event.is_writable()) {
+                        again.push(tok);
+                    }
                 }
             }
             for tok in revisit {
@@ -403,10 +418,21 @@ impl Daemon {
             }
             Tok::ControlListener => self.control.accept(self.poll.registry()),
             Tok::ControlConn(i) => self.on_control(i, writable),
-            Tok::HubListener => self
-                .hub
-                .as_mut()
-                .is_some_and(|hub| hub.on_listener(self.poll.registry())),
+            Tok::HubListener => {
+                // A storm of devices coming back after a power cut is accepted in chunks,
+                // with edges in between.
+                use crate::hub::server::{ACCEPT_BUDGET, ACCEPT_CHUNK};
+                for _ in 0..ACCEPT_BUDGET / ACCEPT_CHUNK {
+                    let Some(hub) = &mut self.hub else {
+                        return false;
+                    };
+                    if !hub.on_listener(self.poll.registry(), ACCEPT_CHUNK) {
+                        return false;
+                    }
+                    self.edges_meanwhile();
+                }
+                true
+            }
             Tok::HubConn(i) => match &mut self.hub {
                 Some(hub) => {
                     let out = hub.on_conn(i, self.poll.registry());
@@ -414,13 +440,20 @@ impl Daemon {
                 }
                 None => false,
             },
-            Tok::HubUdp => match &mut self.hub {
-                Some(hub) => {
+            Tok::HubUdp => {
+                // A batch at a time, up to the wake-up's budget, with edges in between.
+                for _ in 0..crate::hub::udp::BATCHES_PER_WAKEUP {
+                    let Some(hub) = &mut self.hub else {
+                        return false;
+                    };
                     let out = hub.on_udp();
-                    self.on_hub_output(out)
+                    if !self.on_hub_output(out) {
+                        return false;
+                    }
+                    self.edges_meanwhile();
                 }
-                None => false,
-            },
+                true
+            }
             Tok::LinkConn(i) => {
                 self.runner.on_link(i, self.poll.registry());
                 false
@@ -428,9 +461,19 @@ impl Daemon {
         }
     }
 
+    /// Between two pieces of a long turn (a batch of datagrams, a control request): edges
+    /// that came meanwhile are taken now, at most every [`EDGE_CHECK`], so a door or the
+    /// siren waits for one piece of work, never for the rest of the turn.
+    fn edges_meanwhile(&mut self) {
+        if self.edges_checked.elapsed() >= EDGE_CHECK {
+            self.on_hardware();
+        }
+    }
+
     /// Steps 1-2: edges from the backend go to the devices that own the pins, and the events
     /// the devices make of them go on to the site.
     fn on_hardware(&mut self) {
+        self.edges_checked = Instant::now();
         let mut edges = std::mem::take(&mut self.edges);
         if let Err(e) = self.hw.take_edges(&mut edges) {
             log::error!("hardware: reading edges failed: {e}");
@@ -457,8 +500,9 @@ impl Daemon {
         }
     }
 
-    /// Step 4: the site's commands go to the device plugins, which drive the pins. What a
-    /// device reports back waits in `events` for [`Daemon::on_device_events`].
+    /// Step 4: the site's commands go to the device plugins, which drive the pins; then what
+    /// the site said about them is logged. What a device reports back waits in `events` for
+    /// [`Daemon::on_device_events`].
     fn carry_out(&mut self, commands: Vec<Command>) {
         for command in commands {
             if let Err(e) = self.devices.command(
@@ -470,6 +514,7 @@ impl Daemon {
                 log::error!("site: {} {}: {}", command.device, command.value, e.message);
             }
         }
+        self.runner.write_log();
     }
 
     /// What the hub's clients sent: reports go to the ledger, and those already on disk (a
@@ -639,10 +684,12 @@ impl Daemon {
             let Some(incoming) = self.control.next_request(conn, self.poll.registry()) else {
                 return false;
             };
-            if let Some(response) = self.handle(&incoming) {
+            let answer = self.handle(&incoming);
+            if let Some(line) = answer {
                 self.control
-                    .respond(incoming.conn, &response, self.poll.registry());
+                    .respond_line(incoming.conn, &line, self.poll.registry());
             }
+            self.edges_meanwhile();
         }
         self.control.has_request_waiting(conn)
     }

@@ -52,6 +52,9 @@ pub struct SiteRunner {
     timers: TimerAsks<RunnerTimer>,
     /// Event-log lines that reached the disk, for `sitectl log -f`.
     lines: Vec<String>,
+    /// What the modules said, logged once their commands are carried out (see
+    /// [`SiteRunner::write_log`]).
+    words: Vec<(log::Level, String)>,
     /// What readings make the rules log (a client can send them as fast as it likes).
     reading_log_limit: RateLimit,
 }
@@ -109,6 +112,7 @@ impl SiteRunner {
             generation: 0,
             timers: TimerAsks::default(),
             lines: Vec::new(),
+            words: Vec::new(),
             reading_log_limit: RateLimit::new(30, Duration::from_secs(10)),
         };
         let runs_site =
@@ -283,7 +287,10 @@ impl SiteRunner {
 
     /// Step 3: a device event goes to the site modules; their commands come back.
     pub fn on_device_event(&mut self, event: &DeviceEvent) -> Vec<Command> {
-        log::info!("{}: {}", event.device, event.event);
+        self.say(
+            log::Level::Info,
+            format!("{}: {}", event.device, event.event),
+        );
         let fx = self.site.on_device(&event.device, &event.event);
         self.apply(fx)
     }
@@ -337,11 +344,12 @@ impl SiteRunner {
     /// the loop: notes are logged, timers asked for, reports queued in the outbox, and the
     /// modules' persisted state updated.
     fn apply(&mut self, fx: Effects) -> Vec<Command> {
-        for (level, note) in &fx.notes {
-            match level {
-                NoteLevel::Info => log::info!("{note}"),
-                NoteLevel::Warn => log::warn!("{note}"),
-            }
+        for (level, note) in fx.notes {
+            let level = match level {
+                NoteLevel::Info => log::Level::Info,
+                NoteLevel::Warn => log::Level::Warn,
+            };
+            self.say(level, note);
         }
         let now = monotonic_now();
         for request in &fx.timers {
@@ -357,11 +365,14 @@ impl SiteRunner {
         if let Some(ledger) = &mut self.ledger {
             for report in &fx.reports {
                 let seq = ledger.enqueue(*report);
-                log::info!(
-                    "{}: report {seq} {} queued for the hub",
-                    report.module().key(),
-                    report.wire()
-                );
+                self.words.push((
+                    log::Level::Info,
+                    format!(
+                        "{}: report {seq} {} queued for the hub",
+                        report.module().key(),
+                        report.wire()
+                    ),
+                ));
             }
             if let Some(office) = &self.site.office {
                 ledger.set_office_occupied(office.occupied());
@@ -369,6 +380,19 @@ impl SiteRunner {
             ledger.set_rule_states(self.site.rule_states());
         }
         fx.commands
+    }
+
+    fn say(&mut self, level: log::Level, text: String) {
+        self.words.push((level, text));
+    }
+
+    /// Logs what the modules said. The loop calls it once it has carried out their commands:
+    /// a line to the journal is a write system call, and the door or the siren does not
+    /// wait for the words about it.
+    pub fn write_log(&mut self) {
+        for (level, text) in self.words.drain(..) {
+            log::log!(level, "{text}");
+        }
     }
 
     /// Sends each link's next report if it can go.

@@ -12,10 +12,12 @@ use std::time::Duration;
 
 impl Daemon {
     /// Carries out one control request (permission was checked by the control server).
-    /// `None`: the answer comes later (`sitectl send`), through the node's replies.
-    pub(super) fn handle(&mut self, incoming: &Incoming) -> Option<Response> {
-        Some(match &incoming.request {
-            Request::Status {} => Response::ok(self.status()),
+    /// Returns the answer's line; `None`: the answer comes later (`sitectl send`, a `sim`
+    /// inside a debounce lockout). The long answers (status, pages) are encoded straight
+    /// from their types, never built as a `serde_json::Value`.
+    pub(super) fn handle(&mut self, incoming: &Incoming) -> Option<Vec<u8>> {
+        let response = match &incoming.request {
+            Request::Status {} => return Some(site_proto::encode_ok(&self.status())),
             Request::Version {} => Response::ok(VersionInfo {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 plugin_abi: site_plugin_api::abi::SUPPORTED_ABI_VERSIONS.to_vec(),
@@ -100,10 +102,10 @@ impl Daemon {
                     incoming.peer.uid
                 );
                 if command.is_empty() || command.len() > 256 || command.contains(['\n', '\r']) {
-                    return Some(Response::err(
+                    return Some(site_proto::encode(&Response::err(
                         ErrorKind::BadRequest,
                         "a command is one line of at most 256 bytes",
-                    ));
+                    )));
                 }
                 let asker = Asker {
                     conn: incoming.conn,
@@ -111,10 +113,10 @@ impl Daemon {
                 };
                 let timeout = Duration::from_millis((*timeout_ms).clamp(1, 600_000));
                 let Some(hub) = &mut self.hub else {
-                    return Some(Response::err(
+                    return Some(site_proto::encode(&Response::err(
                         ErrorKind::Rejected,
                         "this node runs no hub, so no devices are connected to it",
-                    ));
+                    )));
                 };
                 match hub.send(device, command, timeout, asker, self.poll.registry()) {
                     // The answer comes when the device replies or the timeout passes.
@@ -124,7 +126,7 @@ impl Daemon {
             }
             Request::Devices { after, limit } => match &self.hub {
                 Some(hub) => match hub.devices(after.as_deref(), *limit) {
-                    Ok(page) => Response::ok(page),
+                    Ok(page) => return Some(site_proto::encode_ok(&page)),
                     Err(message) => Response::err(ErrorKind::Rejected, message),
                 },
                 None => Response::err(
@@ -133,7 +135,11 @@ impl Daemon {
                 ),
             },
             Request::Sensors { after, limit } => match &self.hub {
-                Some(hub) => Response::ok(hub.sensors_page(after.as_deref(), *limit)),
+                Some(hub) => {
+                    return Some(site_proto::encode_ok(
+                        &hub.sensors_page(after.as_deref(), *limit),
+                    ));
+                }
                 None => Response::err(
                     ErrorKind::Rejected,
                     "this node runs no hub, so no sensors report to it",
@@ -152,7 +158,8 @@ impl Daemon {
                     ),
                 }
             }
-        })
+        };
+        Some(site_proto::encode(&response))
     }
 
     /// A device's state word now ("" if it has none).

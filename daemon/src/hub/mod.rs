@@ -168,10 +168,10 @@ impl Hub {
         self.server.local_addr()
     }
 
-    /// New connections. Returns true if more may be waiting (the accept budget ran out).
-    pub fn on_listener(&mut self, registry: &Registry) -> bool {
-        let more = self.server.accept(registry);
-        if self.server.has_unregistered() && !self.sweep_armed {
+    /// New connections, at most `budget` of them. Returns true if more may be waiting.
+    pub fn on_listener(&mut self, registry: &Registry, budget: usize) -> bool {
+        let more = self.server.accept(registry, budget);
+        if !self.sweep_armed && self.server.has_unregistered() {
             // Nobody older is waiting, so the newest is the next one due.
             self.timers
                 .arm(HubTimer::Sweep, monotonic_now() + server::REGISTER_TIMEOUT);
@@ -189,13 +189,14 @@ impl Hub {
         out
     }
 
-    /// Sensor datagrams arrived: readings are stored (and returned for the rules), closed
+    /// Sensor datagrams arrived: one batch of them is read (the loop comes back for more, see
+    /// [`HubOutput::more`]), its readings stored (and returned for the rules), and closed
     /// cycles answered.
     pub fn on_udp(&mut self) -> HubOutput {
         let Some(sensors) = &mut self.sensors else {
             return HubOutput::default();
         };
-        let (readings, more) = sensors.readable(monotonic_now());
+        let (readings, more) = sensors.readable(monotonic_now(), 1);
         self.store(&readings);
         self.arm_stream_gap();
         HubOutput {
@@ -360,7 +361,7 @@ impl Hub {
         &self,
         after: Option<&str>,
         limit: Option<usize>,
-    ) -> Result<site_proto::Page<serde_json::Value>, String> {
+    ) -> Result<site_proto::Page<site_proto::DeviceList>, String> {
         let limit = limit
             .unwrap_or(site_proto::MAX_PAGE)
             .clamp(1, site_proto::MAX_PAGE);
@@ -391,9 +392,14 @@ impl Hub {
                 next = Some(format!("tcp:{}", last.name));
             }
             list.extend(clients.into_iter().map(|c| {
-                serde_json::json!({
-                    "name": c.name, "type": c.kind, "via": "tcp", "address": c.address,
-                    "state": "connected", "connected_secs": c.connected_secs, "last_seen": c.last_seen,
+                site_proto::DeviceEntry::Tcp(site_proto::TcpDevice {
+                    address: c.address,
+                    connected_secs: c.connected_secs,
+                    last_seen: c.last_seen,
+                    name: c.name,
+                    state: "connected".into(),
+                    kind: c.kind,
+                    via: "tcp".into(),
                 })
             }));
         }
@@ -406,7 +412,7 @@ impl Hub {
             next = more.map(|(name, ip)| format!("udp:{ip} {name}"));
         }
         Ok(site_proto::Page {
-            items: serde_json::json!({ "devices": list }),
+            items: site_proto::DeviceList { devices: list },
             total: self.server.client_count() + senders,
             next,
         })
@@ -417,13 +423,13 @@ impl Hub {
         &self,
         after: Option<&str>,
         limit: Option<usize>,
-    ) -> site_proto::Page<serde_json::Value> {
+    ) -> site_proto::Page<site_proto::SensorList> {
         let limit = limit
             .unwrap_or(site_proto::MAX_PAGE)
             .clamp(1, site_proto::MAX_PAGE);
         let (page, next) = self.readings.page(after, limit);
         site_proto::Page {
-            items: serde_json::json!({ "sensors": page }),
+            items: site_proto::SensorList { sensors: page },
             total: self.readings.count(),
             next,
         }
@@ -493,7 +499,7 @@ mod tests {
             for event in &events {
                 let out = match event.token() {
                     LISTENER => {
-                        hub.on_listener(poll.registry());
+                        hub.on_listener(poll.registry(), server::ACCEPT_BUDGET);
                         continue;
                     }
                     UDP => hub.on_udp(),

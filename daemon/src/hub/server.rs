@@ -36,8 +36,10 @@ pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes read from one connection per wake-up; the loop comes back for the rest after the
 /// other sources and due timers have had their turn (DESIGN.md §4).
 pub const READ_BUDGET_BYTES: usize = 64 * 1024;
-/// Connections accepted per wake-up (the same reasoning).
+/// Connections accepted per wake-up (the same reasoning), [`ACCEPT_CHUNK`] at a time with
+/// the edges looked at in between (an accept is a handful of system calls).
 pub const ACCEPT_BUDGET: usize = 256;
+pub const ACCEPT_CHUNK: usize = 16;
 /// A connection is not read while more than this waits to go out to it: a client that sends
 /// and never reads the answers stalls only itself, and holds at most this much of sited's
 /// memory (plus one read's worth of answers).
@@ -291,9 +293,9 @@ impl HubServer {
         self.addr
     }
 
-    /// Accepts waiting connections, up to [`ACCEPT_BUDGET`]; true if more may be waiting.
-    pub fn accept(&mut self, registry: &Registry) -> bool {
-        for _ in 0..ACCEPT_BUDGET {
+    /// Accepts waiting connections, up to `budget`; true if more may be waiting.
+    pub fn accept(&mut self, registry: &Registry, budget: usize) -> bool {
+        for _ in 0..budget {
             match self.listener.accept() {
                 Ok((mut stream, peer)) => {
                     if self.conns.len() >= self.max_clients {

@@ -202,10 +202,87 @@ impl Readings {
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in local time, as the event log and `sitectl` show times.
+///
+/// A page of 100 devices formats 100 of these on the loop, so the digits are written here
+/// and the zone's offset (from chrono, which reads the system's zone rules) is asked for once
+/// per quarter hour of the clock (zones change offset only on quarter hours) and again after
+/// a minute, so a zone changed under a running daemon is seen.
 pub fn local_time(t: std::time::SystemTime) -> String {
+    use std::cell::Cell;
+    use std::time::{Instant, UNIX_EPOCH};
+    const QUARTER: i64 = 15 * 60;
+    thread_local! {
+        /// (quarter hour since the epoch, its offset in seconds, when that was asked).
+        static OFFSET: Cell<Option<(i64, i64, Instant)>> = const { Cell::new(None) };
+    }
+    let Ok(since) = t.duration_since(UNIX_EPOCH) else {
+        return chrono_local_time(t);
+    };
+    let Ok(secs) = i64::try_from(since.as_secs()) else {
+        return chrono_local_time(t);
+    };
+    let quarter = secs.div_euclid(QUARTER);
+    let offset = match OFFSET.get() {
+        Some((q, offset, asked)) if q == quarter && asked.elapsed().as_secs() < 60 => offset,
+        _ => {
+            use chrono::{Offset, TimeZone};
+            let Some(utc) = chrono::DateTime::from_timestamp(secs, 0) else {
+                return chrono_local_time(t);
+            };
+            let offset = i64::from(
+                chrono::Local
+                    .offset_from_utc_datetime(&utc.naive_utc())
+                    .fix()
+                    .local_minus_utc(),
+            );
+            OFFSET.set(Some((quarter, offset, Instant::now())));
+            offset
+        }
+    };
+    let local = secs + offset;
+    let (days, day_secs) = (local.div_euclid(86_400), local.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    if !(0..=9999).contains(&year) {
+        return chrono_local_time(t);
+    }
+    let mut out = String::with_capacity(19);
+    let mut digits = |n: i64, width: u32, then: Option<char>| {
+        for place in (0..width).rev() {
+            let digit = (n / 10i64.pow(place) % 10) as u8;
+            out.push(char::from(b'0' + digit));
+        }
+        if let Some(c) = then {
+            out.push(c);
+        }
+    };
+    digits(year, 4, Some('-'));
+    digits(month, 2, Some('-'));
+    digits(day, 2, Some(' '));
+    digits(day_secs / 3600, 2, Some(':'));
+    digits(day_secs / 60 % 60, 2, Some(':'));
+    digits(day_secs % 60, 2, None);
+    out
+}
+
+fn chrono_local_time(t: std::time::SystemTime) -> String {
     chrono::DateTime::<chrono::Local>::from(t)
         .format("%Y-%m-%d %H:%M:%S")
         .to_string()
+}
+
+/// (year, month, day) of a day number counted from 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, proleptic Gregorian).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// A finished cycle, and the reply its sender is owed.
@@ -404,6 +481,27 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn local_time_writes_what_chrono_writes() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let now = std::time::SystemTime::now();
+        // Every 599 s over two years around now (so several in each quarter hour the offset
+        // is kept for, and every change of the machine's zone in that span: run with
+        // TZ=Europe/Berlin or TZ=Australia/Lord_Howe to see them), the epoch, and leap days.
+        let mut instants: Vec<std::time::SystemTime> = (0..105_000u64)
+            .map(|k| now - Duration::from_secs(366 * 86_400) + Duration::from_secs(k * 599))
+            .collect();
+        instants.extend([
+            UNIX_EPOCH,
+            UNIX_EPOCH + Duration::from_secs(951_782_400), // 2000-02-29
+            UNIX_EPOCH + Duration::from_secs(4_107_542_399), // 2100-02-28 23:59:59
+            UNIX_EPOCH - Duration::from_secs(1),
+        ]);
+        for t in instants {
+            assert_eq!(local_time(t), chrono_local_time(t), "{t:?}");
+        }
     }
 
     #[test]

@@ -118,14 +118,14 @@ impl SensorHub {
     /// nor older than one already seen in their cycle: a late packet must not overwrite a
     /// newer value or flip a rule), and whether more may be waiting. A flood therefore gets
     /// a bounded turn, and the loop's timers and other sockets get theirs in between.
-    pub fn readable(&mut self, now: Duration) -> (Vec<Reading>, bool) {
+    pub fn readable(&mut self, now: Duration, batches: usize) -> (Vec<Reading>, bool) {
         let mut readings = Vec::new();
         // Taken out while the datagrams are handled (which needs `self`), then put back.
         let mut batch = self.batch.take().unwrap_or_else(Batch::new);
         let wall = SystemTime::now();
         let mut more = false;
         for round in 0.. {
-            if round == BATCHES_PER_WAKEUP {
+            if round == batches {
                 more = true;
                 break;
             }
@@ -403,17 +403,26 @@ impl SensorHub {
         &self,
         after: Option<&(String, IpAddr)>,
         limit: usize,
-    ) -> (Vec<serde_json::Value>, Option<(String, IpAddr)>) {
+    ) -> (Vec<site_proto::DeviceEntry>, Option<(String, IpAddr)>) {
         let mut last = None;
-        let page: Vec<serde_json::Value> = self
+        let page = self
             .page(after, limit)
             .map(|(key, from, s)| {
                 last = Some(key.clone());
-                serde_json::json!({
-                    "name": s.device, "type": s.quantity, "via": "udp", "address": from.to_string(),
-                    "state": if s.stream.is_open() { "in cycle" } else { "idle" },
-                    "last_seen": local_time(s.last_seen), "stats": s.stream.stats,
-                    "interval_ms": s.stream.interval().map(|i| i.as_millis() as u64),
+                site_proto::DeviceEntry::Udp(site_proto::UdpDevice {
+                    address: from.to_string(),
+                    interval_ms: s.stream.interval().map(|i| i.as_millis() as u64),
+                    last_seen: local_time(s.last_seen),
+                    name: s.device.clone(),
+                    state: if s.stream.is_open() {
+                        "in cycle"
+                    } else {
+                        "idle"
+                    }
+                    .into(),
+                    stats: s.stream.stats.clone(),
+                    kind: s.quantity.clone(),
+                    via: "udp".into(),
                 })
             })
             .collect();
@@ -552,6 +561,13 @@ mod tests {
         (poll, hub)
     }
 
+    fn udp(entry: &site_proto::DeviceEntry) -> &site_proto::UdpDevice {
+        match entry {
+            site_proto::DeviceEntry::Udp(d) => d,
+            other => panic!("not a UDP sender: {other:?}"),
+        }
+    }
+
     fn sender(to: SocketAddr) -> std::net::UdpSocket {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         s.connect(to).expect("connect");
@@ -567,23 +583,23 @@ mod tests {
             s.send(format!("S{i},t,temperature,20.0,SEQ:1").as_bytes())
                 .expect("send");
             // Loopback delivers at once; each arrives at its own (later) time.
-            let (readings, _) = hub.readable(Duration::from_secs(i as u64 + 1));
+            let (readings, _) = hub.readable(Duration::from_secs(i as u64 + 1), BATCHES_PER_WAKEUP);
             assert_eq!(readings.len(), 1, "S{i}'s reading");
         }
         let names: Vec<String> = hub
             .senders(None, usize::MAX)
             .0
             .iter()
-            .map(|s| s["name"].as_str().unwrap_or_default().to_string())
+            .map(|s| udp(s).name.clone())
             .collect();
         assert_eq!(names, ["S1", "S2"], "S0 was the quietest");
         assert_eq!(hub.sender_count, 2);
         assert_eq!(hub.by_name.len(), 2, "the name index forgets S0 too");
         // Pages of one: each names where the next starts, the last none.
         let (first, next) = hub.senders(None, 1);
-        assert_eq!(first[0]["name"], "S1");
+        assert_eq!(udp(&first[0]).name, "S1");
         let (second, last) = hub.senders(next.as_ref(), 1);
-        assert_eq!((second[0]["name"].as_str(), last), (Some("S2"), None));
+        assert_eq!((udp(&second[0]).name.as_str(), last), ("S2", None));
     }
 
     #[test]
@@ -600,18 +616,18 @@ mod tests {
                 .send(format!("S0,t,temperature,20.0,SEQ:{n}").as_bytes())
                 .expect("send");
         }
-        hub.readable(Duration::from_secs(1));
+        hub.readable(Duration::from_secs(1), BATCHES_PER_WAKEUP);
         // Restarted: a new socket, the same name, the rest of the cycle.
         for n in 6..=10u8 {
             second
                 .send(format!("S0,t,temperature,20.0,SEQ:{n}").as_bytes())
                 .expect("send");
         }
-        hub.readable(Duration::from_secs(2));
+        hub.readable(Duration::from_secs(2), BATCHES_PER_WAKEUP);
         let (listed, _) = hub.senders(None, usize::MAX);
         assert_eq!(listed.len(), 1, "{listed:?}");
         assert_eq!(
-            listed[0]["address"],
+            udp(&listed[0]).address,
             second.local_addr().expect("addr").to_string()
         );
         let mut buf = [0u8; 64];
@@ -633,7 +649,7 @@ mod tests {
             s.send(format!("S0,t,temperature,{k}.0,SEQ:{n}").as_bytes())
                 .expect("send");
         }
-        let (readings, more) = hub.readable(Duration::from_secs(1));
+        let (readings, more) = hub.readable(Duration::from_secs(1), BATCHES_PER_WAKEUP);
         assert!(!more, "100 datagrams fit in one wake-up's budget");
         assert_eq!(readings.len(), 100);
         assert_eq!(readings[99].value, 99.0, "in order");
