@@ -1,8 +1,10 @@
 //! sited: one mio event loop that reads inputs, drives outputs through device plugins and
 //! serves the control socket. DESIGN.md §3 is the flow this crate implements: `hw` turns a
 //! kernel edge into an `Edge`, `devices` hands it to the plugin instance that owns the pin
-//! (`plugin_host`), the device's events go to the site logic, and its commands go back out.
-//! `event_loop` is where those steps are wired together.
+//! (`plugin_host`), the device's events go to the site logic (`runner`, over the pure `site`
+//! modules), and its commands go back out; the `hub` returns what its clients send (reports
+//! for the `ledger`, readings for the rules). `event_loop` is where those steps are wired
+//! together, with one timer heap (`timers`); every connection is a `conn_io::LineConn`.
 
 pub mod cli;
 pub mod config;

@@ -1,5 +1,5 @@
-//! The hub's UDP listener for sensor streams (seed 001) and JSON readings (seed 002): hands the
-//! readings to the node's store, tracks each sender's cycle, and answers a closed
+//! The hub's UDP listener for sensor streams (seed 001) and JSON readings (seed 002): returns
+//! the readings (for the hub's store and the site's rules), tracks each sender's cycle, and answers a closed
 //! cycle with `STATUS RECEIVED x/10 PACKETS` to the address it came from. Malformed datagrams
 //! are counted per source and logged rate-limited; none of them stops the hub.
 //!

@@ -1,7 +1,7 @@
 //! Threshold rules (seed 002, submission 3): a rule is idle or active; it becomes active when a
 //! reading exceeds `above`, and idle again only when a reading falls below `above -
 //! hysteresis`, so a reading that wobbles around the threshold does not flap the fan. Pure:
-//! the node hands it the hub's readings, and [`super::Site`] turns its wish into a command for
+//! the site runner hands it the hub's readings, and [`super::Site`] turns its wish into a command for
 //! its device (combined with the office's wish when they share one).
 
 /// What a rule watches and drives.
