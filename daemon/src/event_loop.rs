@@ -285,6 +285,7 @@ impl Daemon {
         ) {
             Ok(c) => c,
             Err(e) => {
+                runner.write_log();
                 runner.finish(Vec::new());
                 return Err(stop_devices(&mut devices, e.into()));
             }
