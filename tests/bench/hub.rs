@@ -577,6 +577,8 @@ pub fn loaded(n: usize, udp_rate: f64, edges: usize) {
         .expect("timeout");
     let mut quiet = edge_to_siren(&wire, &me, 1000);
     quiet.sort();
+    let mut floor = wake_up_floor(1000);
+    floor.sort();
 
     let stop = Arc::new(AtomicBool::new(false));
     let run_for = Duration::from_millis(edges as u64 * 2) + Duration::from_secs(5);
@@ -670,6 +672,12 @@ pub fn loaded(n: usize, udp_rate: f64, edges: usize) {
     let at = |v: &[Duration], p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
+        "loaded: a bare wake-up, one thread to another over a Unix datagram socket every 2 ms (the floor of any figure here): p50 {:.1} us, p99 {:.1} us, max {:.1} us",
+        us(at(&floor, 0.5)),
+        us(at(&floor, 0.99)),
+        us(*floor.last().expect("wake-ups")),
+    );
+    println!(
         "loaded: edge -> siren write, quiet over 1000 edges: p50 {:.1} us, p99 {:.1} us, max {:.1} us",
         us(at(&quiet, 0.5)),
         us(at(&quiet, 0.99)),
@@ -684,6 +692,47 @@ pub fn loaded(n: usize, udp_rate: f64, edges: usize) {
         us(at(&latencies, 0.99)),
         us(*latencies.last().expect("edges")),
     );
+}
+
+/// What waking one thread from another costs on this machine, with nothing else to do: a
+/// datagram stamped with the monotonic clock, sent every 2 ms, stamped again on receipt. An
+/// edge sent to sited over the sim wire pays at least this before sited sees it.
+fn wake_up_floor(count: usize) -> Vec<Duration> {
+    use std::os::unix::net::UnixDatagram;
+    let (ours, theirs) = UnixDatagram::pair().expect("socket pair");
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 32];
+        for _ in 0..count {
+            let got = theirs.recv(&mut buf).expect("a stamp");
+            let now = site_daemon::timers::monotonic_now().as_nanos();
+            let sent: u128 = std::str::from_utf8(&buf[..got])
+                .expect("text")
+                .parse()
+                .expect("ns");
+            theirs
+                .send((now - sent).to_string().as_bytes())
+                .expect("the difference");
+        }
+    });
+    let mut buf = [0u8; 32];
+    let mut took = Vec::with_capacity(count);
+    let started = Instant::now();
+    for i in 0..count {
+        let at = site_daemon::timers::monotonic_now().as_nanos();
+        ours.send(at.to_string().as_bytes()).expect("send a stamp");
+        let got = ours.recv(&mut buf).expect("the difference");
+        let ns: u64 = std::str::from_utf8(&buf[..got])
+            .expect("text")
+            .parse()
+            .expect("ns");
+        took.push(Duration::from_nanos(ns));
+        let due = started + Duration::from_millis(2 * (i as u64 + 1));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    echo.join().expect("echo thread");
+    took
 }
 
 /// Toggles the emergency door `edges` times through the sim wire, one every 2 ms, and times
