@@ -434,13 +434,21 @@ impl Daemon {
                 }
                 true
             }
-            Tok::HubConn(i) => match &mut self.hub {
-                Some(hub) => {
-                    let out = hub.on_conn(i, self.poll.registry());
-                    self.on_hub_output(out)
+            Tok::HubConn(i) => {
+                // A chunk of lines at a time, up to the wake-up's budget, with edges between.
+                use crate::hub::server::{READ_BUDGET_BYTES, READ_CHUNK_BYTES};
+                for _ in 0..READ_BUDGET_BYTES / READ_CHUNK_BYTES {
+                    let Some(hub) = &mut self.hub else {
+                        return false;
+                    };
+                    let out = hub.on_conn(i, self.poll.registry(), READ_CHUNK_BYTES);
+                    if !self.on_hub_output(out) {
+                        return false;
+                    }
+                    self.edges_meanwhile();
                 }
-                None => false,
-            },
+                true
+            }
             Tok::HubUdp => {
                 // A batch at a time, up to the wake-up's budget, with edges in between.
                 for _ in 0..crate::hub::udp::BATCHES_PER_WAKEUP {
@@ -462,7 +470,8 @@ impl Daemon {
         }
     }
 
-    /// Between two pieces of a long turn (a batch of datagrams, a control request): edges
+    /// Between two pieces of a long turn (a batch of datagrams, a chunk of a hub client's
+    /// lines, a control request, a few accepts): edges
     /// that came meanwhile are taken now, at most every [`EDGE_CHECK`], so a door or the
     /// siren waits for one piece of work, never for the rest of the turn.
     fn edges_meanwhile(&mut self) {

@@ -180,9 +180,9 @@ impl Hub {
         more
     }
 
-    /// A client sent something: its lines are handled, up to the read budget.
-    pub fn on_conn(&mut self, index: usize, registry: &Registry) -> HubOutput {
-        let read = self.server.readable(index, registry);
+    /// A client sent something: its lines are handled, up to `budget` bytes of them.
+    pub fn on_conn(&mut self, index: usize, registry: &Registry, budget: usize) -> HubOutput {
+        let read = self.server.readable(index, registry, budget);
         self.arm_quiet(index);
         let mut out = self.output(read.reports);
         out.more = read.more;
@@ -504,7 +504,9 @@ mod tests {
                     }
                     UDP => hub.on_udp(),
                     token => match CONNS.slot(token) {
-                        Some(index) => hub.on_conn(index, poll.registry()),
+                        Some(index) => {
+                            hub.on_conn(index, poll.registry(), server::READ_BUDGET_BYTES)
+                        }
                         None => continue,
                     },
                 };

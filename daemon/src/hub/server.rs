@@ -34,8 +34,10 @@ pub const QUIET: Duration = Duration::from_millis(100);
 /// A connection that has not registered within this long is closed.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes read from one connection per wake-up; the loop comes back for the rest after the
-/// other sources and due timers have had their turn (DESIGN.md §4).
+/// other sources and due timers have had their turn (DESIGN.md §4). It reads them
+/// [`READ_CHUNK_BYTES`] at a time, looking at the edges in between.
 pub const READ_BUDGET_BYTES: usize = 64 * 1024;
+pub const READ_CHUNK_BYTES: usize = 4 * 1024;
 /// Connections accepted per wake-up (the same reasoning), [`ACCEPT_CHUNK`] at a time with
 /// the edges looked at in between (an accept is a handful of system calls).
 pub const ACCEPT_BUDGET: usize = 256;
@@ -387,9 +389,9 @@ impl HubServer {
         true
     }
 
-    /// Reads what a connection sent, up to [`READ_BUDGET_BYTES`], handling each line as it
+    /// Reads what a connection sent, up to `budget` bytes, handling each line as it
     /// completes; returns the reports it carried, in order, and whether more is waiting.
-    pub fn readable(&mut self, index: usize, registry: &Registry) -> Readable {
+    pub fn readable(&mut self, index: usize, registry: &Registry, budget: usize) -> Readable {
         let mut fx = LineEffects::default();
         let limits = &mut self.limits;
         let Some(conn) = self.conns.get_mut(index) else {
@@ -401,7 +403,7 @@ impl HubServer {
             return Readable::default();
         }
         let mut more = false;
-        let mut budget = READ_BUDGET_BYTES;
+        let mut budget = budget;
         while !conn.io.is_closing() {
             if conn.backed_up() {
                 conn.paused = true;
