@@ -14,6 +14,7 @@ pub mod devices;
 pub mod event_loop;
 pub mod hub;
 pub mod hw;
+pub mod keys;
 pub mod ledger;
 pub mod limits;
 pub mod logging;

@@ -127,12 +127,26 @@ pub fn load_state(dir: &Path) -> (State, Option<String>) {
 
 /// Replaces `path` atomically: temp file, fsync, rename, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, bytes, 0o644)
+}
+
+/// [`write_atomic`] with the file created as `mode` (less what the umask takes away): 0600
+/// for keys and secrets, so they are never readable by others, not even for a moment.
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
-    let written = File::create(&tmp).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.sync_all()
-    });
+    // A stale temp file (a crash mid-write) may have another mode: start afresh.
+    let _ = std::fs::remove_file(&tmp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        });
     if let Err(e) = written {
         // A half-written temp file on a full disk would only hold space the retry needs.
         let _ = std::fs::remove_file(&tmp);

@@ -7,7 +7,10 @@ pub mod site;
 
 use crate::hw::{BackendKind, Pin};
 use serde::Deserialize;
-pub use site::{AccessSection, EmergencySection, HubSection, OfficeSection, RuleSection};
+pub use site::{
+    AccessSection, AnonymousRole, EmergencySection, HubSection, HubTarget, LinkSection,
+    OfficeSection, RuleSection,
+};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -52,6 +55,8 @@ pub struct Config {
     pub emergency: Option<EmergencySection>,
     pub office: Option<OfficeSection>,
     pub hub: Option<HubSection>,
+    /// How the modules reach their hub, and with which key.
+    pub link: Option<LinkSection>,
     /// `[[rule]]` tables: threshold rules on hub readings.
     pub rules: Vec<RuleSection>,
     /// The file's text, kept to locate errors found later (plugin checks).
@@ -154,6 +159,7 @@ struct RawConfig {
     emergency: Option<EmergencySection>,
     office: Option<OfficeSection>,
     hub: Option<HubSection>,
+    link: Option<LinkSection>,
     #[serde(default)]
     rule: Vec<RuleSection>,
 }
@@ -200,7 +206,21 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
     {
         *p = resolve(base, p);
     }
-    if let Some(p) = hub.as_mut().and_then(|h| h.device_log.as_mut()) {
+    let mut link = raw.link;
+    for p in hub
+        .as_mut()
+        .into_iter()
+        .flat_map(|h| {
+            [
+                &mut h.device_log,
+                &mut h.keys,
+                &mut h.tls_cert,
+                &mut h.tls_key,
+            ]
+        })
+        .chain(link.as_mut().map(|l| &mut l.secret_file))
+        .flatten()
+    {
         *p = resolve(base, p);
     }
     let mut devices = Vec::with_capacity(raw.device.len());
@@ -272,6 +292,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
         emergency: raw.emergency,
         office: raw.office,
         hub,
+        link,
         rules: raw.rule,
         source: text.to_string(),
     };
@@ -307,6 +328,15 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 impl Config {
+    /// The hub's keys file: `[hub] keys`, or `keys.toml` in the state directory.
+    pub fn keys_file(&self) -> Option<PathBuf> {
+        self.hub.as_ref().map(|h| {
+            h.keys
+                .clone()
+                .unwrap_or_else(|| self.daemon.state_dir.join(crate::keys::KEYS_FILE))
+        })
+    }
+
     /// An error about `[section] key`, located in this config's file.
     pub fn section_error(&self, section: &str, key: &str, message: String) -> Error {
         let locator = Locator {

@@ -114,15 +114,36 @@ fn office_fan() -> String {
     s("office_fan")
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct HubSection {
-    /// The TCP listener (`address:port`); loopback unless `allow-remote = true`.
+    /// The plain TCP listener (`address:port`). On a loopback address, clients without a key
+    /// may do what `anonymous-role` says (default `actuator`); on any other address
+    /// `anonymous-role` must be set.
     #[serde(default = "hub_tcp")]
     pub tcp: String,
-    /// Listen on a non-loopback address. The plain protocol is unauthenticated.
+    /// Gone (issue 12): replaced by `anonymous-role`. Kept only to say so.
     #[serde(default)]
-    pub allow_remote: bool,
+    pub allow_remote: Option<toml::Value>,
+    /// What clients without a key may do on the plain TCP port and with unsigned datagrams.
+    #[serde(default)]
+    pub anonymous_role: Option<AnonymousRole>,
+    /// The keys file: one `[[key]]` per client (default `<state-dir>/keys.toml`).
+    #[serde(default)]
+    pub keys: Option<PathBuf>,
+    /// A TLS 1.3 listener (`address:port`) speaking the same line protocol; clients without
+    /// a key may do nothing there.
+    #[serde(default)]
+    pub tls: Option<String>,
+    /// The TLS certificate chain and key (PEM); default: a self-signed pair made at the first
+    /// start in `<state-dir>/tls/`.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// A signed datagram whose time is further than this from the hub's clock is dropped.
+    #[serde(default = "datagram_window_secs")]
+    pub datagram_window_secs: f64,
     /// The seed-000 event log.
     #[serde(default = "event_log")]
     pub event_log: PathBuf,
@@ -143,6 +164,128 @@ pub struct HubSection {
     /// from <address>`), so one host cannot take every slot.
     #[serde(default = "max_clients_per_address")]
     pub max_clients_per_address: usize,
+}
+
+/// `[hub] anonymous-role`: what a client without a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnonymousRole {
+    None,
+    Sensor,
+    Actuator,
+    Node,
+}
+
+impl AnonymousRole {
+    pub fn role(self) -> Option<crate::keys::Role> {
+        use crate::keys::Role;
+        match self {
+            AnonymousRole::None => None,
+            AnonymousRole::Sensor => Some(Role::Sensor),
+            AnonymousRole::Actuator => Some(Role::Actuator),
+            AnonymousRole::Node => Some(Role::Node),
+        }
+    }
+}
+
+impl HubSection {
+    /// What clients without a key may do on the plain port (the config check has made sure
+    /// a non-loopback listener says so itself).
+    pub fn anonymous(&self) -> Option<crate::keys::Role> {
+        self.anonymous_role
+            .unwrap_or(AnonymousRole::Actuator)
+            .role()
+    }
+}
+
+fn datagram_window_secs() -> f64 {
+    30.0
+}
+
+/// `[link]`: how this node's modules reach their hub, and the key they prove themselves with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LinkSection {
+    /// `tls://host:port`, or `host:port` for plain TCP to a hub on this machine.
+    #[serde(default)]
+    pub hub: Option<String>,
+    /// The hub certificate's SHA-256 (64 hex characters, colons optional); required for
+    /// `tls://`, and a hub presenting another certificate is refused.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// The key's name at the hub; the modules register as `<name>-access`, `<name>-emergency`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A file holding the key's 64-hex secret, readable by sited's user only.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+}
+
+/// Where a link connects: plain TCP, or TLS with the certificate pinned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubTarget {
+    Plain(SocketAddr),
+    Tls {
+        addr: SocketAddr,
+        /// The host as written (the TLS server name).
+        host: String,
+        /// The pinned certificate's SHA-256.
+        fingerprint: [u8; 32],
+    },
+}
+
+impl HubTarget {
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            HubTarget::Plain(addr) | HubTarget::Tls { addr, .. } => *addr,
+        }
+    }
+}
+
+impl std::fmt::Display for HubTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HubTarget::Plain(addr) => write!(f, "{addr}"),
+            HubTarget::Tls { addr, .. } => write!(f, "tls://{addr}"),
+        }
+    }
+}
+
+/// A fingerprint as `sitectl cert` prints it: 64 hex characters, colons optional, either case.
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    crate::keys::from_hex(&hex)
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| {
+            format!("\"{text}\" is not a SHA-256 fingerprint (64 hex characters, as `sitectl cert` prints it)")
+        })
+}
+
+/// A module's hub address: `tls://host:port` (with `[link] fingerprint`) or `host:port`.
+pub fn parse_target(text: &str, fingerprint: Option<&str>) -> Result<HubTarget, String> {
+    match text.strip_prefix("tls://") {
+        Some(rest) => {
+            let fingerprint = fingerprint.ok_or(
+                "a tls:// hub needs [link] fingerprint = \"<64 hex>\" (run `sitectl cert` on the hub)",
+            )?;
+            let fingerprint = parse_fingerprint(fingerprint)?;
+            let addr = resolve_addr(rest)?;
+            let host = rest
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+                .unwrap_or(rest)
+                .to_string();
+            Ok(HubTarget::Tls {
+                addr,
+                host,
+                fingerprint,
+            })
+        }
+        None if text.contains("://") => {
+            Err(format!("\"{text}\": a hub is tls://host:port or host:port"))
+        }
+        None => resolve_addr(text).map(HubTarget::Plain),
+    }
 }
 
 fn max_clients() -> usize {
@@ -281,25 +424,7 @@ impl Config {
             bind("office", "light", &o.light, LAMPS, true)?;
             bind("office", "fan", &o.fan, LAMPS, true)?;
         }
-        for (section, hub) in [
-            ("access", self.access.as_ref().map(|a| &a.hub)),
-            ("emergency", self.emergency.as_ref().map(|e| &e.hub)),
-        ] {
-            match hub {
-                Some(Some(addr)) => {
-                    resolve_addr(addr).map_err(|m| self.section_error(section, "hub", m))?;
-                }
-                Some(None) if self.hub.is_none() => {
-                    return Err(self.section_error(
-                        section,
-                        "hub",
-                        "no hub to report to: set hub = \"host:port\" here or add a [hub] section"
-                            .into(),
-                    ));
-                }
-                _ => {}
-            }
-        }
+        self.check_link()?;
         if let Some(h) = &self.hub {
             if !(100..=600_000).contains(&h.cycle_gap_ms) {
                 return Err(self.section_error(
@@ -349,26 +474,152 @@ impl Config {
                     format!("{} is not within 1..=1000000", h.max_clients_per_address),
                 ));
             }
-            if let Some(udp) = &h.udp {
-                let addr = resolve_addr(udp).map_err(|m| self.section_error("hub", "udp", m))?;
-                if !addr.ip().is_loopback() && !h.allow_remote {
-                    return Err(self.section_error(
-                        "hub",
-                        "udp",
-                        format!("{addr} is not a loopback address: set allow-remote = true to accept sensor data from the network"),
-                    ));
-                }
-            }
-            let addr = resolve_addr(&h.tcp).map_err(|m| self.section_error("hub", "tcp", m))?;
-            if !addr.ip().is_loopback() && !h.allow_remote {
-                return Err(self.section_error(
-                    "hub",
-                    "tcp",
-                    format!("{addr} is not a loopback address: set allow-remote = true to accept reports from the network (the plain protocol has no authentication)"),
+            self.check_hub_access(h)?;
+        }
+        self.check_rules(&outputs)
+    }
+
+    /// Who may use the hub: `allow-remote` is gone, a non-loopback plain listener says what
+    /// clients without a key may do, and the TLS listener has its certificate.
+    fn check_hub_access(&self, h: &HubSection) -> Result<(), Error> {
+        let err = |key: &str, message: String| self.section_error("hub", key, message);
+        if h.allow_remote.is_some() {
+            return Err(err(
+                "allow-remote",
+                "allow-remote is gone: set anonymous-role = \"none\", \"sensor\", \"actuator\" or \"node\" to say what clients without a key may do (see SECURITY in the README)".into(),
+            ));
+        }
+        let tcp = resolve_addr(&h.tcp).map_err(|m| err("tcp", m))?;
+        let udp = match &h.udp {
+            Some(udp) => Some(resolve_addr(udp).map_err(|m| err("udp", m))?),
+            None => None,
+        };
+        for (key, addr) in [("tcp", Some(tcp)), ("udp", udp)] {
+            if let Some(addr) = addr
+                && !addr.ip().is_loopback()
+                && h.anonymous_role.is_none()
+            {
+                return Err(err(
+                    key,
+                    format!(
+                        "{addr} is not a loopback address: set anonymous-role = \"none\", \"sensor\", \"actuator\" or \"node\" to say what clients without a key may do there"
+                    ),
                 ));
             }
         }
-        self.check_rules(&outputs)
+        if h.anonymous_role == Some(AnonymousRole::Node) && !tcp.ip().is_loopback() {
+            return Err(err(
+                "anonymous-role",
+                format!(
+                    "\"node\" would let anyone who reaches {tcp} report entries and exits: use \"none\", \"sensor\" or \"actuator\" there, and give door nodes keys (over tls)"
+                ),
+            ));
+        }
+        if let Some(tls) = &h.tls {
+            let addr = resolve_addr(tls).map_err(|m| err("tls", m))?;
+            if addr == tcp {
+                return Err(err("tls", format!("{addr} is also the plain tcp listener")));
+            }
+        }
+        match (&h.tls_cert, &h.tls_key) {
+            (Some(_), None) => {
+                return Err(err("tls-key", "tls-cert is set: set tls-key too".into()));
+            }
+            (None, Some(_)) => {
+                return Err(err("tls-cert", "tls-key is set: set tls-cert too".into()));
+            }
+            _ => {}
+        }
+        if !(h.datagram_window_secs.is_finite() && (1.0..=3600.0).contains(&h.datagram_window_secs))
+        {
+            return Err(err(
+                "datagram-window-secs",
+                format!("{} is not within 1..=3600 seconds", h.datagram_window_secs),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `[link]` and the modules' hubs: each module has a hub (its own `hub`, `[link] hub`, or
+    /// this node's `[hub]`); a plain one is on this machine; a `tls://` one has a
+    /// fingerprint; a key has both a name and a secret file.
+    fn check_link(&self) -> Result<(), Error> {
+        let link = self.link.as_ref();
+        if let Some(l) = link {
+            let err = |key: &str, message: String| self.section_error("link", key, message);
+            match (&l.name, &l.secret_file) {
+                (Some(_), None) => {
+                    return Err(err(
+                        "secret-file",
+                        "name is set: set secret-file, the file holding the key's secret, too"
+                            .into(),
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(err(
+                        "name",
+                        "secret-file is set: set name, the key's name at the hub, too".into(),
+                    ));
+                }
+                _ => {}
+            }
+            if let Some(name) = &l.name
+                && !crate::keys::valid_key_name(name)
+            {
+                return Err(err(
+                    "name",
+                    format!(
+                        "\"{name}\" is not a key name (a letter, then letters, digits, `_` or `-`, at most 48 characters)"
+                    ),
+                ));
+            }
+            if let Some(fp) = &l.fingerprint {
+                parse_fingerprint(fp).map_err(|m| err("fingerprint", m))?;
+            }
+            if let Some(hub) = &l.hub {
+                self.check_target("link", hub)?;
+            }
+        }
+        for (section, hub) in [
+            ("access", self.access.as_ref().map(|a| &a.hub)),
+            ("emergency", self.emergency.as_ref().map(|e| &e.hub)),
+        ] {
+            match hub {
+                Some(Some(addr)) => self.check_target(section, addr)?,
+                Some(None) if self.hub.is_none() && link.and_then(|l| l.hub.as_ref()).is_none() => {
+                    return Err(self.section_error(
+                        section,
+                        "hub",
+                        "no hub to report to: set [link] hub = \"tls://host:port\" (or hub here), or add a [hub] section".into(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn check_target(&self, section: &str, text: &str) -> Result<(), Error> {
+        let fingerprint = self.link.as_ref().and_then(|l| l.fingerprint.as_deref());
+        let target =
+            parse_target(text, fingerprint).map_err(|m| self.section_error(section, "hub", m))?;
+        if let HubTarget::Plain(addr) = target
+            && !addr.ip().is_loopback()
+        {
+            return Err(self.section_error(
+                section,
+                "hub",
+                format!("{addr} is plain TCP to another machine, where anyone on the path could take the link over: use hub = \"tls://{addr}\" with [link] fingerprint"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The hub a module reports to, as written: its own `hub`, else `[link] hub`; `None`:
+    /// this node's `[hub]`.
+    pub fn module_hub<'a>(&'a self, own: &'a Option<String>) -> Option<&'a str> {
+        own.as_deref()
+            .or(self.link.as_ref().and_then(|l| l.hub.as_deref()))
     }
 
     /// `[[rule]]`s act on this node's hub readings and drive an on/off output that no module
@@ -579,10 +830,97 @@ pin = 25
     }
 
     #[test]
-    fn remote_hub_listener_needs_allow_remote() {
+    fn a_remote_hub_listener_needs_anonymous_role_and_allow_remote_is_gone() {
         let err = check("[hub]\ntcp = \"0.0.0.0:5050\"\n").expect_err("remote");
-        assert!(err.message.contains("allow-remote"), "{err}");
-        assert!(check("[hub]\ntcp = \"0.0.0.0:5050\"\nallow-remote = true\n").is_ok());
+        assert_eq!(err.key.as_deref(), Some("hub.tcp"), "{err}");
+        assert!(err.message.contains("set anonymous-role"), "{err}");
+        assert!(!err.to_string().contains('\n'), "one line: {err}");
+        let cfg =
+            check("[hub]\ntcp = \"0.0.0.0:5050\"\nanonymous-role = \"sensor\"\n").expect("valid");
+        assert_eq!(
+            cfg.hub.as_ref().expect("hub").anonymous(),
+            Some(crate::keys::Role::Sensor)
+        );
+        let err = check("[hub]\nudp = \"0.0.0.0:6060\"\n").expect_err("remote udp");
+        assert_eq!(err.key.as_deref(), Some("hub.udp"), "{err}");
+        let err = check("[hub]\ntcp = \"0.0.0.0:5050\"\nallow-remote = true\n").expect_err("gone");
+        assert_eq!(err.key.as_deref(), Some("hub.allow-remote"), "{err}");
+        assert!(err.message.contains("anonymous-role"), "{err}");
+        let err =
+            check("[hub]\ntcp = \"0.0.0.0:5050\"\nanonymous-role = \"node\"\n").expect_err("node");
+        assert_eq!(err.key.as_deref(), Some("hub.anonymous-role"), "{err}");
+        let err = check("[hub]\nanonymous-role = \"admin\"\n").expect_err("unknown");
+        assert!(err.message.contains("unknown variant"), "{err}");
+        // On loopback, clients without a key are actuators unless the config says otherwise.
+        let cfg = check("[hub]\n").expect("valid");
+        assert_eq!(
+            cfg.hub.as_ref().expect("hub").anonymous(),
+            Some(crate::keys::Role::Actuator)
+        );
+        let cfg = check("[hub]\nanonymous-role = \"none\"\n").expect("valid");
+        assert_eq!(cfg.hub.as_ref().expect("hub").anonymous(), None);
+    }
+
+    #[test]
+    fn tls_settings_are_checked() {
+        let err = check("[hub]\ntls-cert = \"c.pem\"\n").expect_err("half");
+        assert_eq!(err.key.as_deref(), Some("hub.tls-key"), "{err}");
+        let err = check("[hub]\ntls = \"127.0.0.1:5050\"\n").expect_err("same port");
+        assert!(err.message.contains("also the plain tcp"), "{err}");
+        let cfg =
+            check("[hub]\ntls = \"0.0.0.0:5443\"\ntls-cert = \"c.pem\"\ntls-key = \"k.pem\"\n")
+                .expect("tls on the LAN needs no anonymous-role");
+        let hub = cfg.hub.expect("hub");
+        assert_eq!(hub.tls_key.as_deref(), Some(Path::new("/etc/sited/k.pem")));
+        let err = check("[hub]\ndatagram-window-secs = 0.0\n").expect_err("window");
+        assert_eq!(
+            err.key.as_deref(),
+            Some("hub.datagram-window-secs"),
+            "{err}"
+        );
+    }
+
+    const FP: &str = "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff";
+
+    #[test]
+    fn a_door_node_links_over_tls_with_a_pinned_fingerprint_and_a_key() {
+        let cfg = check(&format!(
+            "[link]\nhub = \"tls://127.0.0.1:5443\"\nfingerprint = \"{FP}\"\nname = \"front\"\nsecret-file = \"link.secret\"\n[access]\n[emergency]\n"
+        ))
+        .expect("valid");
+        let link = cfg.link.as_ref().expect("link");
+        assert_eq!(
+            link.secret_file.as_deref(),
+            Some(Path::new("/etc/sited/link.secret"))
+        );
+        let access = cfg.access.as_ref().expect("access");
+        assert_eq!(cfg.module_hub(&access.hub), Some("tls://127.0.0.1:5443"));
+        let target = super::parse_target("tls://127.0.0.1:5443", Some(FP)).expect("target");
+        let super::HubTarget::Tls {
+            fingerprint, host, ..
+        } = target
+        else {
+            panic!("not tls: {target:?}");
+        };
+        assert_eq!((fingerprint[1], host.as_str()), (0x11, "127.0.0.1"));
+        let err = check("[link]\nhub = \"tls://127.0.0.1:5443\"\n[access]\n")
+            .expect_err("no fingerprint");
+        assert_eq!(err.key.as_deref(), Some("link.hub"), "{err}");
+        assert!(err.message.contains("fingerprint"), "{err}");
+        let err = check(&format!(
+            "[link]\nhub = \"tls://127.0.0.1:5443\"\nfingerprint = \"{}\"\n",
+            &FP[3..]
+        ))
+        .expect_err("short");
+        assert_eq!(err.key.as_deref(), Some("link.fingerprint"), "{err}");
+        let err = check("[link]\nname = \"front\"\n").expect_err("no secret");
+        assert_eq!(err.key.as_deref(), Some("link.secret-file"), "{err}");
+        // Plain TCP only to a hub on this machine.
+        let err = check("[link]\nhub = \"192.0.2.1:5050\"\n[access]\n").expect_err("plain remote");
+        assert!(err.message.contains("tls://192.0.2.1:5050"), "{err}");
+        let err = check("[access]\nhub = \"192.0.2.1:5050\"\n").expect_err("plain remote");
+        assert_eq!(err.key.as_deref(), Some("access.hub"), "{err}");
+        assert!(check("[link]\nhub = \"127.0.0.1:5050\"\n[access]\n").is_ok());
     }
 
     #[test]
