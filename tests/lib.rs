@@ -514,6 +514,12 @@ open-secs = 0.3
 [office]
 "#;
 
+/// A loopback hub that lets clients without a key report site events (`anonymous-role =
+/// "node"`): for the tests that play a door node by hand with raw `EVENT` lines, and for two
+/// daemons whose door node has no key. What the tests about keys and roles check is the
+/// default, where site events need a node key.
+pub const ANONYMOUS_NODES: &str = "anonymous-role = \"node\"\n";
+
 impl SiteDir {
     pub fn event_log_path(&self) -> PathBuf {
         self.path().join("events.log")
@@ -525,6 +531,12 @@ impl SiteDir {
             "\n[hub]\ntcp = \"127.0.0.1:0\"\nevent-log = \"{}\"\n",
             self.event_log_path().display()
         )
+    }
+
+    /// [`SiteDir::hub_section`] for a hub that takes site events from clients without a key
+    /// ([`ANONYMOUS_NODES`]).
+    pub fn hub_section_for_anonymous_nodes(&self) -> String {
+        format!("{}{ANONYMOUS_NODES}", self.hub_section())
     }
 
     /// The whole seed-000 site on one node: devices, hub and all three modules.

@@ -26,8 +26,8 @@ const MAIN_AFTER_HELP: &str = concat!(
 Notes:
   - The socket is taken from -s, else $SITED_SOCKET, else /run/sited/control.sock.
   - `status`, `log`, `devices` and `version` need only access to the socket (mode 0660: root,
-    sited's user or the socket's group). `sim`, `set`, `send`, `reload` and `count reset` operate, and
-    also need root, sited's own user, or the operator group named in sited.toml
+    sited's user or the socket's group). `sim`, `set`, `send`, `reload`, `count reset` and `key`
+    operate, and also need root, sited's own user, or the operator group named in sited.toml
     (`operator-group`); anyone else is refused with exit status 1.
   - A request that timed out (exit status 2) may still have been carried out.
   - Scripts should use `status --json`; the table's layout may change."
@@ -123,6 +123,30 @@ Notes:
     `sitectl log` shows it; use it after a roll call, not to hide an anomaly.
   - Only the node that runs the hub keeps the count; a door node refuses (exit status 1).
   - Needs operator rights (root, sited's user, or the operator group).";
+
+const KEY_AFTER_HELP: &str = "\
+Keys let clients prove who they are at the hub (CHAL, then AUTH; see PROTOCOL.md), and
+their role says what they may do:
+  sensor    send readings
+  actuator  also register a DEVICE, take commands and answer them
+  node      also report staff entries, exits and emergencies (door nodes)
+
+Notes:
+  - `key add` prints the new secret once, on a line of its own; sited keeps it in the keys
+    file ([hub] keys, default <state-dir>/keys.toml, mode 0600) and shows it to nobody again.
+    Put it in the client's secret file (for a door node, [link] secret-file, mode 0600).
+  - Changes take effect at once, without a restart. `key remove` drops the connections
+    that used the key.
+  - Only the node that runs the hub keeps keys. All key commands need operator rights
+    (root, sited's user, or the operator group).";
+
+const CERT_AFTER_HELP: &str = "\
+Prints the SHA-256 fingerprint of the hub's TLS certificate: 64 hex characters, the value a
+door node pins in [link] fingerprint (colons are optional there).
+
+Notes:
+  - Only a hub with a TLS listener ([hub] tls) has a certificate.
+  - Check the fingerprint on the hub itself, not over the network you are protecting.";
 
 const VERSION_AFTER_HELP: &str = "\
 Prints sitectl's version and control-protocol version, then asks sited for its
@@ -264,6 +288,19 @@ pub enum Command {
         #[command(subcommand)]
         action: CountAction,
     },
+    /// Manage the hub's client keys (add, list, remove)
+    #[command(after_help = KEY_AFTER_HELP)]
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+    /// Print the fingerprint of the hub's TLS certificate, for door nodes to pin
+    #[command(after_help = CERT_AFTER_HELP)]
+    Cert {
+        /// Print the certificate's details as one JSON object
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the versions of sitectl and of the running sited
     #[command(after_help = VERSION_AFTER_HELP)]
     Version {
@@ -280,6 +317,33 @@ pub enum Command {
         /// Load the plugins from DIR instead of the file's plugin-dir (passed to sited)
         #[arg(long, value_name = "DIR")]
         plugin_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+pub enum KeyAction {
+    /// Add a key; prints its new secret, once
+    #[command(after_help = KEY_AFTER_HELP)]
+    Add {
+        /// The key's name: the client's DEVICE name (a node's modules register as NAME-access,
+        /// NAME-emergency)
+        name: String,
+        /// What the client may do: sensor, actuator or node
+        #[arg(long, value_parser = ["sensor", "actuator", "node"])]
+        role: String,
+    },
+    /// List the keys: names, roles and connections, never secrets
+    #[command(after_help = KEY_AFTER_HELP)]
+    List {
+        /// Print the list as one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a key and drop the connections that use it
+    #[command(after_help = KEY_AFTER_HELP)]
+    Remove {
+        /// The key's name
+        name: String,
     },
 }
 

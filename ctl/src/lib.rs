@@ -8,7 +8,7 @@ pub mod render;
 pub mod validate;
 
 use clap::Parser;
-use cli::{Cli, Command, CountAction};
+use cli::{Cli, Command, CountAction, KeyAction};
 use client::Client;
 use serde_json::{Value, json};
 use site_proto::{PROTOCOL_VERSION, Request, Response, VersionInfo};
@@ -229,6 +229,20 @@ fn execute(
                 None => writeln!(stdout, "staff count reset to {now}")?,
             }
         }
+        Command::Key { action } => key(&client, action, stdout, stderr)?,
+        Command::Cert { json } => {
+            let result = ask(&client, &Request::Cert {})?;
+            if *json {
+                serde_json::to_writer(&mut *stdout, &result).map_err(io::Error::from)?;
+                writeln!(stdout)?;
+            } else {
+                let fingerprint = result
+                    .get("fingerprint")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Failure::Trouble("sited sent no fingerprint".into()))?;
+                writeln!(stdout, "{}", render::one_line(fingerprint))?;
+            }
+        }
         Command::Version { json } => return version(&client, *json, stdout),
         Command::Validate { config, plugin_dir } => {
             let sited = validate::find_sited(env).map_err(Failure::Trouble)?;
@@ -244,6 +258,59 @@ fn execute(
         }
     }
     Ok(EXIT_OK)
+}
+
+/// `key add|list|remove`. `add` prints the secret alone on stdout (so a script can take it
+/// with `$(...)`), and what to do with it on stderr.
+fn key(
+    client: &Client,
+    action: &KeyAction,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Result<(), Failure> {
+    match action {
+        KeyAction::Add { name, role } => {
+            let request = Request::KeyAdd {
+                name: name.clone(),
+                role: role.clone(),
+            };
+            let result = ask(client, &request)?;
+            let added: site_proto::KeyAdded = serde_json::from_value(result)
+                .map_err(|e| Failure::Trouble(format!("cannot understand sited's answer: {e}")))?;
+            writeln!(stdout, "{}", added.secret)?;
+            stdout.flush()?;
+            let _ = writeln!(
+                stderr,
+                "sitectl: key {} ({}) added; the secret above is shown only this once: put it in the client's secret file (mode 0600)",
+                render::one_line(&added.name),
+                render::one_line(&added.role)
+            );
+        }
+        KeyAction::List { json } => {
+            let result = ask(client, &Request::KeyList {})?;
+            if *json {
+                serde_json::to_writer(&mut *stdout, &result).map_err(io::Error::from)?;
+                writeln!(stdout)?;
+            } else {
+                let list: site_proto::KeyList = serde_json::from_value(result).map_err(|e| {
+                    Failure::Trouble(format!(
+                        "cannot understand sited's answer: {e} (try --json)"
+                    ))
+                })?;
+                stdout.write_all(render::keys(&list).as_bytes())?;
+            }
+        }
+        KeyAction::Remove { name } => {
+            let result = ask(client, &Request::KeyRemove { name: name.clone() })?;
+            let dropped = result.get("dropped").and_then(Value::as_u64).unwrap_or(0);
+            writeln!(
+                stdout,
+                "key {} removed; {dropped} connection(s) dropped",
+                render::one_line(name)
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// `log [-n N] [-f]`: the tail, then (following) every line sited pushes until it hangs up.

@@ -508,6 +508,30 @@ pub fn daemon_version(info: &VersionInfo) -> String {
     out
 }
 
+/// `key list`: NAME ROLE CONNECTIONS, one key per line, by name.
+pub fn keys(list: &site_proto::KeyList) -> String {
+    if list.keys.is_empty() {
+        return "no keys (add one with `sitectl key add NAME --role ROLE`)\n".to_string();
+    }
+    let width = list
+        .keys
+        .iter()
+        .map(|k| k.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let mut out = format!("{:width$}  {:8}  CONNECTIONS\n", "NAME", "ROLE");
+    for k in &list.keys {
+        out.push_str(&format!(
+            "{:width$}  {:8}  {}\n",
+            one_line(&k.name),
+            one_line(&k.role),
+            k.connections
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -459,7 +459,7 @@ fn help_goes_to_stdout_with_exit_0() {
     // Every operating command is named where the operator group is explained.
     assert!(
         out.stdout
-            .contains("`sim`, `set`, `send`, `reload` and `count reset` operate"),
+            .contains("`sim`, `set`, `send`, `reload`, `count reset` and `key`\n    operate"),
         "{}",
         out.stdout
     );

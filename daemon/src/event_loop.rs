@@ -25,12 +25,14 @@ use crate::devices::{self, DeviceEvent, DeviceTimer, Devices};
 use crate::hub::server::Asker;
 use crate::hub::{Hub, HubOutput, HubTimer, HubTokens};
 use crate::hw::{self, Edge, EdgeSink, Hardware};
+use crate::keys::{self, KeyBook, KeySet};
 use crate::notify::Notifier;
 use crate::plugin_host::Libraries;
-use crate::runner::{RunnerTimer, SiteRunner};
+use crate::runner::{OwnHub, RunnerTimer, SiteRunner};
 use crate::site::Command;
 use crate::timers::{Timers, monotonic_now};
 use mio::{Events, Interest, Poll, Token, Waker};
+use requests::KeyChange;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use site_proto::Response;
@@ -143,6 +145,47 @@ const EVENTS_PER_TURN: usize = 1024;
 /// when there are none; see [`Daemon::edges_meanwhile`]).
 const EDGE_CHECK: Duration = Duration::from_micros(25);
 
+/// The hub, where this node's modules reach it, and its keys file.
+type StartedHub = (Option<Hub>, Option<OwnHub>, Option<KeyBook<KeyChange>>);
+
+/// Starts the hub with its keys: the keys file's (refused if others may read it) and the
+/// daemon's own, which its own modules authenticate with; and the writer `sitectl key`
+/// changes the file through.
+fn start_hub(
+    config: &Config,
+    h: &config::HubSection,
+    registry: &mio::Registry,
+    wake: Arc<dyn Fn() + Send + Sync>,
+) -> Result<StartedHub, crate::hub::Error> {
+    let path = config.keys_file().unwrap_or_default();
+    let file_keys = keys::load(&path).map_err(crate::hub::Error::Config)?;
+    let own = keys::own_key(&config.daemon.state_dir).map_err(crate::hub::Error::Config)?;
+    log::info!(
+        "hub: {} key(s) in {}; clients without a key may {}",
+        file_keys.len(),
+        path.display(),
+        match h.anonymous() {
+            None => "do nothing on the plain port".to_string(),
+            Some(role) => format!("act as {role} on the plain port"),
+        }
+    );
+    let tokens = HubTokens {
+        listener: Tok::HubListener.into(),
+        udp: Tok::HubUdp.into(),
+        conns: HUB_CONNS,
+    };
+    let key_set = KeySet::new(file_keys.clone(), Some(own.clone()));
+    let hub = Hub::start(h, key_set, registry, tokens)?;
+    let book = KeyBook::start(path, file_keys, wake).map_err(|e| {
+        crate::hub::Error::Config(format!("hub: cannot start the keys writer: {e}"))
+    })?;
+    let own_hub = OwnHub {
+        addr: hub.local_addr(),
+        key: own,
+    };
+    Ok((Some(hub), Some(own_hub), Some(book)))
+}
+
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -181,6 +224,10 @@ pub struct Daemon {
     devices: Devices,
     /// The TCP and UDP hub, if `[hub]`.
     hub: Option<Hub>,
+    /// Where this node's own modules reach its hub, and the key they prove themselves with.
+    own_hub: Option<OwnHub>,
+    /// The hub's keys file, changed by `sitectl key` on its own thread.
+    keys: Option<KeyBook<KeyChange>>,
     /// The site modules, their links and the ledger.
     runner: SiteRunner,
     control: ControlServer,
@@ -247,27 +294,20 @@ impl Daemon {
             devices.shutdown(hw.as_mut());
             e
         };
-        let hub = match &config.hub {
-            Some(h) => {
-                let tokens = HubTokens {
-                    listener: Tok::HubListener.into(),
-                    udp: Tok::HubUdp.into(),
-                    conns: HUB_CONNS,
-                };
-                match Hub::start(h, poll.registry(), tokens) {
-                    Ok(hub) => Some(hub),
-                    Err(e) => return Err(stop_devices(&mut devices, e.into())),
-                }
-            }
-            None => None,
-        };
         let wake_store = waker.clone();
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
             let _ = wake_store.wake();
         });
+        let (hub, own_hub, keys) = match &config.hub {
+            Some(h) => match start_hub(&config, h, poll.registry(), wake.clone()) {
+                Ok(started) => started,
+                Err(e) => return Err(stop_devices(&mut devices, e.into())),
+            },
+            None => (None, None, None),
+        };
         let (mut runner, commands) = match SiteRunner::start(
             &config,
-            hub.as_ref().map(Hub::local_addr),
+            own_hub.as_ref(),
             |d| devices.state_of(d),
             poll.registry(),
             LINKS,
@@ -307,6 +347,8 @@ impl Daemon {
             libs,
             devices,
             hub,
+            own_hub,
+            keys,
             runner,
             control,
             timers,
@@ -411,6 +453,7 @@ impl Daemon {
             Tok::Waker => {
                 self.on_hardware();
                 self.on_store();
+                self.on_keys_written();
                 false
             }
             Tok::Hardware => {
@@ -760,6 +803,7 @@ impl Daemon {
         if new.hub != self.config.hub {
             return Err("[hub] changed; that needs a restart (systemctl restart sited)".into());
         }
+        self.reload_keys()?;
         self.devices
             .reload(&old_dir, &new, &mut self.libs, self.hw.as_mut())?;
         if (&new.access, &new.emergency, &new.office)
@@ -774,13 +818,17 @@ impl Daemon {
                 .runner
                 .reload(
                     &new,
-                    self.hub.as_ref().map(Hub::local_addr),
+                    self.own_hub.as_ref(),
                     |d| devices.state_of(d),
                     self.poll.registry(),
                 )
                 .map_err(|e| e.to_string())?;
             self.carry_out(commands);
             self.on_device_events();
+        } else {
+            self.runner
+                .relink(&new, self.own_hub.as_ref(), self.poll.registry())
+                .map_err(|e| e.to_string())?;
         }
         self.control.set_operator_gid(gid);
         self.config = new;

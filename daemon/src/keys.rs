@@ -293,13 +293,13 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 /// Hex (either case) to bytes.
 pub fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| char::from(c).to_digit(16);
     text.as_bytes()
         .chunks(2)
-        .map(|pair| Some(u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?))
+        .map(|pair| u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok())
         .collect()
 }
 
@@ -412,6 +412,12 @@ pub fn encode(keys: &BTreeMap<String, Key>) -> String {
 
 /// The daemon's own key, from `<state-dir>/own.secret`, made there at the first start.
 pub fn own_key(state_dir: &Path) -> Result<Key, String> {
+    std::fs::create_dir_all(state_dir).map_err(|e| {
+        format!(
+            "cannot create the state directory {}: {e}",
+            state_dir.display()
+        )
+    })?;
     let path = state_dir.join(OWN_SECRET_FILE);
     let secret = if check_private(&path, "the daemon's own secret")? {
         let text = std::fs::read_to_string(&path)
@@ -419,9 +425,16 @@ pub fn own_key(state_dir: &Path) -> Result<Key, String> {
         Secret::from_hex(&text).map_err(|e| format!("{}: {e}", path.display()))?
     } else {
         let secret = Secret::generate().map_err(|e| format!("making a secret: {e}"))?;
-        crate::store::write_atomic_mode(&path, format!("{}\n", secret.to_hex()).as_bytes(), 0o600)
-            .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
-        log::info!("hub: made this daemon's own key in {}", path.display());
+        let hex = format!("{}\n", secret.to_hex());
+        match crate::store::write_atomic_mode(&path, hex.as_bytes(), 0o600) {
+            Ok(()) => log::info!("hub: made this daemon's own key in {}", path.display()),
+            // Only this process uses it, so a read-only state directory (reported by the
+            // store) costs nothing but a new key at the next start.
+            Err(e) => log::warn!(
+                "hub: cannot keep this daemon's own key in {} ({e}); using one for this run only",
+                path.display()
+            ),
+        }
         secret
     };
     Ok(Key {
@@ -441,8 +454,65 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
     Secret::from_hex(&text).map_err(|e| format!("secret file {}: {e}", path.display()))
 }
 
-/// A keys-file write that finished: its id, and the keys now on disk (or why not).
-pub type KeysWritten = (u64, Result<BTreeMap<String, Key>, String>);
+/// The keys now on disk after a write, or why the write failed.
+pub type WriteResult = Result<BTreeMap<String, Key>, String>;
+
+/// A keys-file write that finished: its id, and its result.
+pub type KeysWritten = (u64, WriteResult);
+
+/// The keys file as the daemon keeps it: what is on disk, and at most one change being
+/// written (with `T`, what to do when it is), so that each change builds on the one before.
+pub struct KeyBook<T> {
+    pub path: PathBuf,
+    /// The keys on disk.
+    pub keys: BTreeMap<String, Key>,
+    writer: KeyWriter,
+    writing: Option<(u64, T)>,
+}
+
+impl<T> KeyBook<T> {
+    pub fn start(
+        path: PathBuf,
+        keys: BTreeMap<String, Key>,
+        wake: Arc<dyn Fn() + Send + Sync>,
+    ) -> io::Result<KeyBook<T>> {
+        Ok(KeyBook {
+            writer: KeyWriter::start(path.clone(), wake)?,
+            path,
+            keys,
+            writing: None,
+        })
+    }
+
+    /// Is a change being written?
+    pub fn busy(&self) -> bool {
+        self.writing.is_some()
+    }
+
+    /// Writes `keys` in place of the file's; `then` comes back with the result.
+    pub fn change(&mut self, keys: BTreeMap<String, Key>, then: T) {
+        let id = self.writer.write(keys);
+        self.writing = Some((id, then));
+    }
+
+    /// The change that finished writing, if one did: `Ok` with the keys now on disk (kept
+    /// here too), or why it failed (the file is as it was).
+    pub fn finished(&mut self) -> Option<(T, WriteResult)> {
+        let mut out = None;
+        for (id, result) in self.writer.take_done() {
+            if let Some((want, _)) = &self.writing
+                && *want == id
+                && let Some((_, then)) = self.writing.take()
+            {
+                if let Ok(keys) = &result {
+                    self.keys = keys.clone();
+                }
+                out = Some((then, result));
+            }
+        }
+        out
+    }
+}
 
 /// Writes the keys file on its own thread, one version at a time, and wakes the loop when
 /// each is on disk (or failed).

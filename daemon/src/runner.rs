@@ -4,10 +4,10 @@
 //! timer goes in, and the commands for the devices come back for the loop to carry out. Its
 //! timers are asks for the loop's heap.
 
-use crate::config::{Config, site::resolve_addr};
+use crate::config::{Config, HubTarget, site::parse_target};
 use crate::conn_io::TokenRange;
 use crate::devices::DeviceEvent;
-use crate::hub::link::{HubLink, LinkOutcome};
+use crate::hub::link::{HubLink, LinkKey, LinkOutcome, LinkSpec};
 use crate::hub::protocol;
 use crate::hub::server::{ConnRef, IncomingReport, Reply};
 use crate::hub::stream::Reading;
@@ -23,6 +23,14 @@ use mio::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// This node's own hub, where modules without a hub of their own report, and the key this
+/// daemon keeps for itself to authenticate its modules there.
+#[derive(Clone, Debug)]
+pub struct OwnHub {
+    pub addr: SocketAddr,
+    pub key: crate::keys::Key,
+}
 
 /// The runner's timers, in the loop's heap. Each carries the generation of the site it was
 /// armed for: a reload builds a new site and new links, and the old ones' timers are void.
@@ -49,6 +57,8 @@ pub struct SiteRunner {
     link_tokens: TokenRange,
     /// Bumped by each (re)build of the site (see [`RunnerTimer`]).
     generation: u64,
+    /// Bumped by each (re)build of the links (their retries are void then).
+    link_generation: u64,
     timers: TimerAsks<RunnerTimer>,
     /// Event-log lines that reached the disk, for `sitectl log -f`.
     lines: Vec<String>,
@@ -65,6 +75,65 @@ fn hostname() -> String {
         .and_then(|h| h.into_string().ok())
         .unwrap_or_default();
     link_name_base(&raw)
+}
+
+/// What each module's link is made from: its hub (its own `hub`, `[link] hub`, or this
+/// node's, which it reaches with this daemon's own key), its registration name (as set, else
+/// `<[link] name or host>-<module>`), and the key it proves itself with (`[link]`'s, read
+/// from its secret file now).
+fn link_specs(config: &Config, own_hub: Option<&OwnHub>) -> Result<Vec<(Module, LinkSpec)>, Error> {
+    let link = config.link.as_ref();
+    let link_key = match link.and_then(|l| l.name.as_ref().zip(l.secret_file.as_ref())) {
+        Some((name, file)) => Some(LinkKey {
+            name: name.clone(),
+            secret: crate::keys::read_secret_file(file).map_err(Error::Config)?,
+        }),
+        None => None,
+    };
+    let base = link.and_then(|l| l.name.clone()).unwrap_or_else(hostname);
+    let fingerprint = link.and_then(|l| l.fingerprint.as_deref());
+    let mut specs = Vec::new();
+    let modules = [
+        config
+            .access
+            .as_ref()
+            .map(|a| (Module::Access, &a.hub, &a.name, protocol::TYPE_ACCESS)),
+        config
+            .emergency
+            .as_ref()
+            .map(|e| (Module::Emergency, &e.hub, &e.name, protocol::TYPE_EMERGENCY)),
+    ];
+    for (module, hub, name, kind) in modules.into_iter().flatten() {
+        let (target, key) = match config.module_hub(hub) {
+            Some(text) => (
+                parse_target(text, fingerprint).map_err(Error::Config)?,
+                link_key.clone(),
+            ),
+            None => {
+                let own = own_hub.ok_or_else(|| {
+                    Error::Config(format!("[{}] has no hub to report to", module.key()))
+                })?;
+                let key = LinkKey {
+                    name: own.key.name.clone(),
+                    secret: own.key.secret.clone(),
+                };
+                (HubTarget::Plain(own.addr), Some(key))
+            }
+        };
+        let name = name
+            .clone()
+            .unwrap_or_else(|| format!("{base}-{}", module.key()));
+        specs.push((
+            module,
+            LinkSpec {
+                name,
+                kind,
+                target,
+                key,
+            },
+        ));
+    }
+    Ok(specs)
 }
 
 /// The host name as the start of a hub registration name (`<host>-access`): only what the
@@ -98,7 +167,7 @@ impl SiteRunner {
     /// without a `hub` of their own report.
     pub fn start(
         config: &Config,
-        own_hub: Option<SocketAddr>,
+        own_hub: Option<&OwnHub>,
         state_of: impl Fn(&str) -> Option<String>,
         registry: &Registry,
         link_tokens: TokenRange,
@@ -110,6 +179,7 @@ impl SiteRunner {
             links: Vec::new(),
             link_tokens,
             generation: 0,
+            link_generation: 0,
             timers: TimerAsks::default(),
             lines: Vec::new(),
             words: Vec::new(),
@@ -137,7 +207,7 @@ impl SiteRunner {
     fn build_site(
         &mut self,
         config: &Config,
-        own_hub: Option<SocketAddr>,
+        own_hub: Option<&OwnHub>,
         registry: &Registry,
     ) -> Result<(), Error> {
         let state = self
@@ -150,60 +220,29 @@ impl SiteRunner {
             .as_ref()
             .map(|l| l.epoch().to_string())
             .unwrap_or_default();
-        let host = hostname();
-        let link_tokens = self.link_tokens;
-        self.links.clear();
-        // The old links' retries and the old modules' timers are void: a generation each.
+        let specs = link_specs(config, own_hub)?;
+        // The old modules' timers are void.
         self.generation += 1;
-        let mut link_for =
-            |module: Module, hub: &Option<String>, name: &Option<String>, kind: &'static str| {
-                let addr = match hub {
-                    Some(text) => resolve_addr(text).map_err(Error::Config)?,
-                    None => own_hub.ok_or_else(|| {
-                        Error::Config(format!("[{}] has no hub to report to", module.key()))
-                    })?,
-                };
-                let name = name
-                    .clone()
-                    .unwrap_or_else(|| format!("{host}-{}", module.key()));
-                if self.links.len() >= link_tokens.len {
-                    return Err(Error::Config("more hub links than tokens for them".into()));
-                }
-                let token = link_tokens.token(self.links.len());
-                self.links.push((
-                    module,
-                    HubLink::new(module.key(), name, kind, epoch.clone(), addr, token),
-                ));
-                Ok::<(), Error>(())
-            };
-        self.site.access = match &config.access {
-            Some(a) => {
-                link_for(Module::Access, &a.hub, &a.name, protocol::TYPE_ACCESS)?;
-                Some(AccessControl::new(AccessConfig {
-                    entry_button: a.entry_button.clone(),
-                    exit_button: a.exit_button.clone(),
-                    entry_door: a.entry_door.clone(),
-                    exit_door: a.exit_door.clone(),
-                    entry_led: a.entry_led.clone(),
-                    exit_led: a.exit_led.clone(),
-                    open: Duration::from_secs_f64(a.open_secs),
-                }))
-            }
-            None => None,
-        };
-        self.site.emergency = match &config.emergency {
-            Some(e) => {
-                link_for(Module::Emergency, &e.hub, &e.name, protocol::TYPE_EMERGENCY)?;
-                Some(Emergency::new(
-                    EmergencyConfig {
-                        door: e.door.clone(),
-                        siren: e.siren.clone(),
-                    },
-                    state.emergency_reported_open,
-                ))
-            }
-            None => None,
-        };
+        self.site.access = config.access.as_ref().map(|a| {
+            AccessControl::new(AccessConfig {
+                entry_button: a.entry_button.clone(),
+                exit_button: a.exit_button.clone(),
+                entry_door: a.entry_door.clone(),
+                exit_door: a.exit_door.clone(),
+                entry_led: a.entry_led.clone(),
+                exit_led: a.exit_led.clone(),
+                open: Duration::from_secs_f64(a.open_secs),
+            })
+        });
+        self.site.emergency = config.emergency.as_ref().map(|e| {
+            Emergency::new(
+                EmergencyConfig {
+                    door: e.door.clone(),
+                    siren: e.siren.clone(),
+                },
+                state.emergency_reported_open,
+            )
+        });
         self.site.office = config.office.as_ref().map(|o| {
             Office::new(
                 OfficeConfig {
@@ -235,18 +274,65 @@ impl SiteRunner {
                 )
             })
             .collect();
-        for slot in 0..self.links.len() {
-            let (module, link) = &mut self.links[slot];
+        self.connect_links(specs, epoch, registry)
+    }
+
+    /// Replaces the links with ones made from `specs` and starts connecting them.
+    fn connect_links(
+        &mut self,
+        specs: Vec<(Module, LinkSpec)>,
+        epoch: String,
+        registry: &Registry,
+    ) -> Result<(), Error> {
+        if specs.len() > self.link_tokens.len {
+            return Err(Error::Config("more hub links than tokens for them".into()));
+        }
+        // The old links' sockets close as they are dropped; their retries are void.
+        self.links.clear();
+        self.link_generation += 1;
+        for (slot, (module, spec)) in specs.into_iter().enumerate() {
+            let token = self.link_tokens.token(slot);
+            let mut link = HubLink::new(module.key(), spec, epoch.clone(), token);
             if let Some(ledger) = &self.ledger {
-                link.set_durable(ledger.durable_seq(*module));
+                link.set_durable(ledger.durable_seq(module));
             }
             if let Err(wait) = link.connect(registry) {
                 self.timers.arm(
-                    RunnerTimer::LinkRetry(self.generation, slot),
+                    RunnerTimer::LinkRetry(self.link_generation, slot),
                     monotonic_now() + wait,
                 );
             }
+            self.links.push((module, link));
         }
+        Ok(())
+    }
+
+    /// After a reload that left the modules alone: the links are made again if what they
+    /// are made from changed (`[link]`, or the secret in its secret file, fixed by the
+    /// operator). Reports wait in the outbox meanwhile, as in any outage.
+    pub fn relink(
+        &mut self,
+        config: &Config,
+        own_hub: Option<&OwnHub>,
+        registry: &Registry,
+    ) -> Result<(), Error> {
+        let specs = link_specs(config, own_hub)?;
+        let same = specs.len() == self.links.len()
+            && specs
+                .iter()
+                .zip(&self.links)
+                .all(|((m, spec), (module, link))| m == module && *spec == link.spec);
+        if same {
+            return Ok(());
+        }
+        log::info!("site: the hub links changed; connecting again");
+        let epoch = self
+            .ledger
+            .as_ref()
+            .map(|l| l.epoch().to_string())
+            .unwrap_or_default();
+        self.connect_links(specs, epoch, registry)?;
+        self.pump(registry);
         Ok(())
     }
 
@@ -256,7 +342,7 @@ impl SiteRunner {
     pub fn reload(
         &mut self,
         config: &Config,
-        own_hub: Option<SocketAddr>,
+        own_hub: Option<&OwnHub>,
         state_of: impl Fn(&str) -> Option<String>,
         registry: &Registry,
     ) -> Result<Vec<Command>, Error> {
@@ -326,7 +412,7 @@ impl SiteRunner {
                 let fx = self.site.on_timer(t);
                 commands = self.apply(fx);
             }
-            RunnerTimer::LinkRetry(generation, slot) if generation == self.generation => {
+            RunnerTimer::LinkRetry(generation, slot) if generation == self.link_generation => {
                 if let Some((_, link)) = self.links.get_mut(slot)
                     && let Err(wait) = link.connect(registry)
                 {
@@ -415,7 +501,7 @@ impl SiteRunner {
         }
         if let Some(wait) = outcome.retry_in {
             self.timers.arm(
-                RunnerTimer::LinkRetry(self.generation, slot),
+                RunnerTimer::LinkRetry(self.link_generation, slot),
                 monotonic_now() + wait,
             );
         }
@@ -670,9 +756,10 @@ device = "office_fan"
                 .map(|(_, state)| state.to_string())
                 .or_else(|| Some("off".into()))
         };
+        let own = own_hub(hub);
         let (runner, commands) = SiteRunner::start(
             &config,
-            Some(hub),
+            Some(&own),
             state_of,
             poll.registry(),
             TokenRange::new(8, 8),
@@ -680,6 +767,17 @@ device = "office_fan"
         )
         .expect("start");
         (runner, commands, rx, poll)
+    }
+
+    fn own_hub(addr: SocketAddr) -> OwnHub {
+        OwnHub {
+            addr,
+            key: crate::keys::Key {
+                name: crate::keys::OWN_KEY_NAME.into(),
+                role: crate::keys::Role::Node,
+                secret: crate::keys::Secret::generate().expect("secret"),
+            },
+        }
     }
 
     fn has(commands: &[Command], device: &str, value: &str) -> bool {
@@ -787,7 +885,7 @@ device = "office_fan"
         )
         .expect("config");
         runner
-            .reload(&fresh, Some(addr), |_| None, poll.registry())
+            .reload(&fresh, Some(&own_hub(addr)), |_| None, poll.registry())
             .expect("reload");
         assert!(
             runner.on_timer(old[0], poll.registry()).is_empty(),

@@ -111,7 +111,7 @@ fn cycles_with_random_kill_9_of_node_and_hub_are_counted_exactly_once() {
 
     let hub_site = SiteDir::new();
     hub_site.write_config(&format!(
-        "\n[hub]\ntcp = \"127.0.0.1:{port}\"\nevent-log = \"{}\"\n",
+        "\n[hub]\ntcp = \"127.0.0.1:{port}\"\nevent-log = \"{}\"\n{ANONYMOUS_NODES}",
         hub_site.event_log_path().display()
     ));
     let mut hub = Side::start(hub_site);

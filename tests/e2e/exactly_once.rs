@@ -38,7 +38,7 @@ const EPOCH: &str = "00112233445566778899aabbccddeeff";
 /// A hub alone, on a port that stays the same across restarts.
 fn hub_on(site: &SiteDir, port: u16) -> Daemon {
     site.write_config(&format!(
-        "\n[hub]\ntcp = \"127.0.0.1:{port}\"\nevent-log = \"{}\"\n",
+        "\n[hub]\ntcp = \"127.0.0.1:{port}\"\nevent-log = \"{}\"\n{ANONYMOUS_NODES}",
         site.event_log_path().display()
     ));
     Daemon::start(site)
@@ -87,7 +87,7 @@ fn a_resend_is_acknowledged_at_once_on_the_same_connection_a_new_one_and_after_a
 #[test]
 fn the_minimal_reproduction_without_an_epoch_gets_its_ok_on_the_same_connection() {
     let site = SiteDir::new();
-    site.write_config(&site.hub_section());
+    site.write_config(&site.hub_section_for_anonymous_nodes());
     let hub = Daemon::start(&site);
     let mut door = Client::connect(&hub.hub_addr());
     door.send("DEVICE d TYPE access-control\nEVENT 1 ENTRY\nEVENT 1 ENTRY\n");
@@ -104,7 +104,7 @@ fn the_minimal_reproduction_without_an_epoch_gets_its_ok_on_the_same_connection(
 #[test]
 fn a_client_that_ends_its_input_after_a_report_still_gets_its_ok() {
     let site = SiteDir::new();
-    site.write_config(&site.hub_section());
+    site.write_config(&site.hub_section_for_anonymous_nodes());
     let hub = Daemon::start(&site);
     // As `printf 'DEVICE ...\nEVENT 1 ENTRY\n' | nc` would: send, shut the sending side,
     // then read what comes back.
@@ -123,7 +123,7 @@ fn a_client_that_ends_its_input_after_a_report_still_gets_its_ok() {
 #[test]
 fn a_report_that_skips_ahead_is_refused_with_err_sequence_and_changes_nothing() {
     let site = SiteDir::new();
-    site.write_config(&site.hub_section());
+    site.write_config(&site.hub_section_for_anonymous_nodes());
     let hub = Daemon::start(&site);
     let mut door = Client::connect(&hub.hub_addr());
     door.send(&format!(
@@ -145,7 +145,7 @@ fn a_report_that_skips_ahead_is_refused_with_err_sequence_and_changes_nothing() 
 /// A hub, and a second daemon as a door node reporting to it as `door-node`.
 fn hub_and_node() -> (SiteDir, Daemon, SiteDir, Daemon) {
     let hub_site = SiteDir::new();
-    hub_site.write_config(&hub_site.hub_section());
+    hub_site.write_config(&hub_site.hub_section_for_anonymous_nodes());
     let hub = Daemon::start(&hub_site);
     let node_site = SiteDir::new();
     node_site.write_config(&format!(

@@ -104,7 +104,9 @@ fn a_hub_client_that_never_reads_its_errors_holds_bounded_memory() {
 /// A hub whose event log can never be written (/dev/full): every report's OK waits.
 fn hub_with_a_full_log() -> (SiteDir, Daemon) {
     let site = SiteDir::new();
-    site.write_config("\n[hub]\ntcp = \"127.0.0.1:0\"\nevent-log = \"/dev/full\"\n");
+    site.write_config(&format!(
+        "\n[hub]\ntcp = \"127.0.0.1:0\"\nevent-log = \"/dev/full\"\n{ANONYMOUS_NODES}"
+    ));
     let daemon = Daemon::start(&site);
     (site, daemon)
 }

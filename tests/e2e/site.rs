@@ -10,6 +10,17 @@ fn site() -> (SiteDir, Daemon) {
     (site, daemon)
 }
 
+/// The whole site, its hub taking site events from clients without a key.
+fn site_for_anonymous_nodes() -> (SiteDir, Daemon) {
+    let site = SiteDir::new();
+    site.write_config(&format!(
+        "{}{SITE_SECTIONS}{SITE_DEVICES}",
+        site.hub_section_for_anonymous_nodes()
+    ));
+    let daemon = Daemon::start(&site);
+    (site, daemon)
+}
+
 fn door(daemon: &Daemon, name: &str) -> String {
     daemon.state(name)
 }
@@ -295,7 +306,7 @@ fn door_node(hub: &str) -> (SiteDir, Daemon) {
 
 #[test]
 fn a_second_daemon_as_a_door_node_reports_to_the_first_ones_hub() {
-    let (hub_site, hub) = site();
+    let (hub_site, hub) = site_for_anonymous_nodes();
     let (_node_site, node) = door_node(&hub.hub_addr());
     node.press("entry_button");
     hub.wait_staff(1);
@@ -328,7 +339,7 @@ fn entries_made_while_the_hub_is_down_arrive_once_when_it_is_back() {
     assert_eq!(node.status()["site"]["access"]["link"]["connected"], false);
     let hub_site = SiteDir::new();
     hub_site.write_config(&format!(
-        "\n[hub]\ntcp = \"127.0.0.1:{port}\"\nevent-log = \"{}\"\n",
+        "\n[hub]\ntcp = \"127.0.0.1:{port}\"\nevent-log = \"{}\"\n{ANONYMOUS_NODES}",
         hub_site.event_log_path().display()
     ));
     let hub = Daemon::start(&hub_site);
@@ -350,7 +361,7 @@ fn entries_made_while_the_hub_is_down_arrive_once_when_it_is_back() {
 
 #[test]
 fn a_resent_report_is_acknowledged_but_counted_once() {
-    let (site, daemon) = site();
+    let (site, daemon) = site_for_anonymous_nodes();
     let addr = daemon.hub_addr();
     let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
     stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
@@ -420,7 +431,8 @@ fn garbage_on_the_hub_port_gets_errors_and_changes_nothing() {
         reader.read_line(&mut line).expect("reply");
         replies.push(line);
     }
-    assert!(replies[0].starts_with("ERR register first"), "{replies:?}");
+    // Site events need a node key, even on loopback.
+    assert!(replies[0].starts_with("ERR forbidden"), "{replies:?}");
     assert!(
         replies[1].starts_with("ERR line is not UTF-8"),
         "{replies:?}"
@@ -452,7 +464,7 @@ fn an_endless_line_on_the_hub_port_gets_an_error_and_the_connection_closes() {
 
 #[test]
 fn unterminated_messages_count_once_they_go_quiet_as_seed_clients_send_them() {
-    let (_site, daemon) = site();
+    let (_site, daemon) = site_for_anonymous_nodes();
     let mut stream = std::net::TcpStream::connect(daemon.hub_addr()).expect("connect");
     stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
     use std::io::{Read, Write};

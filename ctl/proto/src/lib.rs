@@ -67,6 +67,60 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<usize>,
     },
+    /// Adds a hub key (operate): the daemon makes a secret with the OS random generator,
+    /// writes the keys file and answers once it is on disk with [`KeyAdded`], the only time
+    /// the secret is ever shown.
+    KeyAdd { name: String, role: String },
+    /// The hub's keys (operate): [`KeyList`], names and roles, never secrets.
+    KeyList {},
+    /// Removes a hub key (operate) and drops the connections that used it: [`KeyRemoved`].
+    KeyRemove { name: String },
+    /// The hub's TLS certificate (observe): [`CertInfo`].
+    Cert {},
+}
+
+/// `key-add`'s answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyAdded {
+    pub name: String,
+    pub role: String,
+    /// 64 lowercase hex characters: the key, shown this once.
+    pub secret: String,
+}
+
+/// `key-list`'s answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyList {
+    pub keys: Vec<KeyInfo>,
+}
+
+/// One hub key, as `key list` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KeyInfo {
+    /// Connections authenticated with it now.
+    pub connections: usize,
+    pub name: String,
+    pub role: String,
+}
+
+/// `key-remove`'s answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRemoved {
+    /// Connections that used the key and were dropped.
+    pub dropped: usize,
+    pub removed: String,
+}
+
+/// `cert`'s answer: what a door node pins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertInfo {
+    /// The certificate file (PEM).
+    pub file: String,
+    /// SHA-256 over the certificate's DER encoding, 64 lowercase hex characters.
+    pub fingerprint: String,
+    /// The TLS listener's address.
+    pub listen: String,
 }
 
 /// The most entries one `devices` or `sensors` page holds (and the default).
@@ -165,6 +219,9 @@ impl Request {
                 | Request::Reload {}
                 | Request::CountReset {}
                 | Request::Send { .. }
+                | Request::KeyAdd { .. }
+                | Request::KeyList {}
+                | Request::KeyRemove { .. }
         )
     }
 }

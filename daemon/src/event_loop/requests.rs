@@ -6,9 +6,22 @@ use super::{Daemon, Key, LoopTimer, PendingSim, SIM_SETTLE};
 use crate::control::Incoming;
 use crate::hub::Hub;
 use crate::hub::server::Asker;
+use crate::keys::{self, KeyBook, KeySet, Role, Secret};
 use crate::timers::monotonic_now;
 use site_proto::{DaemonInfo, ErrorKind, Request, Response, Status, VersionInfo};
 use std::time::Duration;
+
+/// A `sitectl key` change being written to the keys file: who asked, and what.
+pub(in crate::event_loop) struct KeyChange {
+    asker: Asker,
+    uid: u32,
+    what: KeyWhat,
+}
+
+enum KeyWhat {
+    Added(keys::Key),
+    Removed(String),
+}
 
 impl Daemon {
     /// Carries out one control request (permission was checked by the control server).
@@ -147,6 +160,35 @@ impl Daemon {
                     "this node runs no hub, so no sensors report to it",
                 ),
             },
+            Request::KeyAdd { name, role } => match self.key_add(incoming, name, role) {
+                Ok(()) => return None,
+                Err(response) => response,
+            },
+            Request::KeyRemove { name } => match self.key_remove(incoming, name) {
+                Ok(()) => return None,
+                Err(response) => response,
+            },
+            Request::KeyList {} => match &self.hub {
+                Some(hub) => {
+                    let connections = hub.connections_by_key();
+                    let keys = hub
+                        .keys()
+                        .file_keys()
+                        .values()
+                        .map(|k| site_proto::KeyInfo {
+                            connections: connections.get(&k.name).copied().unwrap_or(0),
+                            name: k.name.clone(),
+                            role: k.role.to_string(),
+                        })
+                        .collect();
+                    return Some(site_proto::encode_ok(&site_proto::KeyList { keys }));
+                }
+                None => no_hub_keys(),
+            },
+            Request::Cert {} => Response::err(
+                ErrorKind::Rejected,
+                "this hub has no TLS listener: set [hub] tls = \"address:port\"",
+            ),
             Request::CountReset {} => {
                 let was = match self.hub {
                     Some(_) => self.runner.reset_count(incoming.peer.uid),
@@ -162,6 +204,166 @@ impl Daemon {
             }
         };
         Some(site_proto::encode(&response))
+    }
+
+    /// `sitectl key add`: a new secret from the OS generator, written to the keys file; the
+    /// answer (with the secret, shown this once) goes out when it is on disk.
+    fn key_add(&mut self, incoming: &Incoming, name: &str, role: &str) -> Result<(), Response> {
+        let Some(book) = &mut self.keys else {
+            return Err(no_hub_keys());
+        };
+        if !keys::valid_key_name(name) {
+            return Err(Response::err(
+                ErrorKind::BadRequest,
+                format!(
+                    "\"{name}\" is not a key name (a letter, then letters, digits, `_` or `-`, at most 48 characters)"
+                ),
+            ));
+        }
+        let role = Role::parse(role).ok_or_else(|| {
+            Response::err(
+                ErrorKind::BadRequest,
+                format!("role \"{role}\" is not sensor, actuator or node"),
+            )
+        })?;
+        if book.busy() {
+            return Err(key_busy());
+        }
+        if book.keys.contains_key(name) {
+            return Err(Response::err(
+                ErrorKind::Rejected,
+                format!(
+                    "a key named {name} exists; to give it a new secret, remove it first (sitectl key remove {name})"
+                ),
+            ));
+        }
+        let secret = Secret::generate().map_err(|e| {
+            Response::err(
+                ErrorKind::Failed,
+                format!("the OS random generator failed: {e}"),
+            )
+        })?;
+        let key = keys::Key {
+            name: name.to_string(),
+            role,
+            secret,
+        };
+        let mut next = book.keys.clone();
+        next.insert(name.to_string(), key.clone());
+        book.change(
+            next,
+            KeyChange {
+                asker: asker_of(incoming),
+                uid: incoming.peer.uid,
+                what: KeyWhat::Added(key),
+            },
+        );
+        Ok(())
+    }
+
+    /// `sitectl key remove`: the key leaves the file, and once that is on disk, its
+    /// clients' connections are dropped.
+    fn key_remove(&mut self, incoming: &Incoming, name: &str) -> Result<(), Response> {
+        let Some(book) = &mut self.keys else {
+            return Err(no_hub_keys());
+        };
+        if book.busy() {
+            return Err(key_busy());
+        }
+        if !book.keys.contains_key(name) {
+            return Err(Response::err(
+                ErrorKind::NotFound,
+                format!("no key named \"{name}\" (see sitectl key list)"),
+            ));
+        }
+        let mut next = book.keys.clone();
+        next.remove(name);
+        book.change(
+            next,
+            KeyChange {
+                asker: asker_of(incoming),
+                uid: incoming.peer.uid,
+                what: KeyWhat::Removed(name.to_string()),
+            },
+        );
+        Ok(())
+    }
+
+    /// A `sitectl key` change reached the disk (or failed): the hub takes the keys at once,
+    /// and the operator gets the answer.
+    pub(super) fn on_keys_written(&mut self) {
+        let Some((change, result)) = self.keys.as_mut().and_then(KeyBook::finished) else {
+            return;
+        };
+        let response = match result {
+            Ok(file_keys) => {
+                let dropped = self.set_hub_keys(file_keys);
+                match change.what {
+                    KeyWhat::Added(key) => {
+                        log::info!(
+                            "control: uid {} added hub key {} ({})",
+                            change.uid,
+                            key.name,
+                            key.role
+                        );
+                        Response::ok(site_proto::KeyAdded {
+                            name: key.name,
+                            role: key.role.to_string(),
+                            secret: key.secret.to_hex(),
+                        })
+                    }
+                    KeyWhat::Removed(name) => {
+                        log::info!(
+                            "control: uid {} removed hub key {name}; {dropped} connection(s) dropped",
+                            change.uid
+                        );
+                        Response::ok(site_proto::KeyRemoved {
+                            dropped,
+                            removed: name,
+                        })
+                    }
+                }
+            }
+            Err(message) => {
+                log::error!("control: {message}");
+                Response::err(ErrorKind::Failed, message)
+            }
+        };
+        self.control.respond_later(
+            change.asker.conn,
+            change.asker.generation,
+            &response,
+            self.poll.registry(),
+        );
+    }
+
+    /// The hub authenticates with `file_keys` (and the daemon's own key) from now on;
+    /// returns how many connections that dropped.
+    fn set_hub_keys(&mut self, file_keys: std::collections::BTreeMap<String, keys::Key>) -> usize {
+        let own = self.own_hub.as_ref().map(|o| o.key.clone());
+        match &mut self.hub {
+            Some(hub) => hub.set_keys(KeySet::new(file_keys, own), self.poll.registry()),
+            None => 0,
+        }
+    }
+
+    /// At a reload: the keys file is read again (hand edits take effect), or the reload
+    /// fails saying why.
+    pub(super) fn reload_keys(&mut self) -> Result<(), String> {
+        let Some(book) = &mut self.keys else {
+            return Ok(());
+        };
+        let file_keys = keys::load(&book.path)?;
+        if file_keys != book.keys {
+            log::info!(
+                "hub: {} key(s) in {} after the reload",
+                file_keys.len(),
+                book.path.display()
+            );
+        }
+        book.keys = file_keys.clone();
+        self.set_hub_keys(file_keys);
+        Ok(())
     }
 
     /// A device's state word now ("" if it has none).
@@ -251,4 +453,25 @@ impl Daemon {
             store: self.runner.store(),
         }
     }
+}
+
+fn asker_of(incoming: &Incoming) -> Asker {
+    Asker {
+        conn: incoming.conn,
+        generation: incoming.generation,
+    }
+}
+
+fn no_hub_keys() -> Response {
+    Response::err(
+        ErrorKind::Rejected,
+        "this node runs no hub, so it keeps no keys (ask the hub's sited)",
+    )
+}
+
+fn key_busy() -> Response {
+    Response::err(
+        ErrorKind::Rejected,
+        "another key change is being written; try again in a moment",
+    )
 }

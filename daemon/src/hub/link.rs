@@ -1,4 +1,5 @@
 //! A site module's link to its hub (this daemon's own, or another node's): a TCP client that
+//! proves its key first (`CHAL`, then `AUTH <name> <mac>`; PROTOCOL.md), then
 //! registers (`DEVICE <name> TYPE <type> EPOCH <epoch>`, the epoch its reports are numbered
 //! in), then sends the module's outbox one report at a time
 //! (`EVENT <seq> <KIND>`) and drops each only on `OK <seq>`. It reconnects with backoff. The
@@ -7,7 +8,10 @@
 //! it count exactly once.
 
 use super::protocol;
+use crate::config::HubTarget;
 use crate::conn_io::{Chunk, Flushed, LineConn};
+use crate::keys::{self, Secret};
+use crate::rate_limit::escape;
 use crate::store::OutboxEntry;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -23,7 +27,43 @@ const BACKPRESSURE_BYTES: usize = 64 * 1024;
 
 struct Conn {
     io: LineConn<TcpStream>,
-    connected: bool,
+    phase: Phase,
+}
+
+/// Where a connection is on its way to sending reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// The TCP connect has not finished.
+    Connecting,
+    /// `CHAL` sent; waiting for the nonce.
+    Challenged,
+    /// `AUTH` and `DEVICE` sent; waiting for `OK AUTH`.
+    Authenticating,
+    /// Registered: reports may go.
+    Ready,
+}
+
+/// The key a link proves itself with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkKey {
+    pub name: String,
+    pub secret: Secret,
+}
+
+/// Everything a link is made from; a reload that changes none of it keeps the link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkSpec {
+    /// The registration name; unique per site.
+    pub name: String,
+    pub kind: &'static str,
+    pub target: HubTarget,
+    /// None: the hub takes the node without a key (a loopback hub with `anonymous-role =
+    /// "node"`).
+    pub key: Option<LinkKey>,
+}
+
+fn register_line(spec: &LinkSpec, epoch: &str) -> String {
+    protocol::register_line(&spec.name, spec.kind, Some(epoch))
 }
 
 /// What happened on the link's socket.
@@ -38,12 +78,10 @@ pub struct LinkOutcome {
 pub struct HubLink {
     /// The outbox key and log prefix (`access`, `emergency`).
     pub module: &'static str,
-    /// The name it registers with; unique per site.
-    pub name: String,
-    kind: &'static str,
+    pub spec: LinkSpec,
     /// The node's report epoch (see `hub::sequence`).
     epoch: String,
-    pub addr: SocketAddr,
+    addr: SocketAddr,
     /// The loop's token for this link's socket.
     token: Token,
     conn: Option<Conn>,
@@ -58,20 +96,12 @@ pub struct HubLink {
 }
 
 impl HubLink {
-    pub fn new(
-        module: &'static str,
-        name: String,
-        kind: &'static str,
-        epoch: String,
-        addr: SocketAddr,
-        token: Token,
-    ) -> Self {
+    pub fn new(module: &'static str, spec: LinkSpec, epoch: String, token: Token) -> Self {
         HubLink {
             module,
-            name,
-            kind,
+            addr: spec.target.addr(),
+            spec,
             epoch,
-            addr,
             token,
             conn: None,
             in_flight: None,
@@ -83,7 +113,7 @@ impl HubLink {
     }
 
     pub fn is_connected(&self) -> bool {
-        self.conn.as_ref().is_some_and(|c| c.connected)
+        self.conn.as_ref().is_some_and(|c| c.phase == Phase::Ready)
     }
 
     /// Entries up to `seq` are persisted and may go out.
@@ -117,7 +147,7 @@ impl HubLink {
                 );
                 self.conn = Some(Conn {
                     io,
-                    connected: false,
+                    phase: Phase::Connecting,
                 });
                 Ok(())
             }
@@ -129,9 +159,9 @@ impl HubLink {
     fn lost(&mut self, why: &str) -> Duration {
         if !self.reported_down {
             log::warn!(
-                "{}: hub at {} unreachable ({why}); reports wait in the outbox",
+                "{}: no link to the hub at {} ({why}); reports wait in the outbox",
                 self.module,
-                self.addr
+                self.spec.target
             );
             self.reported_down = true;
         }
@@ -162,23 +192,20 @@ impl HubLink {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
-        if !conn.connected {
+        if conn.phase == Phase::Connecting {
             match (conn.io.stream().take_error(), conn.io.stream().peer_addr()) {
-                (Ok(None), Ok(_)) => {
-                    conn.connected = true;
-                    conn.io.queue(
-                        protocol::register_line(&self.name, self.kind, Some(&self.epoch))
-                            .as_bytes(),
-                    );
-                    log::info!(
-                        "{}: connected to hub at {} as {}",
-                        self.module,
-                        self.addr,
-                        self.name
-                    );
-                    self.reported_down = false;
-                    self.backoff = FIRST_RETRY;
-                }
+                (Ok(None), Ok(_)) => match &self.spec.key {
+                    Some(_) => {
+                        conn.phase = Phase::Challenged;
+                        conn.io.queue(b"CHAL\n");
+                    }
+                    None => {
+                        conn.phase = Phase::Ready;
+                        conn.io
+                            .queue(register_line(&self.spec, &self.epoch).as_bytes());
+                        self.up("without a key");
+                    }
+                },
                 (Ok(None), Err(e)) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
                 (Ok(Some(e)), _) | (Err(e), _) | (_, Err(e)) => return Err(e.to_string()),
             }
@@ -198,17 +225,85 @@ impl HubLink {
         }
     }
 
+    /// The link is up: said once, and the backoff starts again from the first step.
+    fn up(&mut self, how: &str) {
+        log::info!(
+            "{}: connected to the hub at {} as {} ({how})",
+            self.module,
+            self.spec.target,
+            self.spec.name
+        );
+        self.reported_down = false;
+        self.backoff = FIRST_RETRY;
+    }
+
     /// Acts on the hub's complete reply lines.
     fn take_replies(&mut self, outcome: &mut LinkOutcome) -> Result<(), String> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Ok(());
-        };
-        while let Some(raw) = conn.io.next_line() {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Ok(());
+            };
+            let Some(raw) = conn.io.next_line() else {
+                break;
+            };
             let Ok(raw) = raw else {
                 return Err("the hub sent an overlong line".into());
             };
             let line = String::from_utf8_lossy(&raw).to_string();
-            match protocol::parse_reply(&line) {
+            let line = line.trim_end_matches('\r');
+            match conn.phase {
+                Phase::Connecting => {}
+                Phase::Challenged => {
+                    let nonce = line
+                        .strip_prefix("CHAL ")
+                        .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+                        .ok_or_else(|| {
+                            format!(
+                                "it answered CHAL with {:?}",
+                                crate::rate_limit::escape(line)
+                            )
+                        })?;
+                    if let Some(key) = &self.spec.key {
+                        let mac = keys::auth_mac(&key.secret, &key.name, nonce);
+                        conn.io
+                            .queue(format!("AUTH {} {mac}\n", key.name).as_bytes());
+                        conn.phase = Phase::Authenticating;
+                        // Taken after AUTH: the hub handles lines in order.
+                        conn.io
+                            .queue(register_line(&self.spec, &self.epoch).as_bytes());
+                    }
+                }
+                Phase::Authenticating => match line.strip_prefix("OK AUTH ") {
+                    Some(role) => {
+                        conn.phase = Phase::Ready;
+                        let how = format!("key {}, role {}", self.key_name(), escape(role));
+                        self.up(&how);
+                    }
+                    None => {
+                        return Err(format!(
+                            "it refused key {} ({}): check [link] secret-file against `sitectl key list` on the hub",
+                            self.key_name(),
+                            escape(line)
+                        ));
+                    }
+                },
+                Phase::Ready => self.take_reply(line, outcome)?,
+            }
+        }
+        if self.conn.as_ref().is_some_and(|c| c.io.overflowed()) {
+            return Err("the hub sent an overlong line".into());
+        }
+        Ok(())
+    }
+
+    fn key_name(&self) -> &str {
+        self.spec.key.as_ref().map_or("", |k| k.name.as_str())
+    }
+
+    /// A registered link's reply: `OK <seq>` for the report in flight, or a refusal.
+    fn take_reply(&mut self, line: &str, outcome: &mut LinkOutcome) -> Result<(), String> {
+        {
+            match protocol::parse_reply(line) {
                 Ok(seq) if Some(seq) == self.in_flight => {
                     outcome.acked.push(seq);
                     self.in_flight = None;
@@ -231,9 +326,6 @@ impl HubLink {
                 }
             }
         }
-        if conn.io.overflowed() {
-            return Err("the hub sent an overlong line".into());
-        }
         Ok(())
     }
 
@@ -243,7 +335,7 @@ impl HubLink {
         let Some(conn) = self.conn.as_mut() else {
             return outcome;
         };
-        if !conn.connected || self.in_flight.is_some() {
+        if conn.phase != Phase::Ready || self.in_flight.is_some() {
             return outcome;
         }
         if let Some(head) = outbox.first()
@@ -270,8 +362,8 @@ impl HubLink {
     /// For `sitectl status`.
     pub fn status(&self, outbox_len: usize) -> site_proto::LinkStatus {
         site_proto::LinkStatus {
-            hub: self.addr.to_string(),
-            name: self.name.clone(),
+            hub: self.spec.target.to_string(),
+            name: self.spec.name.clone(),
             connected: self.is_connected(),
             outbox: outbox_len,
             refused: self.refused.clone(),

@@ -98,7 +98,12 @@ pub struct Hub {
 
 impl Hub {
     /// Binds the TCP listener (and the UDP one, if `udp` is set).
-    pub fn start(h: &HubSection, registry: &Registry, tokens: HubTokens) -> Result<Hub, Error> {
+    pub fn start(
+        h: &HubSection,
+        keys: crate::keys::KeySet,
+        registry: &Registry,
+        tokens: HubTokens,
+    ) -> Result<Hub, Error> {
         let addr = resolve_addr(&h.tcp).map_err(Error::Config)?;
         // Each client is a descriptor; keep some for the rest of the daemon.
         let fds = crate::limits::fd_limit().saturating_sub(FDS_KEPT);
@@ -114,6 +119,7 @@ impl Hub {
         let max_clients = max_clients.min(tokens.conns.len);
         let mut server = HubServer::bind(
             addr,
+            h.anonymous(),
             max_clients,
             h.max_clients_per_address,
             registry,
@@ -124,6 +130,7 @@ impl Hub {
             addr: h.tcp.clone(),
             source,
         })?;
+        server.set_keys(keys, registry);
         let device_log = match &h.device_log {
             Some(path) => {
                 server.keep_device_log();
@@ -166,6 +173,21 @@ impl Hub {
     /// The TCP address actually bound (port 0 resolved): this node's own links report here.
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.server.local_addr()
+    }
+
+    /// The keys clients authenticate with from now on; connections whose key was removed or
+    /// changed are dropped (how many is returned).
+    pub fn set_keys(&mut self, keys: crate::keys::KeySet, registry: &Registry) -> usize {
+        self.server.set_keys(keys, registry)
+    }
+
+    pub fn keys(&self) -> &crate::keys::KeySet {
+        self.server.keys()
+    }
+
+    /// How many connections are authenticated with each key.
+    pub fn connections_by_key(&self) -> std::collections::HashMap<String, usize> {
+        self.server.connections_by_key()
     }
 
     /// New connections, at most `budget` of them. Returns true if more may be waiting.
@@ -459,6 +481,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::{Key, Role};
     use crate::site::Report;
     use mio::{Events, Poll};
     use std::io::{BufRead, BufReader, Write};
@@ -479,7 +502,37 @@ mod tests {
             udp: UDP,
             conns: CONNS,
         };
-        Hub::start(&section, poll.registry(), tokens).expect("hub")
+        let mut keys = std::collections::BTreeMap::new();
+        keys.insert("front".to_string(), front_key());
+        let keys = crate::keys::KeySet::new(keys, None);
+        Hub::start(&section, keys, poll.registry(), tokens).expect("hub")
+    }
+
+    fn front_key() -> Key {
+        Key {
+            name: "front".into(),
+            role: Role::Node,
+            secret: crate::keys::Secret::from_hex(&"5a".repeat(32)).expect("secret"),
+        }
+    }
+
+    /// Reads lines until one comes, serving the hub meanwhile.
+    fn answer_line(poll: &mut Poll, hub: &mut Hub, reader: &mut BufReader<TcpStream>) -> String {
+        reader.get_ref().set_nonblocking(true).expect("nonblocking");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut line = String::new();
+        loop {
+            serve(poll, hub, |_| true);
+            match reader.read_line(&mut line) {
+                Ok(_) if line.ends_with('\n') => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read: {e}"),
+            }
+            assert!(Instant::now() < deadline, "no answer; so far {line:?}");
+        }
+        reader.get_ref().set_nonblocking(false).expect("blocking");
+        line
     }
 
     /// Serves the hub's sockets as the loop would (at least one poll), until `done` says what
@@ -532,6 +585,34 @@ mod tests {
         let mut poll = Poll::new().expect("poll");
         let mut hub = hub(&poll);
         let (mut stream, mut reader) = client(&hub);
+        // Without a key, the site events are forbidden (loopback clients are actuators).
+        stream
+            .write_all(b"DEVICE front-access TYPE access-control EPOCH 0123abcd\nEVENT 1 ENTRY\n")
+            .expect("send");
+        assert_eq!(
+            answer_line(&mut poll, &mut hub, &mut reader),
+            "ERR forbidden\n"
+        );
+        assert_eq!(
+            answer_line(&mut poll, &mut hub, &mut reader),
+            "ERR forbidden\n"
+        );
+        let (mut stream, mut reader) = client(&hub);
+        stream.write_all(b"CHAL\n").expect("send");
+        let chal = answer_line(&mut poll, &mut hub, &mut reader);
+        let nonce = chal
+            .strip_prefix("CHAL ")
+            .map(str::trim_end)
+            .expect("a nonce");
+        assert_eq!(nonce.len(), 64);
+        let mac = crate::keys::auth_mac(&front_key().secret, "front", nonce);
+        stream
+            .write_all(format!("AUTH front {mac}\n").as_bytes())
+            .expect("send");
+        assert_eq!(
+            answer_line(&mut poll, &mut hub, &mut reader),
+            "OK AUTH node\n"
+        );
         stream
             .write_all(b"DEVICE front-access TYPE access-control EPOCH 0123abcd\nEVENT 1 ENTRY\n")
             .expect("send");

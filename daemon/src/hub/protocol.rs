@@ -24,6 +24,10 @@ pub enum Line {
         seq: u64,
         report: Report,
     },
+    /// `CHAL`: the client asks for a nonce to prove its key with.
+    Chal,
+    /// `AUTH <name> <mac>` (`None`: the words are not that shape; it fails like a wrong mac).
+    Auth(Option<(String, String)>),
     /// Anything else a registered device says (an `ACK ...` to an operator command).
     Other(String),
 }
@@ -62,6 +66,10 @@ pub fn parse(line: &str) -> Result<Line, String> {
             Ok(Line::Event { seq, report })
         }
         ["EVENT", ..] => Err("expected EVENT <seq> <KIND>".into()),
+        ["CHAL"] => Ok(Line::Chal),
+        ["CHAL", ..] => Err("expected CHAL".into()),
+        ["AUTH", name, mac] => Ok(Line::Auth(Some((name.to_string(), mac.to_string())))),
+        ["AUTH", ..] => Ok(Line::Auth(None)),
         [] => Err("empty line".into()),
         _ => Ok(Line::Other(line.to_string())),
     }
@@ -96,6 +104,16 @@ pub fn register_line(name: &str, kind: &str, epoch: Option<&str>) -> String {
 pub fn event_line(seq: u64, report: Report) -> String {
     format!("EVENT {seq} {}\n", report.wire())
 }
+
+/// The answer to `AUTH` that worked.
+pub fn auth_ok_line(role: crate::keys::Role) -> String {
+    format!("OK AUTH {role}\n")
+}
+
+/// The answer to `AUTH` that did not (whatever the reason: the log says which).
+pub const AUTH_ERR: &str = "ERR auth\n";
+/// The answer to a line the client's role does not allow.
+pub const FORBIDDEN: &str = "forbidden";
 
 pub fn ok_line(seq: u64) -> String {
     format!("OK {seq}\n")

@@ -11,6 +11,7 @@
 use super::device_log::DeviceLog;
 use super::protocol::{self, Line};
 use crate::conn_io::{Chunk, Flushed, LineConn, Overlong, TokenRange};
+use crate::keys::{self, Key, KeySet, Role};
 use crate::rate_limit::{RateLimit, escape};
 use crate::site::Report;
 use mio::net::{TcpListener, TcpStream};
@@ -48,6 +49,14 @@ pub const ACCEPT_CHUNK: usize = 16;
 pub const OUTPUT_BACKPRESSURE_BYTES: usize = 64 * 1024;
 /// Nor while this many of its reports wait for the disk before they can be answered.
 pub const MAX_AWAITING_REPORTS: u32 = 32;
+/// This many failed `AUTH`s from one address within [`AUTH_WINDOW`] ...
+pub const AUTH_FAILURES: usize = 5;
+pub const AUTH_WINDOW: Duration = Duration::from_secs(60);
+/// ... and that address may not try again for this long.
+pub const AUTH_BLOCK: Duration = Duration::from_secs(60);
+/// Addresses whose failures are remembered, at most (a flood from many addresses cannot grow
+/// the table without bound; the blocked ones are kept first).
+pub const AUTH_TRACKED: usize = 4096;
 
 /// A registered client.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +80,15 @@ struct Conn {
     /// The socket, its framing and its output (`conn_io`).
     io: LineConn<TcpStream>,
     peer: SocketAddr,
+    /// The peer is this machine (loopback, or our own address): a node key may
+    /// authenticate over plain TCP only from here.
+    local: bool,
+    /// The key the client proved it holds (`CHAL`/`AUTH`), if it did.
+    key: Option<Key>,
+    /// What the client may do without a key on this listener.
+    anonymous: Option<Role>,
+    /// The nonce of the client's last `CHAL`, until its `AUTH` uses it up.
+    challenge: Option<String>,
     /// Bumped per accepted connection so a late `OK` never reaches a successor in the slot.
     generation: u64,
     since: Instant,
@@ -105,6 +123,20 @@ struct Conn {
 }
 
 impl Conn {
+    /// What the client may do: its key's role, or the listener's for clients without one.
+    fn role(&self) -> Option<Role> {
+        self.key.as_ref().map(|k| k.role).or(self.anonymous)
+    }
+
+    /// "key front (node)", "no key (actuator)": who the client is, for the log.
+    fn who(&self) -> String {
+        match (&self.key, self.anonymous) {
+            (Some(k), _) => format!("key {} ({})", k.name, k.role),
+            (None, Some(role)) => format!("no key ({role})"),
+            (None, None) => "no key".to_string(),
+        }
+    }
+
     /// Too much waits to go out to this peer, or too many of its reports wait for the disk:
     /// read no more from it for now.
     fn backed_up(&self) -> bool {
@@ -231,6 +263,68 @@ pub struct HubServer {
     limits: LogLimits,
     /// `[hub] device-log`, if set.
     device_log: Option<DeviceLog>,
+    /// The keys clients authenticate with.
+    keys: KeySet,
+    /// What clients without a key may do on this (plain) listener.
+    anonymous: Option<Role>,
+    failures: AuthFailures,
+    /// Registered names held by clients with a key, and that key's name: nobody else may
+    /// take them over.
+    keyed_names: HashMap<String, String>,
+}
+
+/// Failed `AUTH`s by address: after [`AUTH_FAILURES`] within [`AUTH_WINDOW`], that address
+/// is refused for [`AUTH_BLOCK`].
+#[derive(Default)]
+struct AuthFailures {
+    by_ip: HashMap<IpAddr, Failures>,
+}
+
+#[derive(Default)]
+struct Failures {
+    recent: VecDeque<Instant>,
+    blocked_until: Option<Instant>,
+}
+
+impl AuthFailures {
+    /// How much longer `ip` is refused, if it is.
+    fn blocked(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let until = self.by_ip.get(&ip)?.blocked_until?;
+        (until > now).then(|| until - now)
+    }
+
+    /// Counts a failure; true if it makes `ip` refused from now on.
+    fn record(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if self.by_ip.len() >= AUTH_TRACKED && !self.by_ip.contains_key(&ip) {
+            self.by_ip.retain(|_, f| {
+                f.blocked_until.is_some_and(|t| t > now)
+                    || f.recent.back().is_some_and(|t| now - *t < AUTH_WINDOW)
+            });
+            if self.by_ip.len() >= AUTH_TRACKED {
+                self.by_ip
+                    .retain(|_, f| f.blocked_until.is_some_and(|t| t > now));
+            }
+        }
+        let f = self.by_ip.entry(ip).or_default();
+        while f.recent.front().is_some_and(|t| now - *t >= AUTH_WINDOW) {
+            f.recent.pop_front();
+        }
+        f.recent.push_back(now);
+        if f.recent.len() >= AUTH_FAILURES {
+            f.recent.clear();
+            f.blocked_until = Some(now + AUTH_BLOCK);
+            return true;
+        }
+        false
+    }
+}
+
+/// What handling a line may look at besides its own connection.
+struct Gate<'a> {
+    limits: &'a mut LogLimits,
+    keys: &'a KeySet,
+    failures: &'a mut AuthFailures,
+    keyed_names: &'a HashMap<String, String>,
 }
 
 impl HubServer {
@@ -238,6 +332,7 @@ impl HubServer {
     /// which must hold `max_clients` of them.
     pub fn bind(
         addr: SocketAddr,
+        anonymous: Option<Role>,
         max_clients: usize,
         max_per_address: usize,
         registry: &Registry,
@@ -267,7 +362,56 @@ impl HubServer {
             done: Vec::new(),
             limits: LogLimits::default(),
             device_log: None,
+            keys: KeySet::default(),
+            anonymous,
+            failures: AuthFailures::default(),
+            keyed_names: HashMap::new(),
         })
+    }
+
+    /// The keys clients authenticate with from now on. Connections whose key was removed or
+    /// changed are dropped, and so are clients without a key that hold a name a new key owns.
+    pub fn set_keys(&mut self, keys: KeySet, registry: &Registry) -> usize {
+        self.keys = keys;
+        let stale: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| match &c.key {
+                Some(key) => self.keys.get(&key.name) != Some(key),
+                None => c
+                    .client
+                    .as_ref()
+                    .is_some_and(|client| self.keys.owner_of(&client.name).is_some()),
+            })
+            .map(|(index, _)| index)
+            .collect();
+        let dropped = stale.len();
+        for index in stale {
+            if let Some(c) = self.conns.get(index) {
+                log::info!(
+                    "hub: dropping the connection from {} ({}): its key was removed or changed",
+                    c.peer,
+                    c.who()
+                );
+            }
+            self.close(index, registry);
+        }
+        dropped
+    }
+
+    /// How many connections are authenticated with each key.
+    pub fn connections_by_key(&self) -> HashMap<String, usize> {
+        let mut by_key = HashMap::new();
+        for (_, c) in &self.conns {
+            if let Some(key) = &c.key {
+                *by_key.entry(key.name.clone()).or_default() += 1;
+            }
+        }
+        by_key
+    }
+
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
     }
 
     /// Keeps seed 001's server record (`[hub] device-log`), taken with
@@ -332,6 +476,8 @@ impl HubServer {
                     }
                     let _ = stream.set_nodelay(true);
                     keepalive(&stream);
+                    let local = peer.ip().is_loopback()
+                        || stream.local_addr().is_ok_and(|at| at.ip() == peer.ip());
                     *self.per_address.entry(peer.ip()).or_default() += 1;
                     self.next_generation += 1;
                     crate::info_limited!(self.limits.info, "hub: connection from {peer}");
@@ -344,6 +490,10 @@ impl HubServer {
                             false,
                         ),
                         peer,
+                        local,
+                        key: None,
+                        anonymous: self.anonymous,
+                        challenge: None,
                         generation: self.next_generation,
                         since: Instant::now(),
                         last_seen: std::time::SystemTime::now(),
@@ -393,7 +543,12 @@ impl HubServer {
     /// completes; returns the reports it carried, in order, and whether more is waiting.
     pub fn readable(&mut self, index: usize, registry: &Registry, budget: usize) -> Readable {
         let mut fx = LineEffects::default();
-        let limits = &mut self.limits;
+        let mut gate = Gate {
+            limits: &mut self.limits,
+            keys: &self.keys,
+            failures: &mut self.failures,
+            keyed_names: &self.keyed_names,
+        };
         let Some(conn) = self.conns.get_mut(index) else {
             return Readable::default();
         };
@@ -424,15 +579,19 @@ impl HubServer {
             budget = budget.saturating_sub(n);
             while let Some(line) = conn.io.next_line() {
                 match line {
-                    Ok(raw) => handle_line(conn, limits, index, &raw, true, &mut fx),
+                    Ok(raw) => handle_line(conn, &mut gate, index, &raw, true, &mut fx),
                     Err(Overlong) => {
                         conn.last_seen = std::time::SystemTime::now();
-                        bad_line(conn, &mut limits.warn, "line too long");
+                        bad_line(conn, &mut gate.limits.warn, "line too long");
                     }
+                }
+                if conn.io.is_closing() {
+                    // A failed AUTH: nothing after it is taken.
+                    break;
                 }
             }
             if conn.io.overflowed() {
-                bad_line(conn, &mut limits.warn, "line too long");
+                bad_line(conn, &mut gate.limits.warn, "line too long");
                 conn.io.discard_input();
                 break;
             }
@@ -440,7 +599,7 @@ impl HubServer {
         // A peer that closed after an unterminated message still meant it.
         if conn.io.is_closing() && !conn.io.is_discarding() && conn.io.pending() > 0 {
             let raw = conn.io.take_partial();
-            handle_line(conn, limits, index, &raw, false, &mut fx);
+            handle_line(conn, &mut gate, index, &raw, false, &mut fx);
         }
         // Unterminated input counts as a line once quiet, but only if the peer has really
         // stopped sending: not while its data waits in the socket for our next turn.
@@ -469,6 +628,10 @@ impl HubServer {
                 );
                 self.close(old, registry);
             }
+            match self.conns.get(index).and_then(|c| c.key.as_ref()) {
+                Some(key) => self.keyed_names.insert(name.clone(), key.name.clone()),
+                None => self.keyed_names.remove(&name),
+            };
             self.by_name.insert(name, index);
         }
         if let Some(log) = &mut self.device_log {
@@ -486,14 +649,19 @@ impl HubServer {
     /// Takes unterminated input that has been quiet for [`QUIET`] as a line.
     pub fn quiet(&mut self, index: usize, registry: &Registry) -> Vec<IncomingReport> {
         let mut fx = LineEffects::default();
-        let limits = &mut self.limits;
+        let mut gate = Gate {
+            limits: &mut self.limits,
+            keys: &self.keys,
+            failures: &mut self.failures,
+            keyed_names: &self.keyed_names,
+        };
         let Some(conn) = self.conns.get_mut(index) else {
             return Vec::new();
         };
         if conn.partial_since.is_some_and(|at| at.elapsed() >= QUIET) {
             let raw = conn.io.take_partial();
             conn.partial_since = None;
-            handle_line(conn, limits, index, &raw, false, &mut fx);
+            handle_line(conn, &mut gate, index, &raw, false, &mut fx);
         }
         self.after_lines(index, fx, registry)
     }
@@ -712,6 +880,7 @@ impl HubServer {
                 .unwrap_or_default();
             if self.by_name.get(&device) == Some(&index) {
                 self.by_name.remove(&device);
+                self.keyed_names.remove(&device);
             }
             for command in conn
                 .in_flight
@@ -883,12 +1052,13 @@ impl Default for LogLimits {
 /// Handles one line (without its newline) from a client.
 fn handle_line(
     conn: &mut Conn,
-    limits: &mut LogLimits,
+    gate: &mut Gate<'_>,
     index: usize,
     raw: &[u8],
     terminated: bool,
     fx: &mut LineEffects,
 ) {
+    let limits = &mut *gate.limits;
     conn.last_seen = std::time::SystemTime::now();
     if raw.len() > protocol::MAX_LINE_BYTES {
         bad_line(conn, &mut limits.warn, "line too long");
@@ -914,6 +1084,10 @@ fn handle_line(
     }
     // Seed 002 peers send JSON readings, registered or not.
     if text.starts_with('{') {
+        if conn.role().is_none() {
+            forbid(conn, &mut limits.warn, "readings need a key (CHAL, AUTH)");
+            return;
+        }
         if let Some(device) = super::stream::hello(text.as_bytes()) {
             // A seed 002 peer saying hello: seen, not answered, not an error.
             crate::debug_limited!(
@@ -927,6 +1101,14 @@ fn handle_line(
         }
         match super::stream::parse(text.as_bytes()) {
             Ok(reading) => {
+                // A name a key owns is that key's to send readings under.
+                if let Some(owner) = gate.keys.owner_of(&reading.device)
+                    && conn.key.as_ref().is_none_or(|k| k.name != owner.name)
+                {
+                    let why = format!("{} belongs to key {}", reading.device, owner.name);
+                    forbid(conn, &mut limits.warn, &why);
+                    return;
+                }
                 conn.sends_readings = true;
                 fx.readings.push(reading);
             }
@@ -935,8 +1117,9 @@ fn handle_line(
         return;
     }
     match protocol::parse(text) {
+        Ok(Line::Chal) => challenge(conn, gate),
+        Ok(Line::Auth(words)) => authenticate(conn, gate, words),
         Ok(Line::Register { name, kind, epoch }) => {
-            let client = Client { name, kind };
             if let Some(old) = &conn.client {
                 bad_line(
                     conn,
@@ -945,6 +1128,28 @@ fn handle_line(
                 );
                 return;
             }
+            // Site modules report events, which only nodes may.
+            let module = kind == protocol::TYPE_ACCESS
+                || kind == protocol::TYPE_EMERGENCY
+                || epoch.is_some();
+            let needs = if module { Role::Node } else { Role::Actuator };
+            if conn.role() < Some(needs) {
+                let why = format!("registering a {kind} DEVICE needs a key with role {needs}");
+                forbid(conn, &mut limits.warn, &why);
+                return;
+            }
+            if let Err(why) = gate.keys.may_use_name(conn.key.as_ref(), &name) {
+                forbid(conn, &mut limits.warn, &why);
+                return;
+            }
+            if let Some(holder) = gate.keyed_names.get(&name)
+                && conn.key.as_ref().is_none_or(|k| &k.name != holder)
+            {
+                let why = format!("{name} is connected with key {holder}");
+                forbid(conn, &mut limits.warn, &why);
+                return;
+            }
+            let client = Client { name, kind };
             // Seed 001's server line, with where it came from; modules named as such (seed 000).
             let role = match client.kind.as_str() {
                 protocol::TYPE_ACCESS | protocol::TYPE_EMERGENCY => {
@@ -968,6 +1173,13 @@ fn handle_line(
             conn.client = Some(client);
             conn.epoch = epoch;
             conn.newline = terminated;
+        }
+        Ok(Line::Event { .. }) if conn.role() < Some(Role::Node) => {
+            forbid(
+                conn,
+                &mut limits.warn,
+                "site events need a key with role node",
+            );
         }
         Ok(Line::Event { seq, report }) => match &conn.client {
             None => bad_line(
@@ -1051,6 +1263,24 @@ fn bad_line(conn: &mut Conn, limit: &mut RateLimit, reason: &str) {
         conn.peer,
         escape(reason)
     );
+    answer_err(conn, reason);
+}
+
+/// A line the client's role does not allow: `ERR forbidden`, nothing changed, the
+/// connection stays; the log says who and why.
+fn forbid(conn: &mut Conn, limit: &mut RateLimit, why: &str) {
+    crate::warn_limited!(
+        limit,
+        "hub: forbidden for {} ({}): {}",
+        conn.peer,
+        conn.who(),
+        escape(why)
+    );
+    answer_err(conn, protocol::FORBIDDEN);
+}
+
+/// Queues `ERR <reason>`.
+fn answer_err(conn: &mut Conn, reason: &str) {
     let line = protocol::err_line(reason).into_bytes();
     if conn.awaiting > 0 {
         // Answers go out in the order the lines came: this one after the reports before it,
@@ -1060,4 +1290,109 @@ fn bad_line(conn: &mut Conn, limit: &mut RateLimit, reason: &str) {
     } else {
         conn.io.queue(&line);
     }
+}
+
+/// `CHAL`: a fresh nonce for the client to prove its key with. The hub never sends one
+/// unasked, so a seed device that never asks sees nothing new.
+fn challenge(conn: &mut Conn, gate: &mut Gate<'_>) {
+    if let Some(why) = auth_out_of_turn(conn) {
+        bad_line(conn, &mut gate.limits.warn, &why);
+        return;
+    }
+    if let Some(left) = gate.failures.blocked(conn.peer.ip(), Instant::now()) {
+        let why = format!(
+            "{} is refused for {} s more after {AUTH_FAILURES} failures",
+            conn.peer.ip(),
+            left.as_secs() + 1
+        );
+        auth_failed(conn, gate, &why, false);
+        return;
+    }
+    let nonce = keys::random_hex(32);
+    conn.io.queue(format!("CHAL {nonce}\n").as_bytes());
+    conn.challenge = Some(nonce);
+}
+
+/// `CHAL` and `AUTH` come once, before `DEVICE`.
+fn auth_out_of_turn(conn: &Conn) -> Option<String> {
+    match (&conn.key, &conn.client) {
+        (Some(key), _) => Some(format!("already authenticated as {}", key.name)),
+        (None, Some(_)) => Some("CHAL and AUTH come before DEVICE".into()),
+        (None, None) => None,
+    }
+}
+
+/// `AUTH <name> <mac>`: `OK AUTH <role>` if the mac proves the key over this connection's
+/// nonce; anything else is `ERR auth` and the connection closes.
+fn authenticate(conn: &mut Conn, gate: &mut Gate<'_>, words: Option<(String, String)>) {
+    if let Some(why) = auth_out_of_turn(conn) {
+        bad_line(conn, &mut gate.limits.warn, &why);
+        return;
+    }
+    let now = Instant::now();
+    if let Some(left) = gate.failures.blocked(conn.peer.ip(), now) {
+        let why = format!(
+            "{} is refused for {} s more after {AUTH_FAILURES} failures",
+            conn.peer.ip(),
+            left.as_secs() + 1
+        );
+        auth_failed(conn, gate, &why, false);
+        return;
+    }
+    // Each nonce proves one AUTH: it is used up whatever the outcome.
+    let nonce = conn.challenge.take();
+    let checked = (|| {
+        let nonce = nonce.ok_or("AUTH without CHAL first")?;
+        let (name, mac) = words.ok_or("expected AUTH <name> <mac>")?;
+        let key = gate
+            .keys
+            .get(&name)
+            .ok_or_else(|| format!("no key named {}", escape(&name)))?;
+        if !keys::verify_auth(&key.secret, &name, &nonce, &mac) {
+            return Err(format!("wrong mac for key {name}"));
+        }
+        // After AUTH the plain protocol can be taken over by anyone on the path: the keys
+        // that may count people are accepted only where nobody else is on it.
+        if key.role == Role::Node && !conn.local {
+            return Err(format!(
+                "key {name} is a node key, accepted only over TLS or from this machine"
+            ));
+        }
+        Ok(key.clone())
+    })();
+    match checked {
+        Ok(key) => {
+            crate::info_limited!(
+                gate.limits.info,
+                "hub: {} authenticated with key {} ({})",
+                conn.peer,
+                key.name,
+                key.role
+            );
+            conn.io.queue(protocol::auth_ok_line(key.role).as_bytes());
+            conn.key = Some(key);
+        }
+        Err(why) => auth_failed(conn, gate, &why, true),
+    }
+}
+
+/// `ERR auth`, logged with the address and the reason, and the connection closes (its
+/// further input is read and dropped so that the answer arrives).
+fn auth_failed(conn: &mut Conn, gate: &mut Gate<'_>, why: &str, count: bool) {
+    crate::warn_limited!(
+        gate.limits.warn,
+        "hub: authentication failed from {}: {why}",
+        conn.peer
+    );
+    if count && gate.failures.record(conn.peer.ip(), Instant::now()) {
+        crate::warn_limited!(
+            gate.limits.warn,
+            "hub: {} failed to authenticate {AUTH_FAILURES} times within {} s; refusing it for {} s",
+            conn.peer.ip(),
+            AUTH_WINDOW.as_secs(),
+            AUTH_BLOCK.as_secs()
+        );
+    }
+    conn.io.queue(protocol::AUTH_ERR.as_bytes());
+    conn.io.discard_input();
 }
