@@ -28,19 +28,31 @@ use site_proto::{FrameError, LineBuffer};
 use std::io::{self, Read, Write};
 
 /// A byte stream a [`LineConn`] can own: readable, writable, registrable with mio, and able
-/// to shut its sending side (for the drained close).
+/// to shut its sending side (for the drained close). A stream that keeps bytes of its own
+/// (TLS records the socket has not taken yet) says so with
+/// [`ByteStream::pending_output`], and sends them on `flush`.
 pub trait ByteStream: Read + Write + Source {
-    fn shutdown_write(&self) -> io::Result<()>;
+    fn shutdown_write(&mut self) -> io::Result<()>;
+
+    /// Bytes the stream holds that have not gone out yet.
+    fn pending_output(&self) -> bool {
+        false
+    }
+
+    /// Why the stream failed, when it knows more than "closed" (a TLS alert).
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }
 
 impl ByteStream for mio::net::TcpStream {
-    fn shutdown_write(&self) -> io::Result<()> {
+    fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)
     }
 }
 
 impl ByteStream for mio::net::UnixStream {
-    fn shutdown_write(&self) -> io::Result<()> {
+    fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)
     }
 }
@@ -303,7 +315,7 @@ impl<S: ByteStream> LineConn<S> {
         if self.write_pending().is_err() {
             return Flushed::Done;
         }
-        let said_all = self.queued() == 0 && !owed;
+        let said_all = self.queued() == 0 && !owed && !self.stream.pending_output();
         if self.closing && said_all {
             if self.discarding.is_none() {
                 return Flushed::Done;
@@ -330,13 +342,17 @@ impl<S: ByteStream> LineConn<S> {
         }
         self.output.clear();
         self.sent = 0;
-        Ok(())
+        // What the stream keeps of its own (TLS records) goes now, or at the next writability.
+        match self.stream.flush() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Registers for writability while output waits and drops it when the output is gone;
     /// the common case costs no syscall.
     fn want_writable(&mut self, registry: &Registry) {
-        let waiting = self.queued() > 0;
+        let waiting = self.queued() > 0 || self.stream.pending_output();
         if waiting == self.writable_registered {
             return;
         }

@@ -53,6 +53,8 @@ pub enum Tok {
     ControlListener,
     ControlConn(usize),
     HubListener,
+    /// The hub's TLS listener (`[hub] tls`).
+    HubTlsListener,
     /// The hub's UDP socket for sensor streams.
     HubUdp,
     /// A client connection to the hub.
@@ -76,6 +78,7 @@ impl From<Tok> for Token {
             Tok::ControlConn(i) => CONTROL_CONNS.token(i),
             Tok::HubListener => Token(4),
             Tok::HubUdp => Token(5),
+            Tok::HubTlsListener => Token(6),
             Tok::HubConn(i) => HUB_CONNS.token(i),
             Tok::LinkConn(i) => LINKS.token(i),
         }
@@ -92,6 +95,7 @@ impl Tok {
             3 => Some(Tok::ControlListener),
             4 => Some(Tok::HubListener),
             5 => Some(Tok::HubUdp),
+            6 => Some(Tok::HubTlsListener),
             _ => LINKS
                 .slot(token)
                 .map(Tok::LinkConn)
@@ -169,13 +173,25 @@ fn start_hub(
             Some(role) => format!("act as {role} on the plain port"),
         }
     );
+    let cert = match &h.tls {
+        Some(_) => Some(
+            crate::tls::load_or_make(
+                h.tls_cert.as_deref(),
+                h.tls_key.as_deref(),
+                &config.daemon.state_dir,
+            )
+            .map_err(|e| crate::hub::Error::Config(format!("hub: {e}")))?,
+        ),
+        None => None,
+    };
     let tokens = HubTokens {
         listener: Tok::HubListener.into(),
+        tls_listener: Tok::HubTlsListener.into(),
         udp: Tok::HubUdp.into(),
         conns: HUB_CONNS,
     };
     let key_set = KeySet::new(file_keys.clone(), Some(own.clone()));
-    let hub = Hub::start(h, key_set, registry, tokens)?;
+    let hub = Hub::start(h, key_set, cert, registry, tokens)?;
     let book = KeyBook::start(path, file_keys, wake).map_err(|e| {
         crate::hub::Error::Config(format!("hub: cannot start the keys writer: {e}"))
     })?;
@@ -462,15 +478,16 @@ impl Daemon {
             }
             Tok::ControlListener => self.control.accept(self.poll.registry()),
             Tok::ControlConn(i) => self.on_control(i, writable),
-            Tok::HubListener => {
+            Tok::HubListener | Tok::HubTlsListener => {
                 // A storm of devices coming back after a power cut is accepted in chunks,
                 // with edges in between.
                 use crate::hub::server::{ACCEPT_BUDGET, ACCEPT_CHUNK};
+                let tls = tok == Tok::HubTlsListener;
                 for _ in 0..ACCEPT_BUDGET / ACCEPT_CHUNK {
                     let Some(hub) = &mut self.hub else {
                         return false;
                     };
-                    if !hub.on_listener(self.poll.registry(), ACCEPT_CHUNK) {
+                    if !hub.on_listener(self.poll.registry(), ACCEPT_CHUNK, tls) {
                         return false;
                     }
                     self.edges_meanwhile();
@@ -864,6 +881,7 @@ mod tests {
             Tok::ControlConn(0),
             Tok::ControlConn(control::MAX_CONNECTIONS - 1),
             Tok::HubListener,
+            Tok::HubTlsListener,
             Tok::HubUdp,
             Tok::HubConn(0),
             Tok::HubConn(100_000),
@@ -877,7 +895,7 @@ mod tests {
 
     #[test]
     fn unknown_tokens_map_to_none() {
-        assert_eq!(Tok::from_token(Token(6)), None);
+        assert_eq!(Tok::from_token(Token(7)), None);
         assert_eq!(Tok::from_token(Token(LINKS.end())), None);
         assert_eq!(Tok::from_token(Token(CONTROL_CONNS.end())), None);
         assert_eq!(Tok::from_token(Token(usize::MAX)), None);

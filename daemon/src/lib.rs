@@ -25,3 +25,4 @@ pub mod runner;
 pub mod site;
 pub mod store;
 pub mod timers;
+pub mod tls;

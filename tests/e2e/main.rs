@@ -13,6 +13,7 @@ mod lifecycle;
 mod paging;
 mod plugin_abi;
 mod rules;
+mod security;
 mod sensors;
 mod site;
 mod status;

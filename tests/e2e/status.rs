@@ -30,7 +30,7 @@ fn a_real_daemons_status_round_trips_through_the_types() {
     let hub_site = SiteDir::new();
     hub_site.write_config(&format!(
         "{}udp = \"127.0.0.1:0\"\n{SITE_SECTIONS}\n[[rule]]\nname = \"hot\"\nsensor = \"Sensor01\"\nquantity = \"temperature\"\nabove = 25.0\nhysteresis = 0.5\ndevice = \"office_fan\"\n{SITE_DEVICES}",
-        hub_site.hub_section()
+        hub_site.hub_section_for_anonymous_nodes()
     ));
     let hub = Daemon::start(&hub_site);
     let (_, typed) = raw_status(&hub);

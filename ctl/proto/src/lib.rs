@@ -163,13 +163,16 @@ pub enum DeviceEntry {
 pub struct TcpDevice {
     pub address: String,
     pub connected_secs: u64,
+    /// The key it authenticated with (`CHAL`/`AUTH`), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     pub last_seen: String,
     pub name: String,
     /// `connected`.
     pub state: Cow<'static, str>,
     #[serde(rename = "type")]
     pub kind: String,
-    /// `tcp`.
+    /// `tcp`, or `tls` for a client of the TLS listener.
     pub via: Cow<'static, str>,
 }
 
@@ -450,6 +453,9 @@ pub struct HubStatus {
     pub client_count: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub udp: Option<UdpStatus>,
+    /// The TLS listener's address (`[hub] tls`), if there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
 }
 
 /// A registered TCP client of the hub.
@@ -459,6 +465,12 @@ pub struct ClientStatus {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: String,
+    /// The key it authenticated with, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// It came over the TLS listener.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
     pub address: String,
     pub connected_secs: u64,
     /// Local wall-clock time of its last message, `YYYY-MM-DD HH:MM:SS`.
@@ -913,6 +925,7 @@ mod tests {
                     DeviceEntry::Tcp(TcpDevice {
                         address: "127.0.0.1:4000".into(),
                         connected_secs: 3,
+                        key: Some("thermo".into()),
                         last_seen: "2026-11-30 10:00:00".into(),
                         name: "Thermo".into(),
                         state: "connected".into(),

@@ -517,7 +517,7 @@ impl Config {
         }
         if let Some(tls) = &h.tls {
             let addr = resolve_addr(tls).map_err(|m| err("tls", m))?;
-            if addr == tcp {
+            if addr == tcp && addr.port() != 0 {
                 return Err(err("tls", format!("{addr} is also the plain tcp listener")));
             }
         }
@@ -866,6 +866,7 @@ pin = 25
         let err = check("[hub]\ntls-cert = \"c.pem\"\n").expect_err("half");
         assert_eq!(err.key.as_deref(), Some("hub.tls-key"), "{err}");
         let err = check("[hub]\ntls = \"127.0.0.1:5050\"\n").expect_err("same port");
+        assert!(check("[hub]\ntcp = \"127.0.0.1:0\"\ntls = \"127.0.0.1:0\"\n").is_ok());
         assert!(err.message.contains("also the plain tcp"), "{err}");
         let cfg =
             check("[hub]\ntls = \"0.0.0.0:5443\"\ntls-cert = \"c.pem\"\ntls-key = \"k.pem\"\n")

@@ -185,10 +185,17 @@ impl Daemon {
                 }
                 None => no_hub_keys(),
             },
-            Request::Cert {} => Response::err(
-                ErrorKind::Rejected,
-                "this hub has no TLS listener: set [hub] tls = \"address:port\"",
-            ),
+            Request::Cert {} => match self.hub.as_ref().map(Hub::cert) {
+                Some(Some(cert)) => return Some(site_proto::encode_ok(&cert)),
+                Some(None) => Response::err(
+                    ErrorKind::Rejected,
+                    "this hub has no TLS listener: set [hub] tls = \"address:port\"",
+                ),
+                None => Response::err(
+                    ErrorKind::Rejected,
+                    "this node runs no hub, so it has no certificate (ask the hub's sited)",
+                ),
+            },
             Request::CountReset {} => {
                 let was = match self.hub {
                     Some(_) => self.runner.reset_count(incoming.peer.uid),

@@ -9,10 +9,11 @@
 
 use super::protocol;
 use crate::config::HubTarget;
-use crate::conn_io::{Chunk, Flushed, LineConn};
+use crate::conn_io::{ByteStream, Chunk, Flushed, LineConn};
 use crate::keys::{self, Secret};
 use crate::rate_limit::escape;
 use crate::store::OutboxEntry;
+use crate::tls::{Stream, TlsStream};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::io;
@@ -26,7 +27,7 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 const BACKPRESSURE_BYTES: usize = 64 * 1024;
 
 struct Conn {
-    io: LineConn<TcpStream>,
+    io: LineConn<Stream>,
     phase: Phase,
 }
 
@@ -137,6 +138,18 @@ impl HubLink {
                 {
                     return Err(self.lost("could not register the socket"));
                 }
+                let stream = match &self.spec.target {
+                    HubTarget::Plain(_) => Stream::Plain(stream),
+                    HubTarget::Tls {
+                        host, fingerprint, ..
+                    } => {
+                        let config = crate::tls::client_config(*fingerprint);
+                        match TlsStream::client(stream, config, host) {
+                            Ok(tls) => Stream::Tls(Box::new(tls)),
+                            Err(e) => return Err(self.lost(&format!("TLS: {e}"))),
+                        }
+                    }
+                };
                 // Registered for writability: that is how the connect's end is seen.
                 let io = LineConn::new(
                     stream,
@@ -193,7 +206,8 @@ impl HubLink {
             return Ok(());
         };
         if conn.phase == Phase::Connecting {
-            match (conn.io.stream().take_error(), conn.io.stream().peer_addr()) {
+            let tcp = conn.io.stream().tcp();
+            match (tcp.take_error(), tcp.peer_addr()) {
                 (Ok(None), Ok(_)) => match &self.spec.key {
                     Some(_) => {
                         conn.phase = Phase::Challenged;
@@ -219,7 +233,14 @@ impl HubLink {
             match conn.io.read_chunk() {
                 Chunk::Got(_) => {}
                 Chunk::Empty => return Ok(()),
-                Chunk::Eof => return Err("the hub closed the connection".into()),
+                Chunk::Eof => {
+                    // A TLS failure (the certificate is not the pinned one) says why.
+                    return Err(conn
+                        .io
+                        .stream()
+                        .failure()
+                        .unwrap_or_else(|| "the hub closed the connection".into()));
+                }
             }
             self.take_replies(outcome)?;
         }

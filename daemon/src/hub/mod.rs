@@ -51,6 +51,8 @@ pub enum HubTimer {
 #[derive(Clone, Copy, Debug)]
 pub struct HubTokens {
     pub listener: Token,
+    /// The TLS listener's (`[hub] tls`).
+    pub tls_listener: Token,
     pub udp: Token,
     /// The client connections (at least `[hub] max-clients` of them).
     pub conns: TokenRange,
@@ -101,6 +103,7 @@ impl Hub {
     pub fn start(
         h: &HubSection,
         keys: crate::keys::KeySet,
+        cert: Option<crate::tls::HubCert>,
         registry: &Registry,
         tokens: HubTokens,
     ) -> Result<Hub, Error> {
@@ -131,6 +134,17 @@ impl Hub {
             source,
         })?;
         server.set_keys(keys, registry);
+        if let (Some(tls), Some(cert)) = (&h.tls, cert) {
+            let addr = resolve_addr(tls).map_err(Error::Config)?;
+            let fingerprint = cert.fingerprint.clone();
+            let bound = server
+                .listen_tls(addr, cert, registry, tokens.tls_listener)
+                .map_err(|source| Error::Bind {
+                    addr: tls.clone(),
+                    source,
+                })?;
+            log::info!("hub: TLS on {bound}, certificate fingerprint {fingerprint}");
+        }
         let device_log = match &h.device_log {
             Some(path) => {
                 server.keep_device_log();
@@ -175,6 +189,15 @@ impl Hub {
         self.server.local_addr()
     }
 
+    /// `sitectl cert`: the TLS listener's certificate, if there is one.
+    pub fn cert(&self) -> Option<site_proto::CertInfo> {
+        self.server.tls().map(|(addr, cert)| site_proto::CertInfo {
+            file: cert.cert_file.display().to_string(),
+            fingerprint: cert.fingerprint.clone(),
+            listen: addr.to_string(),
+        })
+    }
+
     /// The keys clients authenticate with from now on; connections whose key was removed or
     /// changed are dropped (how many is returned).
     pub fn set_keys(&mut self, keys: crate::keys::KeySet, registry: &Registry) -> usize {
@@ -190,9 +213,10 @@ impl Hub {
         self.server.connections_by_key()
     }
 
-    /// New connections, at most `budget` of them. Returns true if more may be waiting.
-    pub fn on_listener(&mut self, registry: &Registry, budget: usize) -> bool {
-        let more = self.server.accept(registry, budget);
+    /// New connections (on the TLS listener if `tls`), at most `budget` of them. Returns
+    /// true if more may be waiting.
+    pub fn on_listener(&mut self, registry: &Registry, budget: usize, tls: bool) -> bool {
+        let more = self.server.accept(registry, budget, tls);
         if !self.sweep_armed && self.server.has_unregistered() {
             // Nobody older is waiting, so the newest is the next one due.
             self.timers
@@ -417,11 +441,12 @@ impl Hub {
                 site_proto::DeviceEntry::Tcp(site_proto::TcpDevice {
                     address: c.address,
                     connected_secs: c.connected_secs,
+                    key: c.key,
                     last_seen: c.last_seen,
                     name: c.name,
                     state: "connected".into(),
                     kind: c.kind,
-                    via: "tcp".into(),
+                    via: if c.tls { "tls".into() } else { "tcp".into() },
                 })
             }));
         }
@@ -474,6 +499,7 @@ impl Hub {
             clients: self.server.clients(None, site_proto::STATUS_LIST),
             client_count: self.server.client_count(),
             udp: self.sensors.as_ref().map(SensorHub::streams),
+            tls: self.server.tls().map(|(addr, _)| addr.to_string()),
         }
     }
 }
@@ -499,13 +525,14 @@ mod tests {
         .expect("section");
         let tokens = HubTokens {
             listener: LISTENER,
+            tls_listener: Token(3),
             udp: UDP,
             conns: CONNS,
         };
         let mut keys = std::collections::BTreeMap::new();
         keys.insert("front".to_string(), front_key());
         let keys = crate::keys::KeySet::new(keys, None);
-        Hub::start(&section, keys, poll.registry(), tokens).expect("hub")
+        Hub::start(&section, keys, None, poll.registry(), tokens).expect("hub")
     }
 
     fn front_key() -> Key {
@@ -552,7 +579,7 @@ mod tests {
             for event in &events {
                 let out = match event.token() {
                     LISTENER => {
-                        hub.on_listener(poll.registry(), server::ACCEPT_BUDGET);
+                        hub.on_listener(poll.registry(), server::ACCEPT_BUDGET, false);
                         continue;
                     }
                     UDP => hub.on_udp(),

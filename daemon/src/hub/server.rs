@@ -14,6 +14,7 @@ use crate::conn_io::{Chunk, Flushed, LineConn, Overlong, TokenRange};
 use crate::keys::{self, Key, KeySet, Role};
 use crate::rate_limit::{RateLimit, escape};
 use crate::site::Report;
+use crate::tls::{HubCert, Stream, TlsStream};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use slab::Slab;
@@ -77,8 +78,8 @@ impl Client {
 }
 
 struct Conn {
-    /// The socket, its framing and its output (`conn_io`).
-    io: LineConn<TcpStream>,
+    /// The socket (plain or TLS), its framing and its output (`conn_io`).
+    io: LineConn<Stream>,
     peer: SocketAddr,
     /// The peer is this machine (loopback, or our own address): a node key may
     /// authenticate over plain TCP only from here.
@@ -263,6 +264,8 @@ pub struct HubServer {
     limits: LogLimits,
     /// `[hub] device-log`, if set.
     device_log: Option<DeviceLog>,
+    /// The TLS listener (`[hub] tls`), if any.
+    tls: Option<TlsListener>,
     /// The keys clients authenticate with.
     keys: KeySet,
     /// What clients without a key may do on this (plain) listener.
@@ -271,6 +274,12 @@ pub struct HubServer {
     /// Registered names held by clients with a key, and that key's name: nobody else may
     /// take them over.
     keyed_names: HashMap<String, String>,
+}
+
+struct TlsListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+    cert: HubCert,
 }
 
 /// Failed `AUTH`s by address: after [`AUTH_FAILURES`] within [`AUTH_WINDOW`], that address
@@ -362,11 +371,37 @@ impl HubServer {
             done: Vec::new(),
             limits: LogLimits::default(),
             device_log: None,
+            tls: None,
             keys: KeySet::default(),
             anonymous,
             failures: AuthFailures::default(),
             keyed_names: HashMap::new(),
         })
+    }
+
+    /// Adds the TLS listener on `addr`, registered as `token`: the same protocol, but
+    /// clients without a key may do nothing there.
+    pub fn listen_tls(
+        &mut self,
+        addr: SocketAddr,
+        cert: HubCert,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<SocketAddr> {
+        let mut listener = listen(addr)?;
+        let addr = listener.local_addr()?;
+        registry.register(&mut listener, token, Interest::READABLE)?;
+        self.tls = Some(TlsListener {
+            listener,
+            addr,
+            cert,
+        });
+        Ok(addr)
+    }
+
+    /// The TLS listener's address and certificate, if there is one.
+    pub fn tls(&self) -> Option<(SocketAddr, &HubCert)> {
+        self.tls.as_ref().map(|t| (t.addr, &t.cert))
     }
 
     /// The keys clients authenticate with from now on. Connections whose key was removed or
@@ -440,12 +475,23 @@ impl HubServer {
     }
 
     /// Accepts waiting connections, up to `budget`; true if more may be waiting.
-    pub fn accept(&mut self, registry: &Registry, budget: usize) -> bool {
+    pub fn accept(&mut self, registry: &Registry, budget: usize, tls: bool) -> bool {
         for _ in 0..budget {
-            match self.listener.accept() {
+            let accepted = match (tls, &self.tls) {
+                (false, _) => self.listener.accept(),
+                (true, Some(t)) => t.listener.accept(),
+                (true, None) => return false,
+            };
+            match accepted {
                 Ok((mut stream, peer)) => {
+                    // A TLS client could not read a plain answer: it is just closed.
+                    let turn_away = |stream: &mut TcpStream, reason: &str| {
+                        if !tls {
+                            let _ = stream.write_all(protocol::err_line(reason).as_bytes());
+                        }
+                    };
                     if self.conns.len() >= self.max_clients {
-                        let _ = stream.write_all(protocol::err_line("too many clients").as_bytes());
+                        turn_away(&mut stream, "too many clients");
                         crate::warn_limited!(
                             self.limits.warn,
                             "hub: turned away {peer}: {} clients connected (max-clients)",
@@ -456,7 +502,7 @@ impl HubServer {
                     let from_here = self.per_address.get(&peer.ip()).copied().unwrap_or(0);
                     if from_here >= self.max_per_address {
                         let reason = format!("too many clients from {}", peer.ip());
-                        let _ = stream.write_all(protocol::err_line(&reason).as_bytes());
+                        turn_away(&mut stream, &reason);
                         crate::warn_limited!(
                             self.limits.warn,
                             "hub: turned away {peer}: {from_here} clients connected from {} (max-clients-per-address)",
@@ -478,9 +524,26 @@ impl HubServer {
                     keepalive(&stream);
                     let local = peer.ip().is_loopback()
                         || stream.local_addr().is_ok_and(|at| at.ip() == peer.ip());
+                    let stream = match &self.tls {
+                        Some(t) if tls => match TlsStream::server(stream, t.cert.config.clone()) {
+                            Ok(s) => Stream::Tls(Box::new(s)),
+                            Err(e) => {
+                                crate::warn_limited!(
+                                    self.limits.warn,
+                                    "hub: could not start TLS with {peer}: {e}"
+                                );
+                                continue;
+                            }
+                        },
+                        _ => Stream::Plain(stream),
+                    };
                     *self.per_address.entry(peer.ip()).or_default() += 1;
                     self.next_generation += 1;
-                    crate::info_limited!(self.limits.info, "hub: connection from {peer}");
+                    crate::info_limited!(
+                        self.limits.info,
+                        "hub: connection from {peer}{}",
+                        if tls { " (tls)" } else { "" }
+                    );
                     slot.insert(Conn {
                         io: LineConn::new(
                             stream,
@@ -492,7 +555,8 @@ impl HubServer {
                         peer,
                         local,
                         key: None,
-                        anonymous: self.anonymous,
+                        // On the TLS port, nothing without a key.
+                        anonymous: if tls { None } else { self.anonymous },
                         challenge: None,
                         generation: self.next_generation,
                         since: Instant::now(),
@@ -525,7 +589,13 @@ impl HubServer {
                     if self.spare_fd.take().is_none() {
                         return false;
                     }
-                    if let Ok((mut stream, _)) = self.listener.accept() {
+                    let spare = match (tls, &self.tls) {
+                        (true, Some(t)) => t.listener.accept(),
+                        _ => self.listener.accept(),
+                    };
+                    if let Ok((mut stream, _)) = spare
+                        && !tls
+                    {
                         let _ = stream.write_all(protocol::err_line("too many clients").as_bytes());
                     }
                     self.spare_fd = std::fs::File::open("/dev/null").ok();
@@ -967,6 +1037,8 @@ impl HubServer {
                 Some(ClientStatus {
                     name: client.name.clone(),
                     kind: client.kind.clone(),
+                    key: c.key.as_ref().map(|k| k.name.clone()),
+                    tls: c.io.stream().is_tls(),
                     address: c.peer.to_string(),
                     connected_secs: now.duration_since(c.since).as_secs(),
                     last_seen: super::stream::local_time(c.last_seen),
@@ -1353,10 +1425,13 @@ fn authenticate(conn: &mut Conn, gate: &mut Gate<'_>, words: Option<(String, Str
         }
         // After AUTH the plain protocol can be taken over by anyone on the path: the keys
         // that may count people are accepted only where nobody else is on it.
-        if key.role == Role::Node && !conn.local {
+        if key.role == Role::Node && !conn.local && !conn.io.stream().is_tls() {
             return Err(format!(
                 "key {name} is a node key, accepted only over TLS or from this machine"
             ));
+        }
+        if name == keys::OWN_KEY_NAME && !conn.local {
+            return Err("this daemon's own key is for its own modules".into());
         }
         Ok(key.clone())
     })();
