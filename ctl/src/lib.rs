@@ -186,11 +186,21 @@ fn execute(
             }
         }
         Command::Devices { json } => {
-            let list = all_pages(&client, "devices", |after| Request::Devices {
-                after,
-                limit: None,
-            })?;
-            let result = serde_json::json!({ "devices": list });
+            let mut rejected = None;
+            let list = all_pages_with(
+                &client,
+                "devices",
+                |after| Request::Devices { after, limit: None },
+                |page| {
+                    if let Some(r) = page.get_mut("rejected").map(Value::take) {
+                        rejected.get_or_insert(r);
+                    }
+                },
+            )?;
+            let mut result = serde_json::json!({ "devices": list });
+            if let Some(rejected) = rejected {
+                result["rejected"] = rejected;
+            }
             if *json {
                 serde_json::to_writer(&mut *stdout, &result).map_err(io::Error::from)?;
                 writeln!(stdout)?;
@@ -372,10 +382,22 @@ fn all_pages(
     key: &str,
     request: impl Fn(Option<String>) -> Request,
 ) -> Result<Vec<Value>, Failure> {
+    all_pages_with(client, key, request, |_| {})
+}
+
+/// [`all_pages`], showing each page's whole result to `each` first (for what only the first
+/// page carries).
+fn all_pages_with(
+    client: &Client,
+    key: &str,
+    request: impl Fn(Option<String>) -> Request,
+    mut each: impl FnMut(&mut Value),
+) -> Result<Vec<Value>, Failure> {
     let mut items = Vec::new();
     let mut after = None;
     loop {
         let mut result = ask(client, &request(after.take()))?;
+        each(&mut result);
         match result.get_mut(key).map(Value::take) {
             Some(Value::Array(page)) => items.extend(page),
             Some(page) => items.push(page),

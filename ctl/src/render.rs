@@ -336,7 +336,7 @@ pub fn devices(result: &Value) -> String {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    if list.is_empty() {
+    if list.is_empty() && result.get("rejected").is_none() {
         return "no devices have reported to this hub\n".to_string();
     }
     let field = |d: &Value, k: &str| {
@@ -377,6 +377,22 @@ pub fn devices(result: &Value) -> String {
     }
     let mut out = String::new();
     table(&mut out, &rows);
+    for r in result
+        .get("rejected")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let n = |k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
+        out.push_str(&format!(
+            "datagrams dropped from {}: bad mac {}, stale {}, replayed {}, forbidden {}\n",
+            field(r, "source"),
+            n("bad_mac"),
+            n("stale"),
+            n("replayed"),
+            n("forbidden")
+        ));
+    }
     out
 }
 

@@ -574,3 +574,145 @@ fn a_door_node_refuses_a_hub_with_another_certificate() {
     });
     assert_eq!(node.log().matches("not the pinned").count(), 1);
 }
+
+/// `payload` in a `SIG1` envelope signed with `secret` under `name`, stamped `secs`.
+fn sign(name: &str, secret: &str, secs: u64, nonce: &str, payload: &str) -> Vec<u8> {
+    let secret = Secret::from_hex(secret).expect("secret");
+    let secs = secs.to_string();
+    let mac = site_daemon::keys::datagram_mac(&secret, name, &secs, nonce, payload.as_bytes());
+    format!("SIG1 {name} {secs} {nonce} {mac}\n{payload}").into_bytes()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+#[test]
+fn signed_datagrams_are_taken_once_and_bad_ones_are_counted_per_source() {
+    let (_site, daemon) = hub("cycle-gap-ms = 300\n");
+    let udp_addr = daemon.status()["hub"]["udp"]["listen"]
+        .as_str()
+        .expect("udp")
+        .to_string();
+    let secret = add_key(&daemon, "t1", "sensor");
+    let sensor = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sensor.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let now = unix_now();
+    let packet = |seq: u32| {
+        let nonce = format!("{seq:032x}");
+        let payload = format!("t1,2026-11-30 10:00:00,temperature,21.5,SEQ:{seq}");
+        sign("t1", &secret, now, &nonce, &payload)
+    };
+    for seq in 1..=10 {
+        sensor.send_to(&packet(seq), &udp_addr).expect("send");
+    }
+    wait_for("t1's signed reading", || {
+        daemon.status()["sensors"]["t1"]["temperature"]["value"]
+            .as_f64()
+            .filter(|v| *v == 21.5)
+    });
+    // The cycle closes and its STATUS goes back to the signed sender, as to any.
+    let mut buf = [0u8; 128];
+    let (n, _) = sensor.recv_from(&mut buf).expect("STATUS");
+    assert_eq!(&buf[..n], b"STATUS RECEIVED 10/10 PACKETS");
+    let good = packet(1);
+    // Replayed, bad mac, stale, unknown name: each dropped and counted.
+    sensor.send_to(&good, &udp_addr).expect("send");
+    let mut tampered = sign(
+        "t1",
+        &secret,
+        now,
+        &"02".repeat(16),
+        "t1,t,temperature,99.0,SEQ:2",
+    );
+    let at = tampered.len() - 8;
+    tampered[at] = b'8';
+    sensor.send_to(&tampered, &udp_addr).expect("send");
+    let stale = sign(
+        "t1",
+        &secret,
+        now - 120,
+        &"03".repeat(16),
+        "t1,t,temperature,99.0,SEQ:3",
+    );
+    sensor.send_to(&stale, &udp_addr).expect("send");
+    let other = Secret::generate().expect("random").to_hex();
+    let unknown = sign(
+        "t9",
+        &other,
+        now,
+        &"04".repeat(16),
+        "t9,t,temperature,99.0,SEQ:1",
+    );
+    sensor.send_to(&unknown, &udp_addr).expect("send");
+    // Unsigned under the key's name: forbidden.
+    sensor
+        .send_to(b"t1,t,temperature,99.0,SEQ:4", &udp_addr)
+        .expect("send");
+    let counts = wait_for("the drops to be counted", || {
+        let out = daemon.ctl(&["devices", "--json"]);
+        let list: serde_json::Value = serde_json::from_str(&text(&out).0).ok()?;
+        let source = list["rejected"].as_array()?.first()?.clone();
+        (source["bad_mac"] == 2
+            && source["replayed"] == 1
+            && source["stale"] == 1
+            && source["forbidden"] == 1)
+            .then_some(source)
+    });
+    assert_eq!(counts["source"], "127.0.0.1");
+    assert_eq!(
+        daemon.status()["sensors"]["t1"]["temperature"]["value"].as_f64(),
+        Some(21.5),
+        "nothing dropped was taken"
+    );
+    let (table, _) = text(&daemon.ctl(&["devices"]));
+    assert!(
+        table.contains(
+            "datagrams dropped from 127.0.0.1: bad mac 2, stale 1, replayed 1, forbidden 1"
+        ),
+        "{table}"
+    );
+    let log = daemon.log();
+    for why in [
+        "(replayed, 1 so far)",
+        "wrong mac for key t1",
+        "no key named t9",
+        "from the hub's clock",
+    ] {
+        assert!(log.contains(why), "{why}: {log}");
+    }
+}
+
+#[test]
+fn with_anonymous_role_none_only_signed_datagrams_count() {
+    let (_site, daemon) = hub("anonymous-role = \"none\"\n");
+    let udp_addr = daemon.status()["hub"]["udp"]["listen"]
+        .as_str()
+        .expect("udp")
+        .to_string();
+    let secret = add_key(&daemon, "t1", "sensor");
+    let sensor = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sensor
+        .send_to(b"Sensor01,t,temperature,30.0,SEQ:1", &udp_addr)
+        .expect("send");
+    let signed = sign(
+        "t1",
+        &secret,
+        unix_now(),
+        &"0a".repeat(16),
+        "{\"type\": \"temperature\", \"device\": \"t1\", \"value\": 22}",
+    );
+    sensor.send_to(&signed, &udp_addr).expect("send");
+    wait_for("the signed JSON reading", || {
+        daemon.status()["sensors"]["t1"]["temperature"]["value"].as_f64()
+    });
+    daemon.wait_log("unsigned, and anonymous-role is none");
+    assert!(daemon.status()["sensors"]["Sensor01"].is_null());
+    // Nor may a client without a key do anything on the plain port.
+    let mut anon = HubClient::plain(&daemon.hub_addr());
+    anon.send("DEVICE Thermo TYPE temperature\n");
+    assert_eq!(anon.line(), "ERR forbidden\n");
+}

@@ -148,6 +148,39 @@ pub struct Page<T> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceList {
     pub devices: Vec<DeviceEntry>,
+    /// Datagrams the hub dropped for their signature, time, nonce or role, by source host
+    /// (on the first page only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<RejectedSource>,
+}
+
+/// A host whose datagrams the hub dropped, and how many for what.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedSource {
+    #[serde(flatten)]
+    pub counts: RejectedCounts,
+    /// The host's address.
+    pub source: String,
+}
+
+/// Dropped datagrams by reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RejectedCounts {
+    /// A wrong mac or an unknown key name.
+    pub bad_mac: u64,
+    /// Unsigned where `anonymous-role` allows none, or a name another key owns.
+    pub forbidden: u64,
+    /// A nonce its key used within the window.
+    pub replayed: u64,
+    /// A time outside `datagram-window-secs`.
+    pub stale: u64,
+}
+
+impl RejectedCounts {
+    pub fn total(&self) -> u64 {
+        self.bad_mac + self.forbidden + self.replayed + self.stale
+    }
 }
 
 /// One device the hub hears from. Fields in name order (see [`Page`]).
@@ -921,6 +954,7 @@ mod tests {
     fn an_answer_encoded_from_its_types_is_the_one_a_value_gave() {
         let page = Page {
             items: DeviceList {
+                rejected: Vec::new(),
                 devices: vec![
                     DeviceEntry::Tcp(TcpDevice {
                         address: "127.0.0.1:4000".into(),

@@ -11,6 +11,7 @@
 //! timers are asks for the loop's heap (`timers::TimerAsks`).
 
 pub mod device_log;
+pub mod envelope;
 pub mod link;
 pub mod protocol;
 pub mod sequence;
@@ -96,6 +97,10 @@ pub struct Hub {
     /// Where the stream-gap timer is armed: packets only move cycle deadlines later, so an
     /// earlier timer is left alone and re-arms when it fires (no heap work per datagram).
     gap_armed: Option<Duration>,
+    /// What unsigned datagrams may do (`anonymous-role`), and how far a signed one's time
+    /// may be from the hub's clock.
+    anonymous: Option<crate::keys::Role>,
+    window: Duration,
 }
 
 impl Hub {
@@ -120,6 +125,7 @@ impl Hub {
             );
         }
         let max_clients = max_clients.min(tokens.conns.len);
+        let window = Duration::from_secs_f64(h.datagram_window_secs);
         let mut server = HubServer::bind(
             addr,
             h.anonymous(),
@@ -133,7 +139,7 @@ impl Hub {
             addr: h.tcp.clone(),
             source,
         })?;
-        server.set_keys(keys, registry);
+        server.set_keys(keys.clone(), registry);
         if let (Some(tls), Some(cert)) = (&h.tls, cert) {
             let addr = resolve_addr(tls).map_err(Error::Config)?;
             let fingerprint = cert.fingerprint.clone();
@@ -173,6 +179,10 @@ impl Hub {
             }
             None => None,
         };
+        let mut sensors = sensors;
+        if let Some(sensors) = &mut sensors {
+            sensors.set_access(keys, h.anonymous(), window);
+        }
         Ok(Hub {
             server,
             sensors,
@@ -181,6 +191,8 @@ impl Hub {
             timers: TimerAsks::default(),
             sweep_armed: false,
             gap_armed: None,
+            anonymous: h.anonymous(),
+            window,
         })
     }
 
@@ -201,6 +213,9 @@ impl Hub {
     /// The keys clients authenticate with from now on; connections whose key was removed or
     /// changed are dropped (how many is returned).
     pub fn set_keys(&mut self, keys: crate::keys::KeySet, registry: &Registry) -> usize {
+        if let Some(sensors) = &mut self.sensors {
+            sensors.set_access(keys.clone(), self.anonymous, self.window);
+        }
         self.server.set_keys(keys, registry)
     }
 
@@ -459,7 +474,13 @@ impl Hub {
             next = more.map(|(name, ip)| format!("udp:{ip} {name}"));
         }
         Ok(site_proto::Page {
-            items: site_proto::DeviceList { devices: list },
+            items: site_proto::DeviceList {
+                devices: list,
+                rejected: match (after, &self.sensors) {
+                    (None, Some(sensors)) => sensors.rejected(),
+                    _ => Vec::new(),
+                },
+            },
             total: self.server.client_count() + senders,
             next,
         })

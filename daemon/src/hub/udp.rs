@@ -7,7 +7,9 @@
 //! reading: senders are found by address and then by name without building a key, and times
 //! are kept as `SystemTime` and formatted only when someone asks.
 
+use super::envelope::{self, Rejected, Replays};
 use super::stream::{self, Reading, Stream, local_time};
+use crate::keys::{KeySet, Role};
 use crate::rate_limit::RateLimit;
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
@@ -68,6 +70,15 @@ pub struct SensorHub {
     send_headers: Option<Box<MultiHeaders<nix::sys::socket::SockaddrStorage>>>,
     /// `STATUS` replies owed, sent after each batch.
     replies: Vec<(SocketAddr, String)>,
+    /// The keys signed datagrams are checked against.
+    keys: KeySet,
+    /// What an unsigned datagram may do (`anonymous-role`): readings, or nothing.
+    anonymous: Option<Role>,
+    /// `datagram-window-secs`, rounded up.
+    window: u64,
+    replays: Replays,
+    /// Datagrams dropped for their signature, time, nonce or role, by source host.
+    rejected: HashMap<IpAddr, site_proto::RejectedCounts>,
 }
 
 impl SensorHub {
@@ -106,7 +117,20 @@ impl SensorHub {
             batch: None,
             replies: Vec::new(),
             send_headers: None,
+            keys: KeySet::default(),
+            anonymous: None,
+            window: 30,
+            replays: Replays::default(),
+            rejected: HashMap::new(),
         })
+    }
+
+    /// Who may send: the keys for signed datagrams, and what unsigned ones may do.
+    pub fn set_access(&mut self, keys: KeySet, anonymous: Option<Role>, window: Duration) {
+        self.replays.retain_keys(&keys);
+        self.keys = keys;
+        self.anonymous = anonymous;
+        self.window = window.as_secs_f64().ceil() as u64;
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -171,7 +195,49 @@ impl SensorHub {
                 "hub udp: DATA from {from}: {}",
                 crate::rate_limit::escape_bytes(bytes)
             );
+            // Signed or not, and by which key.
+            let (bytes, key) = match envelope::parse(bytes) {
+                Ok(None) if self.anonymous.is_none() => {
+                    let why = "unsigned, and anonymous-role is none";
+                    self.reject(from, Rejected::Forbidden, why);
+                    return;
+                }
+                Ok(None) => (bytes, None),
+                Ok(Some(env)) => {
+                    let now_secs = wall
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    match envelope::verify(
+                        &env,
+                        &self.keys,
+                        &mut self.replays,
+                        now_secs,
+                        self.window,
+                    ) {
+                        Ok(key) => (env.payload, Some(key.name.clone())),
+                        Err((why, words)) => {
+                            self.reject(from, why, &words);
+                            return;
+                        }
+                    }
+                }
+                Err(reason) => {
+                    self.malformed(from, &reason);
+                    return;
+                }
+            };
+            // A name a key owns is that key's to send under.
+            let owned = |device: &str| {
+                self.keys
+                    .owner_of(device)
+                    .filter(|owner| key.as_deref() != Some(owner.name.as_str()))
+                    .map(|owner| format!("{device} belongs to key {}", owner.name))
+            };
             if let Some(device) = stream::hello(bytes) {
+                if let Some(why) = owned(&device) {
+                    self.reject(from, Rejected::Forbidden, &why);
+                    return;
+                }
                 // A seed 002 peer's announcement: it is seen (`sitectl devices`), nothing more.
                 let sender = self.sender(from, &device, now);
                 if sender.quantity.is_empty() {
@@ -183,6 +249,10 @@ impl SensorHub {
             }
             match stream::parse(bytes) {
                 Ok(reading) => {
+                    if let Some(why) = owned(&reading.device) {
+                        self.reject(from, Rejected::Forbidden, &why);
+                        return;
+                    }
                     let sender = self.sender(from, &reading.device, now);
                     if sender.quantity != reading.quantity {
                         sender.quantity.clone_from(&reading.quantity);
@@ -274,6 +344,54 @@ impl SensorHub {
             self.max_senders,
             crate::rate_limit::escape(&example)
         );
+    }
+
+    /// A datagram dropped for its signature, time, nonce or role: counted by source host,
+    /// logged within the budget.
+    fn reject(&mut self, from: SocketAddr, why: Rejected, words: &str) {
+        if !self.rejected.contains_key(&from.ip()) && self.rejected.len() >= MAX_MALFORMED_SOURCES {
+            // As for malformed datagrams: the half with the fewest goes.
+            let mut totals: Vec<u64> = self.rejected.values().map(|c| c.total()).collect();
+            let half = totals.len() / 2;
+            let (_, median, _) = totals.select_nth_unstable(half);
+            let median = *median;
+            let mut dropped = 0;
+            self.rejected.retain(|_, c| {
+                let keep = c.total() > median || dropped >= half;
+                if !keep {
+                    dropped += 1;
+                }
+                keep
+            });
+        }
+        let counts = self.rejected.entry(from.ip()).or_default();
+        let (what, n) = match why {
+            Rejected::BadMac => ("bad mac", &mut counts.bad_mac),
+            Rejected::Stale => ("stale", &mut counts.stale),
+            Rejected::Replayed => ("replayed", &mut counts.replayed),
+            Rejected::Forbidden => ("forbidden", &mut counts.forbidden),
+        };
+        *n += 1;
+        let n = *n;
+        crate::warn_limited!(
+            self.log_limit,
+            "hub udp: dropped a datagram from {from} ({what}, {n} so far): {}",
+            crate::rate_limit::escape(words)
+        );
+    }
+
+    /// The sources of dropped datagrams and their counts, by address.
+    pub fn rejected(&self) -> Vec<site_proto::RejectedSource> {
+        let mut list: Vec<site_proto::RejectedSource> = self
+            .rejected
+            .iter()
+            .map(|(ip, counts)| site_proto::RejectedSource {
+                counts: counts.clone(),
+                source: ip.to_string(),
+            })
+            .collect();
+        list.sort_by(|a, b| a.source.cmp(&b.source));
+        list
     }
 
     fn malformed(&mut self, from: SocketAddr, reason: &str) {
@@ -558,6 +676,12 @@ mod tests {
         let mut hub =
             SensorHub::bind(addr, Duration::from_secs(2), poll.registry(), Token(0)).expect("bind");
         hub.max_senders = max_senders;
+        // Unsigned readings, as a loopback hub takes them by default.
+        hub.set_access(
+            KeySet::default(),
+            Some(Role::Sensor),
+            Duration::from_secs(30),
+        );
         (poll, hub)
     }
 
