@@ -90,8 +90,25 @@ impl Secret {
     }
 
     /// Exactly 64 lowercase hex characters (surrounding whitespace, such as a secret file's
-    /// trailing newline, is ignored).
+    /// trailing newline, is ignored). PROTOCOL.md's test vector (the bytes 0 to 31) is
+    /// refused: it is published.
     pub fn from_hex(text: &str) -> Result<Secret, String> {
+        let secret = Secret::parse_hex(text)?;
+        if secret
+            .0
+            .iter()
+            .enumerate()
+            .all(|(i, b)| usize::from(*b) == i)
+        {
+            return Err(
+                "that is PROTOCOL.md's published test vector, not a secret (make one with sitectl key add)"
+                    .into(),
+            );
+        }
+        Ok(secret)
+    }
+
+    fn parse_hex(text: &str) -> Result<Secret, String> {
         let text = text.trim();
         let bytes = from_hex(text)
             .filter(|b| b.len() == SECRET_BYTES && !text.bytes().any(|c| c.is_ascii_uppercase()))
@@ -686,6 +703,38 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(first.role, Role::Node);
+    }
+
+    /// PROTOCOL.md's worked example, byte for byte (its values were computed with Python's
+    /// `hmac`, independently of this code).
+    #[test]
+    fn protocol_md_worked_example() {
+        let hex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+        let secret = Secret::parse_hex(hex).expect("hex");
+        let nonce = "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f";
+        let auth = "0f50d7a281f69f0384235fc1134191977151e0f2809fe421f672ea16fa87cf4d";
+        assert_eq!(auth_mac(&secret, "front", nonce), auth);
+        assert!(verify_auth(&secret, "front", nonce, auth));
+        let payload = b"t1,2026-01-01 00:00:00,temperature,21.5,SEQ:1";
+        let dnonce = "404142434445464748494a4b4c4d4e4f";
+        let dmac = "1ac8d743b75edf3bb31123515dee7369d552b7d001c6d1ec335b2e761e1cf803";
+        assert_eq!(
+            datagram_mac(&secret, "t1", "1767225600", dnonce, payload),
+            dmac
+        );
+        // The document's text agrees with the values checked here.
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../PROTOCOL.md"))
+            .expect("PROTOCOL.md");
+        for value in [hex, nonce, auth, dnonce, dmac, "1767225600"] {
+            assert!(doc.contains(value), "PROTOCOL.md lacks {value}");
+        }
+        assert!(doc.contains(&format!(
+            "SIG1 t1 1767225600 {dnonce} {dmac}\n{}",
+            String::from_utf8_lossy(payload)
+        )));
+        // Published, so refused as a key.
+        let err = Secret::from_hex(hex).unwrap_err();
+        assert!(err.contains("test vector"), "{err}");
     }
 
     #[test]

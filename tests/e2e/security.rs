@@ -716,3 +716,89 @@ fn with_anonymous_role_none_only_signed_datagrams_count() {
     anon.send("DEVICE Thermo TYPE temperature\n");
     assert_eq!(anon.line(), "ERR forbidden\n");
 }
+
+/// `python3 tests/reference_client.py <args>`, its output piped.
+fn reference_client(args: &[&str]) -> Reap {
+    let child = std::process::Command::new("python3")
+        .arg(workspace_root().join("tests/reference_client.py"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    Reap(child)
+}
+
+#[test]
+fn the_python_reference_client_speaks_the_protocol_from_protocol_md() {
+    let mut check = reference_client(&["--self-test"]);
+    let (status, said) = check.finish(DEADLINE);
+    assert!(status.success(), "{said}");
+    let (_site, daemon) = hub("cycle-gap-ms = 300\n");
+    let fp = fingerprint(&daemon);
+    let secret = add_key(&daemon, "plug", "actuator");
+    let files = tempfile::tempdir().expect("dir");
+    let secret_file = files.path().join("plug.secret");
+    write_secret(&secret_file, &secret);
+    let tls = tls_addr(&daemon);
+    let udp = daemon.status()["hub"]["udp"]["listen"]
+        .as_str()
+        .expect("udp")
+        .to_string();
+    let secret_path = secret_file.display().to_string();
+    let mut client = reference_client(&[
+        "--tls",
+        &tls,
+        "--fingerprint",
+        &fp,
+        "--name",
+        "plug",
+        "--secret-file",
+        &secret_path,
+        "--udp",
+        &udp,
+        "--value",
+        "23.5",
+    ]);
+    // Registered once the hub lists it; then the operator's command goes out.
+    wait_for("the reference client to register", || {
+        let clients = daemon.status()["hub"]["clients"].clone();
+        clients
+            .as_array()?
+            .iter()
+            .any(|c| c["name"] == "plug" && c["key"] == "plug" && c["tls"] == true)
+            .then_some(())
+    });
+    let out = daemon.ctl(&["send", "plug", "SET_INTERVAL", "3"]);
+    let (reply, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(reply, "ACK SET_INTERVAL 3\n");
+    let (status, said) = client.finish(DEADLINE);
+    assert!(status.success(), "{said}");
+    for step in [
+        "connected over TLS 1.3, certificate pinned",
+        "authenticated as plug (actuator)",
+        "answered SET_INTERVAL 3",
+        "STATUS RECEIVED 10/10 PACKETS",
+    ] {
+        assert!(said.contains(step), "{step}: {said}");
+    }
+    assert_eq!(
+        daemon.status()["sensors"]["plug"]["temperature"]["value"].as_f64(),
+        Some(23.5)
+    );
+    // With another fingerprint pinned, it refuses the hub.
+    let mut wrong = reference_client(&[
+        "--tls",
+        &tls,
+        "--fingerprint",
+        &"cd".repeat(32),
+        "--name",
+        "plug",
+        "--secret-file",
+        &secret_path,
+    ]);
+    let (status, said) = wrong.finish(DEADLINE);
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert!(said.contains("not the pinned"), "{said}");
+}

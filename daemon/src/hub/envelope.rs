@@ -15,6 +15,9 @@ use std::collections::{HashMap, VecDeque};
 
 /// What starts a signed datagram.
 pub const MAGIC: &[u8] = b"SIG1 ";
+/// The longest `SIG1` header, newline included: `SIG1 `, a 64-character name, 20 digits, the
+/// nonce, the mac and their spaces.
+pub const MAX_HEADER_BYTES: usize = 5 + 64 + 1 + 20 + 1 + NONCE_HEX + 1 + 64 + 1;
 /// A nonce is 16 bytes, as 32 lowercase hex characters.
 pub const NONCE_HEX: usize = 32;
 /// Nonces remembered per key, at most; past it the oldest go, and nothing at or before
@@ -53,8 +56,9 @@ pub fn parse(bytes: &[u8]) -> Result<Option<Envelope<'_>>, String> {
     };
     let end = rest
         .iter()
+        .take(MAX_HEADER_BYTES)
         .position(|&b| b == b'\n')
-        .ok_or("a SIG1 header ends with a newline")?;
+        .ok_or_else(|| format!("a SIG1 header is one line of at most {MAX_HEADER_BYTES} bytes"))?;
     let header = std::str::from_utf8(&rest[..end]).map_err(|_| "a SIG1 header is not UTF-8")?;
     let words: Vec<&str> = header.split(' ').collect();
     let [name, secs, nonce, mac] = words[..] else {

@@ -195,6 +195,11 @@ impl SensorHub {
                 "hub udp: DATA from {from}: {}",
                 crate::rate_limit::escape_bytes(bytes)
             );
+            if bytes.len() >= SLOT {
+                let longest = SLOT - 1;
+                self.malformed(from, &format!("longer than {longest} bytes"));
+                return;
+            }
             // Signed or not, and by which key.
             let (bytes, key) = match envelope::parse(bytes) {
                 Ok(None) if self.anonymous.is_none() => {
@@ -592,8 +597,9 @@ impl SensorHub {
 const BATCH: usize = 32;
 /// Batches read per wake-up before the loop gives the other sources and due timers a turn.
 pub const BATCHES_PER_WAKEUP: usize = 8;
-/// Room for the longest datagram the hub accepts, plus one byte to notice a longer one.
-const SLOT: usize = stream::MAX_DATAGRAM_BYTES + 1;
+/// Room for the longest datagram the hub accepts (a signed one: the `SIG1` header and the
+/// longest payload), plus one byte to notice a longer one.
+const SLOT: usize = stream::MAX_DATAGRAM_BYTES + envelope::MAX_HEADER_BYTES + 1;
 
 /// Buffers for one `recvmmsg`, kept between wake-ups.
 struct Batch {
