@@ -427,7 +427,7 @@ fn measure(daemon: &Daemon, pins: &std::path::Path, udp: SocketAddr) -> Responsi
     r
 }
 
-fn summary(what: &str, samples: &mut [Duration]) -> String {
+pub fn summary(what: &str, samples: &mut [Duration]) -> String {
     samples.sort();
     let at = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
     let ms = |d: Duration| d.as_secs_f64() * 1e3;

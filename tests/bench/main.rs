@@ -22,8 +22,13 @@
 //!    stream comes at 50,000 datagrams/s and a client asks for `status` and every `devices`
 //!    page in a loop.
 //!
+//! 7. Secure: the cost of TLS and keys (issue 12): TLS 1.3 connections with `CHAL`/`AUTH` per
+//!    second and the RSS each adds at 1,000 clients, beside plain ones; `send` -> `ACK` to TLS
+//!    actuators; and the hub's CPU per signed datagram against an unsigned one.
+//!
 //! Run: cargo build --workspace --release --locked && target/release/sited-bench
-//! (`--only edge|idle|udp|tcp|flood|loaded` runs one part; `--udp-secs`, `--devices 1000,10000`.)
+//! (`--only edge|idle|udp|tcp|flood|loaded|secure` runs one part; `--udp-secs`,
+//! `--devices 1000,10000`.)
 
 use site_daemon::config;
 use site_daemon::devices::{DeviceEvent, Devices};
@@ -89,9 +94,14 @@ fn main() {
         };
         hub::loaded(devices as usize, rate, edges as usize);
     }
+    if run("secure") {
+        secure::tls(1000, 1000);
+        secure::signed(300_000);
+    }
 }
 
 mod hub;
+mod secure;
 
 fn edge_to_output() {
     let site = SiteDir::new();

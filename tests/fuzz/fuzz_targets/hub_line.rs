@@ -1,5 +1,5 @@
-//! The hub's TCP line protocol: registrations, reports, answers, and the hub's own replies as
-//! a link reads them. Nothing may panic, and a line that parses must format back the same.
+//! The hub's TCP line protocol: registrations, reports, answers, `CHAL`/`AUTH`, and the hub's
+//! own replies as a link reads them. Nothing may panic, and a line that parses must format back the same.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -21,6 +21,16 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(
             protocol::parse(again.trim_end()),
             Ok(Line::Register { name, kind, epoch })
+        );
+    }
+    // CHAL and AUTH: a mac of any shape is checked without a panic, and never passes.
+    if let Ok(Line::Auth(Some((name, mac)))) = protocol::parse(text) {
+        let secret = site_daemon::keys::Secret::from_hex(&"5a".repeat(32)).expect("secret");
+        let nonce = "00".repeat(32);
+        let right = site_daemon::keys::auth_mac(&secret, &name, &nonce);
+        assert_eq!(
+            site_daemon::keys::verify_auth(&secret, &name, &nonce, &mac),
+            mac == right
         );
     }
     let _ = protocol::parse_reply(text);
