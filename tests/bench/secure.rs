@@ -15,9 +15,13 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+/// Sensor keys the signed datagrams are spread over (`t0` ...), one per sensor: a key may
+/// have 65,536 nonces within the window, and the bench sends more than that a second.
+const SENSOR_KEYS: usize = 8;
+
 /// A hub with a TLS listener and UDP, its keys file written before it starts (`clients`
-/// actuators `dev<k>` and a sensor key `t1`).
-fn secure_hub(site: &SiteDir, clients: usize) -> (Daemon, Vec<Secret>, Secret) {
+/// actuators `dev<k>` and [`SENSOR_KEYS`] sensor keys `t<k>`).
+fn secure_hub(site: &SiteDir, clients: usize) -> (Daemon, Vec<Secret>, Vec<Secret>) {
     let mut keys = std::collections::BTreeMap::new();
     let mut secrets = Vec::with_capacity(clients);
     for k in 0..clients {
@@ -33,15 +37,20 @@ fn secure_hub(site: &SiteDir, clients: usize) -> (Daemon, Vec<Secret>, Secret) {
             },
         );
     }
-    let sensor = Secret::generate().expect("random");
-    keys.insert(
-        "t1".into(),
-        Key {
-            name: "t1".into(),
-            role: Role::Sensor,
-            secret: sensor.clone(),
-        },
-    );
+    let sensors: Vec<Secret> = (0..SENSOR_KEYS)
+        .map(|k| {
+            let secret = Secret::generate().expect("random");
+            keys.insert(
+                format!("t{k}"),
+                Key {
+                    name: format!("t{k}"),
+                    role: Role::Sensor,
+                    secret: secret.clone(),
+                },
+            );
+            secret
+        })
+        .collect();
     let path = site.path().join("keys.toml");
     site_daemon::store::write_atomic_mode(&path, keys::encode(&keys).as_bytes(), 0o600)
         .expect("keys file");
@@ -50,7 +59,7 @@ fn secure_hub(site: &SiteDir, clients: usize) -> (Daemon, Vec<Secret>, Secret) {
         site.hub_section(),
         path.display()
     ));
-    (Daemon::start(site), secrets, sensor)
+    (Daemon::start(site), secrets, sensors)
 }
 
 trait Stream: Read + Write {}
@@ -186,9 +195,9 @@ pub fn tls(n: usize, samples: usize) {
     );
 }
 
-/// Seed datagrams from 4 sensors, `count` in all; signed by `t1` (each with its own nonce)
-/// if `sign` is given.
-fn datagrams(count: usize, sign: Option<&Secret>) -> Vec<Vec<u8>> {
+/// Seed datagrams from [`SENSOR_KEYS`] sensors, `count` in all; each signed by its sensor's
+/// key `t<k>` with its own nonce if `sign` holds the keys.
+fn datagrams(count: usize, sign: Option<&[Secret]>) -> Vec<Vec<u8>> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -196,16 +205,18 @@ fn datagrams(count: usize, sign: Option<&Secret>) -> Vec<Vec<u8>> {
         .to_string();
     (0..count)
         .map(|i| {
+            let k = i % SENSOR_KEYS;
             let payload = format!(
-                "Sensor{:02},2026-11-22 10:00:00,temperature,21.5,SEQ:{}",
-                i % 4 + 1,
-                (i / 4) % 10 + 1
+                "Sensor{k:02},2026-11-22 10:00:00,temperature,21.5,SEQ:{}",
+                (i / SENSOR_KEYS) % 10 + 1
             );
             match sign {
-                Some(secret) => {
+                Some(secrets) => {
                     let nonce = format!("{i:032x}");
-                    let mac = keys::datagram_mac(secret, "t1", &now, &nonce, payload.as_bytes());
-                    format!("SIG1 t1 {now} {nonce} {mac}\n{payload}").into_bytes()
+                    let name = format!("t{k}");
+                    let mac =
+                        keys::datagram_mac(&secrets[k], &name, &now, &nonce, payload.as_bytes());
+                    format!("SIG1 {name} {now} {nonce} {mac}\n{payload}").into_bytes()
                 }
                 None => payload.into_bytes(),
             }
@@ -235,8 +246,8 @@ fn cpu_time(pid: u32) -> Duration {
 /// hub's CPU time per datagram).
 fn ingest(count: usize, signed: bool) -> (u64, Duration) {
     let site = SiteDir::new();
-    let (daemon, _, sensor) = secure_hub(&site, 0);
-    let batch = datagrams(count, signed.then_some(&sensor));
+    let (daemon, _, sensors) = secure_hub(&site, 0);
+    let batch = datagrams(count, signed.then_some(&sensors[..]));
     let to: SocketAddr = daemon.status()["hub"]["udp"]["listen"]
         .as_str()
         .expect("udp")
