@@ -802,3 +802,145 @@ fn the_python_reference_client_speaks_the_protocol_from_protocol_md() {
     assert_eq!(status.code(), Some(1), "{said}");
     assert!(said.contains("not the pinned"), "{said}");
 }
+
+/// A network namespace of the test's own, joined to this one by a veth pair: the hub listens
+/// on this side's address, and a client in the namespace is a host on the LAN (not
+/// loopback, not the hub's own address). Removed on drop.
+struct Lan {
+    name: String,
+    /// This side's address (the hub's) and the namespace's (the client's).
+    hub_ip: String,
+    client_ip: String,
+}
+
+impl Lan {
+    fn new() -> Option<Lan> {
+        if !is_root() || std::process::Command::new("ip").arg("-V").output().is_err() {
+            return None;
+        }
+        let tag = std::process::id() % 100_000;
+        let net = (std::process::id() / 7) % 250 + 1;
+        let lan = Lan {
+            name: format!("sited-t{tag}"),
+            hub_ip: format!("10.231.{net}.1"),
+            client_ip: format!("10.231.{net}.2"),
+        };
+        let (a, b) = (format!("sdt{tag}a"), format!("sdt{tag}b"));
+        let ns = lan.name.clone();
+        let steps: Vec<Vec<String>> = [
+            vec!["netns", "add", &ns],
+            vec!["link", "add", &a, "type", "veth", "peer", "name", &b],
+            vec!["link", "set", &b, "netns", &ns],
+            vec!["addr", "add", &format!("{}/30", lan.hub_ip), "dev", &a],
+            vec!["link", "set", &a, "up"],
+            vec![
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/30", lan.client_ip),
+                "dev",
+                &b,
+            ],
+            vec!["-n", &ns, "link", "set", &b, "up"],
+            vec!["-n", &ns, "link", "set", "lo", "up"],
+        ]
+        .iter()
+        .map(|v| v.iter().map(|s| s.to_string()).collect())
+        .collect();
+        for step in steps {
+            let out = std::process::Command::new("ip")
+                .args(&step)
+                .output()
+                .expect("ip");
+            assert!(out.status.success(), "ip {step:?}: {:?}", text(&out));
+        }
+        Some(lan)
+    }
+
+    /// Runs a Python program in the namespace; its output.
+    fn python(&self, program: &str, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &self.name, "python3", "-c", program])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the veth pair with it.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// From another host: CHAL/AUTH with (name, secret) on the plain port, then `then`; prints
+/// every line the hub sends until it closes or goes quiet.
+const LAN_CLIENT: &str = r#"
+import hashlib, hmac, socket, sys
+host, port, name, secret, then = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+s = socket.create_connection((host, port), timeout=5)
+f = s.makefile("rwb")
+if name != "-":
+    f.write(b"CHAL\n"); f.flush()
+    nonce = f.readline().decode().split()[1]
+    mac = hmac.new(bytes.fromhex(secret), ("sited-auth-v1\n" + name + "\n" + nonce).encode(), hashlib.sha256).hexdigest()
+    f.write(("AUTH %s %s\n" % (name, mac)).encode()); f.flush()
+    print(f.readline().decode().strip(), flush=True)
+f.write(then.replace("|", "\n").encode() + b"\n"); f.flush()
+s.settimeout(1)
+try:
+    for line in f:
+        print(line.decode().strip(), flush=True)
+except OSError:
+    pass
+"#;
+
+#[test]
+fn from_the_lan_a_node_key_needs_tls_and_clients_without_a_key_get_their_role() {
+    let Some(lan) = Lan::new() else {
+        eprintln!("skipped: needs root and iproute2 to make a network namespace");
+        return;
+    };
+    let site = SiteDir::new();
+    site.write_config(&format!(
+        "\n[hub]\ntcp = \"{}:0\"\nanonymous-role = \"actuator\"\nevent-log = \"{}\"\n",
+        lan.hub_ip,
+        site.event_log_path().display()
+    ));
+    let daemon = Daemon::start(&site);
+    let port = daemon
+        .hub_addr()
+        .rsplit_once(':')
+        .expect("port")
+        .1
+        .to_string();
+    let node = add_key(&daemon, "front", "node");
+    let plug = add_key(&daemon, "plug", "actuator");
+    let run = |name: &str, secret: &str, then: &str| {
+        let out = lan.python(LAN_CLIENT, &[&lan.hub_ip, &port, name, secret, then]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stdout}{stderr}");
+        stdout
+    };
+    // A node key over plain TCP from the LAN: refused, as anyone on the path could take the
+    // connection over after AUTH.
+    let said = run(
+        "front",
+        &node,
+        "DEVICE front-access TYPE access-control|EVENT 1 ENTRY",
+    );
+    assert_eq!(said.lines().next(), Some("ERR auth"), "{said}");
+    daemon.wait_log(&format!("authentication failed from {}:", lan.client_ip));
+    daemon.wait_log("key front is a node key, accepted only over TLS or from this machine");
+    // An actuator key is fine there, and so is a device without one, as far as actuators go.
+    let said = run("plug", &plug, "DEVICE plug TYPE relay");
+    assert_eq!(said.lines().next(), Some("OK AUTH actuator"), "{said}");
+    let said = run("-", "", "DEVICE Thermo TYPE temperature|EVENT 1 ENTRY");
+    assert_eq!(said.trim(), "ERR forbidden", "{said}");
+    daemon.wait_log("registered DEVICE=Thermo TYPE=temperature");
+    assert_eq!(daemon.staff(), Some(0));
+}
