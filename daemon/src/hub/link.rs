@@ -22,6 +22,10 @@ use std::time::Duration;
 
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// After the hub refused the key, the next try waits at least this long: a wrong secret needs
+/// a person, and fewer than 5 tries a minute never get the node's address shut out by the
+/// hub (5 failures within 60 s), which would keep it out for a minute after the fix.
+const AUTH_RETRY: Duration = Duration::from_secs(15);
 /// A link has at most one report in flight, so its output is one line; this only bounds
 /// what a misbehaving hub could make it hold.
 const BACKPRESSURE_BYTES: usize = 64 * 1024;
@@ -94,6 +98,8 @@ pub struct HubLink {
     reported_down: bool,
     /// Why the hub last refused a report, until one is accepted (for `sitectl status`).
     refused: Option<String>,
+    /// The hub has just refused the key (see [`AUTH_RETRY`]).
+    key_refused: bool,
 }
 
 impl HubLink {
@@ -110,6 +116,7 @@ impl HubLink {
             backoff: FIRST_RETRY,
             reported_down: false,
             refused: None,
+            key_refused: false,
         }
     }
 
@@ -182,6 +189,9 @@ impl HubLink {
         self.in_flight = None;
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_RETRY);
+        if std::mem::take(&mut self.key_refused) {
+            return wait.max(AUTH_RETRY);
+        }
         wait
     }
 
@@ -301,6 +311,7 @@ impl HubLink {
                         self.up(&how);
                     }
                     None => {
+                        self.key_refused = true;
                         return Err(format!(
                             "it refused key {} ({}): check [link] secret-file against `sitectl key list` on the hub",
                             self.key_name(),

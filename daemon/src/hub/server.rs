@@ -1367,17 +1367,7 @@ fn answer_err(conn: &mut Conn, reason: &str) {
 /// `CHAL`: a fresh nonce for the client to prove its key with. The hub never sends one
 /// unasked, so a seed device that never asks sees nothing new.
 fn challenge(conn: &mut Conn, gate: &mut Gate<'_>) {
-    if let Some(why) = auth_out_of_turn(conn) {
-        bad_line(conn, &mut gate.limits.warn, &why);
-        return;
-    }
-    if let Some(left) = gate.failures.blocked(conn.peer.ip(), Instant::now()) {
-        let why = format!(
-            "{} is refused for {} s more after {AUTH_FAILURES} failures",
-            conn.peer.ip(),
-            left.as_secs() + 1
-        );
-        auth_failed(conn, gate, &why, false);
+    if refused_before_auth(conn, gate) {
         return;
     }
     let nonce = keys::random_hex(32);
@@ -1385,37 +1375,45 @@ fn challenge(conn: &mut Conn, gate: &mut Gate<'_>) {
     conn.challenge = Some(nonce);
 }
 
-/// `CHAL` and `AUTH` come once, before `DEVICE`.
-fn auth_out_of_turn(conn: &Conn) -> Option<String> {
-    match (&conn.key, &conn.client) {
+/// `CHAL` and `AUTH` come once, before `DEVICE`: otherwise `ERR <why>`, and the connection
+/// stays. True if the line has been answered so.
+fn refused_before_auth(conn: &mut Conn, gate: &mut Gate<'_>) -> bool {
+    let out_of_turn = match (&conn.key, &conn.client) {
         (Some(key), _) => Some(format!("already authenticated as {}", key.name)),
-        (None, Some(_)) => Some("CHAL and AUTH come before DEVICE".into()),
+        (None, Some(_)) => Some("CHAL and AUTH come before DEVICE".to_string()),
         (None, None) => None,
+    };
+    if let Some(why) = out_of_turn {
+        bad_line(conn, &mut gate.limits.warn, &why);
+        return true;
     }
+    false
 }
 
 /// `AUTH <name> <mac>`: `OK AUTH <role>` if the mac proves the key over this connection's
 /// nonce; anything else is `ERR auth` and the connection closes.
 fn authenticate(conn: &mut Conn, gate: &mut Gate<'_>, words: Option<(String, String)>) {
-    if let Some(why) = auth_out_of_turn(conn) {
-        bad_line(conn, &mut gate.limits.warn, &why);
-        return;
-    }
-    let now = Instant::now();
-    if let Some(left) = gate.failures.blocked(conn.peer.ip(), now) {
-        let why = format!(
-            "{} is refused for {} s more after {AUTH_FAILURES} failures",
-            conn.peer.ip(),
-            left.as_secs() + 1
-        );
-        auth_failed(conn, gate, &why, false);
+    if refused_before_auth(conn, gate) {
         return;
     }
     // Each nonce proves one AUTH: it is used up whatever the outcome.
     let nonce = conn.challenge.take();
+    let blocked = gate.failures.blocked(conn.peer.ip(), Instant::now());
     let checked = (|| {
         let nonce = nonce.ok_or("AUTH without CHAL first")?;
         let (name, mac) = words.ok_or("expected AUTH <name> <mac>")?;
+        // An address shut out after too many failures gets `ERR auth` whatever it sends,
+        // unchecked; only this daemon's own modules still get in (a local user failing on
+        // purpose must not keep them out, and their secret cannot be guessed).
+        if let Some(left) = blocked
+            && name != keys::OWN_KEY_NAME
+        {
+            return Err(format!(
+                "{} is refused for {} s more after {AUTH_FAILURES} failures",
+                conn.peer.ip(),
+                left.as_secs() + 1
+            ));
+        }
         let key = gate
             .keys
             .get(&name)
@@ -1447,7 +1445,7 @@ fn authenticate(conn: &mut Conn, gate: &mut Gate<'_>, words: Option<(String, Str
             conn.io.queue(protocol::auth_ok_line(key.role).as_bytes());
             conn.key = Some(key);
         }
-        Err(why) => auth_failed(conn, gate, &why, true),
+        Err(why) => auth_failed(conn, gate, &why, blocked.is_none()),
     }
 }
 
