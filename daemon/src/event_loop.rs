@@ -820,7 +820,10 @@ impl Daemon {
         if new.hub != self.config.hub {
             return Err("[hub] changed; that needs a restart (systemctl restart sited)".into());
         }
-        self.reload_keys()?;
+        // Everything that can fail is read and checked before anything is applied: the keys
+        // file, and the links' secret files.
+        let reloaded_keys = self.load_keys_for_reload()?;
+        crate::runner::check_links(&new, self.own_hub.as_ref()).map_err(|e| e.to_string())?;
         self.devices
             .reload(&old_dir, &new, &mut self.libs, self.hw.as_mut())?;
         if (&new.access, &new.emergency, &new.office)
@@ -848,6 +851,7 @@ impl Daemon {
                 .map_err(|e| e.to_string())?;
         }
         self.control.set_operator_gid(gid);
+        self.apply_reloaded_keys(reloaded_keys);
         self.config = new;
         Ok(())
     }

@@ -77,6 +77,12 @@ fn hostname() -> String {
     link_name_base(&raw)
 }
 
+/// Checks what the links of `config` would be made from (their hubs, their secret files)
+/// without touching the running ones: a reload checks everything before it applies anything.
+pub fn check_links(config: &Config, own_hub: Option<&OwnHub>) -> Result<(), Error> {
+    link_specs(config, own_hub).map(|_| ())
+}
+
 /// What each module's link is made from: its hub (its own `hub`, `[link] hub`, or this
 /// node's, which it reaches with this daemon's own key), its registration name (as set, else
 /// `<[link] name or host>-<module>`), and the key it proves itself with (`[link]`'s, read

@@ -916,7 +916,7 @@ fn from_the_lan_a_node_key_needs_tls_and_clients_without_a_key_get_their_role() 
     };
     let site = SiteDir::new();
     site.write_config(&format!(
-        "\n[hub]\ntcp = \"{}:0\"\nanonymous-role = \"actuator\"\nevent-log = \"{}\"\n",
+        "\n[hub]\ntcp = \"{}:0\"\nanonymous-role = \"node\"\nevent-log = \"{}\"\n",
         lan.hub_ip,
         site.event_log_path().display()
     ));
@@ -945,7 +945,8 @@ fn from_the_lan_a_node_key_needs_tls_and_clients_without_a_key_get_their_role() 
     assert_eq!(said.lines().next(), Some("ERR auth"), "{said}");
     daemon.wait_log(&format!("authentication failed from {}:", lan.client_ip));
     daemon.wait_log("key front is a node key, accepted only over TLS or from this machine");
-    // An actuator key is fine there, and so is a device without one, as far as actuators go.
+    // An actuator key is fine there, and so is a device without one, as far as actuators go:
+    // `anonymous-role = "node"` is for clients on the hub's own machine only.
     let said = run("plug", &plug, "DEVICE plug TYPE relay");
     assert_eq!(said.lines().next(), Some("OK AUTH actuator"), "{said}");
     let said = run("-", "", "DEVICE Thermo TYPE temperature|EVENT 1 ENTRY");

@@ -507,14 +507,6 @@ impl Config {
                 ));
             }
         }
-        if h.anonymous_role == Some(AnonymousRole::Node) && !tcp.ip().is_loopback() {
-            return Err(err(
-                "anonymous-role",
-                format!(
-                    "\"node\" would let anyone who reaches {tcp} report entries and exits: use \"none\", \"sensor\" or \"actuator\" there, and give door nodes keys (over tls)"
-                ),
-            ));
-        }
         if let Some(tls) = &h.tls {
             let addr = resolve_addr(tls).map_err(|m| err("tls", m))?;
             if addr == tcp && addr.port() != 0 {
@@ -603,6 +595,14 @@ impl Config {
         let fingerprint = self.link.as_ref().and_then(|l| l.fingerprint.as_deref());
         let target =
             parse_target(text, fingerprint).map_err(|m| self.section_error(section, "hub", m))?;
+        let keyed = self.link.as_ref().is_some_and(|l| l.name.is_some());
+        if matches!(target, HubTarget::Tls { .. }) && !keyed {
+            return Err(self.section_error(
+                section,
+                "hub",
+                "a tls:// hub takes nothing from a node without a key: set [link] name and secret-file (sitectl key add <name> --role node on the hub)".into(),
+            ));
+        }
         if let HubTarget::Plain(addr) = target
             && !addr.ip().is_loopback()
         {
@@ -846,9 +846,8 @@ pin = 25
         let err = check("[hub]\ntcp = \"0.0.0.0:5050\"\nallow-remote = true\n").expect_err("gone");
         assert_eq!(err.key.as_deref(), Some("hub.allow-remote"), "{err}");
         assert!(err.message.contains("anonymous-role"), "{err}");
-        let err =
-            check("[hub]\ntcp = \"0.0.0.0:5050\"\nanonymous-role = \"node\"\n").expect_err("node");
-        assert_eq!(err.key.as_deref(), Some("hub.anonymous-role"), "{err}");
+        // "node" is taken, but applies only to clients on this machine (see hub::server).
+        assert!(check("[hub]\ntcp = \"0.0.0.0:5050\"\nanonymous-role = \"node\"\n").is_ok());
         let err = check("[hub]\nanonymous-role = \"admin\"\n").expect_err("unknown");
         assert!(err.message.contains("unknown variant"), "{err}");
         // On loopback, clients without a key are actuators unless the config says otherwise.
@@ -914,6 +913,14 @@ pin = 25
         ))
         .expect_err("short");
         assert_eq!(err.key.as_deref(), Some("link.fingerprint"), "{err}");
+        let err = check(&format!(
+            "[link]\nhub = \"tls://127.0.0.1:5443\"\nfingerprint = \"{FP}\"\n[access]\n"
+        ))
+        .expect_err("no key");
+        assert!(
+            err.message.contains("set [link] name and secret-file"),
+            "{err}"
+        );
         let err = check("[link]\nname = \"front\"\n").expect_err("no secret");
         assert_eq!(err.key.as_deref(), Some("link.secret-file"), "{err}");
         // Plain TCP only to a hub on this machine.

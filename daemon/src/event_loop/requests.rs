@@ -236,7 +236,8 @@ impl Daemon {
         if book.busy() {
             return Err(key_busy());
         }
-        if book.keys.contains_key(name) {
+        let current = on_disk(book)?;
+        if current.contains_key(name) {
             return Err(Response::err(
                 ErrorKind::Rejected,
                 format!(
@@ -255,7 +256,7 @@ impl Daemon {
             role,
             secret,
         };
-        let mut next = book.keys.clone();
+        let mut next = current;
         next.insert(name.to_string(), key.clone());
         book.change(
             next,
@@ -277,14 +278,13 @@ impl Daemon {
         if book.busy() {
             return Err(key_busy());
         }
-        if !book.keys.contains_key(name) {
+        let mut next = on_disk(book)?;
+        if next.remove(name).is_none() {
             return Err(Response::err(
                 ErrorKind::NotFound,
                 format!("no key named \"{name}\" (see sitectl key list)"),
             ));
         }
-        let mut next = book.keys.clone();
-        next.remove(name);
         book.change(
             next,
             KeyChange {
@@ -346,7 +346,7 @@ impl Daemon {
 
     /// The hub authenticates with `file_keys` (and the daemon's own key) from now on;
     /// returns how many connections that dropped.
-    fn set_hub_keys(&mut self, file_keys: std::collections::BTreeMap<String, keys::Key>) -> usize {
+    fn set_hub_keys(&mut self, file_keys: KeyMap) -> usize {
         let own = self.own_hub.as_ref().map(|o| o.key.clone());
         match &mut self.hub {
             Some(hub) => hub.set_keys(KeySet::new(file_keys, own), self.poll.registry()),
@@ -354,13 +354,23 @@ impl Daemon {
         }
     }
 
-    /// At a reload: the keys file is read again (hand edits take effect), or the reload
-    /// fails saying why.
-    pub(super) fn reload_keys(&mut self) -> Result<(), String> {
-        let Some(book) = &mut self.keys else {
-            return Ok(());
+    /// At a reload, before anything is applied: the keys file read again (hand edits take
+    /// effect), or why the reload fails. `None`: this node has no hub.
+    pub(super) fn load_keys_for_reload(&self) -> Result<Option<KeyMap>, String> {
+        let Some(book) = &self.keys else {
+            return Ok(None);
         };
-        let file_keys = keys::load(&book.path)?;
+        if book.busy() {
+            return Err("a sitectl key change is being written; reload again in a moment".into());
+        }
+        keys::load(&book.path).map(Some)
+    }
+
+    /// At the end of a reload that worked: the keys read at its start take effect.
+    pub(super) fn apply_reloaded_keys(&mut self, file_keys: Option<KeyMap>) {
+        let (Some(book), Some(file_keys)) = (&mut self.keys, file_keys) else {
+            return;
+        };
         if file_keys != book.keys {
             log::info!(
                 "hub: {} key(s) in {} after the reload",
@@ -370,7 +380,6 @@ impl Daemon {
         }
         book.keys = file_keys.clone();
         self.set_hub_keys(file_keys);
-        Ok(())
     }
 
     /// A device's state word now ("" if it has none).
@@ -481,4 +490,12 @@ fn key_busy() -> Response {
         ErrorKind::Rejected,
         "another key change is being written; try again in a moment",
     )
+}
+
+type KeyMap = std::collections::BTreeMap<String, keys::Key>;
+
+/// The keys file as it is on disk now: a change starts from it, so a hand edit made since
+/// the last reload is kept, not overwritten (a small read; the write goes to its thread).
+fn on_disk(book: &KeyBook<KeyChange>) -> Result<KeyMap, Response> {
+    keys::load(&book.path).map_err(|e| Response::err(ErrorKind::Failed, e))
 }

@@ -11,7 +11,7 @@
 //! not used the nonce within the window ([`Replays`]).
 
 use crate::keys::{self, Key, KeySet, Role};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 
 /// What starts a signed datagram.
 pub const MAGIC: &[u8] = b"SIG1 ";
@@ -91,9 +91,10 @@ pub fn parse(bytes: &[u8]) -> Result<Option<Envelope<'_>>, String> {
 }
 
 /// The nonces each key used within the window. Bounded: at most [`NONCES_PER_KEY`] a key
-/// (and only keys that proved themselves get an entry). When the oldest must go to make
-/// room, its time becomes the key's floor, and a datagram stamped at or before the floor is
-/// no longer taken: a replay can never slip through a forgotten nonce.
+/// (and only keys that proved themselves get an entry). When one must go to make room, it is
+/// the one stamped earliest, and its time becomes the key's floor: a datagram stamped at or
+/// before the floor is no longer taken, so a replay can never slip through a forgotten
+/// nonce, and a datagram stamped in the future cannot raise the floor over the present.
 #[derive(Default)]
 pub struct Replays {
     by_key: HashMap<String, Seen>,
@@ -101,9 +102,10 @@ pub struct Replays {
 
 #[derive(Default)]
 struct Seen {
+    /// Each nonce with its datagram's time.
     nonces: HashMap<u128, u64>,
-    /// In the order they came, with their times, for expiry.
-    order: VecDeque<(u64, u128)>,
+    /// The same, by time, for expiry and eviction.
+    by_time: BTreeSet<(u64, u128)>,
     floor: Option<u64>,
 }
 
@@ -115,27 +117,26 @@ impl Replays {
             Some(seen) => seen,
             None => self.by_key.entry(key.to_string()).or_default(),
         };
+        // What is stamped before the window is stale anyway: forgotten.
         let oldest = now.saturating_sub(window);
-        while let Some(&(at, n)) = seen.order.front() {
+        while let Some(&(at, n)) = seen.by_time.first() {
             if at >= oldest {
                 break;
             }
-            seen.order.pop_front();
-            if seen.nonces.get(&n) == Some(&at) {
-                seen.nonces.remove(&n);
-            }
+            seen.by_time.pop_first();
+            seen.nonces.remove(&n);
         }
         if seen.floor.is_some_and(|f| secs <= f) || seen.nonces.contains_key(&nonce) {
             return false;
         }
         if seen.nonces.len() >= NONCES_PER_KEY
-            && let Some((at, n)) = seen.order.pop_front()
+            && let Some((at, n)) = seen.by_time.pop_first()
         {
             seen.nonces.remove(&n);
             seen.floor = Some(seen.floor.map_or(at, |f| f.max(at)));
         }
         seen.nonces.insert(nonce, secs);
-        seen.order.push_back((secs, nonce));
+        seen.by_time.insert((secs, nonce));
         true
     }
 

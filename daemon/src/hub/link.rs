@@ -22,10 +22,11 @@ use std::time::Duration;
 
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const MAX_RETRY: Duration = Duration::from_secs(30);
-/// After the hub refused the key, the next try waits at least this long: a wrong secret needs
-/// a person, and fewer than 5 tries a minute never get the node's address shut out by the
-/// hub (5 failures within 60 s), which would keep it out for a minute after the fix.
-const AUTH_RETRY: Duration = Duration::from_secs(15);
+/// After the hub refused the key (or the registration), the next try waits at least this long:
+/// a wrong secret needs a person. More than half the hub's 60 s window apart, each link fails
+/// at most twice in any 60 s, so a node's two links (access and emergency) stay under the 5
+/// failures that would get the node's address shut out for a minute, fix or no fix.
+const AUTH_RETRY: Duration = Duration::from_secs(31);
 /// A link has at most one report in flight, so its output is one line; this only bounds
 /// what a misbehaving hub could make it hold.
 const BACKPRESSURE_BYTES: usize = 64 * 1024;
@@ -98,7 +99,7 @@ pub struct HubLink {
     reported_down: bool,
     /// Why the hub last refused a report, until one is accepted (for `sitectl status`).
     refused: Option<String>,
-    /// The hub has just refused the key (see [`AUTH_RETRY`]).
+    /// The hub has just refused the key or the registration (see [`AUTH_RETRY`]).
     key_refused: bool,
 }
 
@@ -345,7 +346,15 @@ impl HubLink {
                 Err(reason) => {
                     // The report stays in the outbox; the link reconnects with backoff and
                     // tries again (a hub restored from an old backup, say, needs a person).
-                    let reason = crate::rate_limit::escape(&reason).into_owned();
+                    let mut reason = crate::rate_limit::escape(&reason).into_owned();
+                    if reason == protocol::FORBIDDEN {
+                        // The key's role or name does not allow this module (or its
+                        // registration): that needs a person, so no quick retries.
+                        self.key_refused = true;
+                        reason.push_str(
+                            " (the key's role or name does not allow this module: see `sitectl key list` on the hub and [link] name)",
+                        );
+                    }
                     if self.refused.as_deref() != Some(reason.as_str()) {
                         log::error!(
                             "{}: the hub refused report {}: {reason}",

@@ -10,7 +10,7 @@
 
 use super::device_log::DeviceLog;
 use super::protocol::{self, Line};
-use crate::conn_io::{Chunk, Flushed, LineConn, Overlong, TokenRange};
+use crate::conn_io::{ByteStream, Chunk, Flushed, LineConn, Overlong, TokenRange};
 use crate::keys::{self, Key, KeySet, Role};
 use crate::rate_limit::{RateLimit, escape};
 use crate::site::Report;
@@ -328,6 +328,18 @@ impl AuthFailures {
     }
 }
 
+/// What a client without a key may do: nothing on the TLS port; on the plain port what
+/// `anonymous-role` says, but `node` only from this machine (after `AUTH` or without it,
+/// anyone on the path could take a plain connection from elsewhere over), `actuator` from
+/// elsewhere.
+fn anonymous_role(configured: Option<Role>, tls: bool, local: bool) -> Option<Role> {
+    match configured {
+        _ if tls => None,
+        Some(Role::Node) if !local => Some(Role::Actuator),
+        role => role,
+    }
+}
+
 /// What handling a line may look at besides its own connection.
 struct Gate<'a> {
     limits: &'a mut LogLimits,
@@ -555,8 +567,7 @@ impl HubServer {
                         peer,
                         local,
                         key: None,
-                        // On the TLS port, nothing without a key.
-                        anonymous: if tls { None } else { self.anonymous },
+                        anonymous: anonymous_role(self.anonymous, tls, local),
                         challenge: None,
                         generation: self.next_generation,
                         since: Instant::now(),
@@ -642,6 +653,13 @@ impl HubServer {
                 Chunk::Got(n) => n,
                 Chunk::Empty => break,
                 Chunk::Eof => {
+                    if let Some(why) = conn.io.stream().failure() {
+                        crate::warn_limited!(
+                            gate.limits.warn,
+                            "hub: TLS with {} failed: {why}",
+                            conn.peer
+                        );
+                    }
                     conn.io.close_when_drained();
                     break;
                 }
@@ -1406,7 +1424,7 @@ fn authenticate(conn: &mut Conn, gate: &mut Gate<'_>, words: Option<(String, Str
         // unchecked; only this daemon's own modules still get in (a local user failing on
         // purpose must not keep them out, and their secret cannot be guessed).
         if let Some(left) = blocked
-            && name != keys::OWN_KEY_NAME
+            && !(name == keys::OWN_KEY_NAME && conn.local)
         {
             return Err(format!(
                 "{} is refused for {} s more after {AUTH_FAILURES} failures",
