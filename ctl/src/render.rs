@@ -168,19 +168,31 @@ fn site(out: &mut String, status: &Status) {
             .as_ref()
             .map(|u| format!(", udp {}", one_line(&u.listen)))
             .unwrap_or_default();
+        let tls = hub
+            .tls
+            .as_ref()
+            .map(|t| format!(", tls {}", one_line(t)))
+            .unwrap_or_default();
         // An older sited sent every client and no count.
         let count = hub.client_count.max(clients.len());
         let _ = writeln!(
             out,
-            "hub: listening on {}{udp}, {count} client{}",
+            "hub: listening on {}{tls}{udp}, {count} client{}",
             one_line(&hub.listen),
             if count == 1 { "" } else { "s" }
         );
         // A hub with thousands of devices: the first few here, all of them in `sitectl devices`.
         for c in clients.iter().take(STATUS_CLIENTS) {
+            // How it proved itself: "key front, tls".
+            let how = match (&c.key, c.tls) {
+                (Some(key), true) => format!(", key {}, tls", one_line(key)),
+                (Some(key), false) => format!(", key {}", one_line(key)),
+                (None, true) => ", tls".to_string(),
+                (None, false) => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "  {} ({}) from {}, connected for {}",
+                "  {} ({}) from {}{how}, connected for {}",
                 one_line(&c.name),
                 one_line(&c.kind),
                 one_line(&c.address),
@@ -362,7 +374,14 @@ pub fn devices(result: &Value) -> String {
                 )
             }
             None => match d.get("connected_secs").and_then(Value::as_u64) {
-                Some(secs) => format!("{} for {}", field(d, "state"), uptime(secs)),
+                Some(secs) => {
+                    let key = d
+                        .get("key")
+                        .and_then(Value::as_str)
+                        .map(|k| format!(", key {}", one_line(k)))
+                        .unwrap_or_default();
+                    format!("{} for {}{key}", field(d, "state"), uptime(secs))
+                }
                 None => field(d, "state"),
             },
         };
@@ -804,6 +823,22 @@ NAME ";
             "{text}"
         );
         assert!(!text.contains("staff on premises"), "{text}");
+    }
+
+    #[test]
+    fn a_client_that_proved_a_key_over_tls_says_so() {
+        let mut v = sample();
+        v["hub"] = json!({"listen": "127.0.0.1:5050", "tls": "0.0.0.0:5443", "clients": [
+            {"name": "front-access", "type": "access-control", "address": "10.0.0.8:40000",
+             "connected_secs": 5, "key": "front", "tls": true},
+            {"name": "Thermo", "type": "temperature", "address": "127.0.0.1:40001",
+             "connected_secs": 5}
+        ]});
+        let text = status(&v).expect("renders");
+        assert!(
+            text.contains("hub: listening on 127.0.0.1:5050, tls 0.0.0.0:5443, 2 clients\n  front-access (access-control) from 10.0.0.8:40000, key front, tls, connected for 5s\n  Thermo (temperature) from 127.0.0.1:40001, connected for 5s\n"),
+            "{text}"
+        );
     }
 
     #[test]
