@@ -287,7 +287,8 @@ fn office_line(o: &OfficeStatus) -> String {
     )
 }
 
-/// `  -> hub 127.0.0.1:5050 as pi-entry: connected, outbox 0`, upper case when the link is
+/// `  -> hub 127.0.0.1:5050 as pi-entry: connected, outbox 0, rtt 0.4 ms` (the last
+/// heartbeat's round trip, for a link that pings), upper case when the link is
 /// down or refused, so it stands out in a screenful of lower-case states.
 fn link_line(out: &mut String, link: &LinkStatus) {
     let _ = write!(
@@ -302,6 +303,9 @@ fn link_line(out: &mut String, link: &LinkStatus) {
         },
         link.outbox
     );
+    if let Some(ms) = link.rtt_ms.filter(|_| link.connected) {
+        let _ = write!(out, ", rtt {ms:.1} ms");
+    }
     match &link.refused {
         Some(why) => {
             let _ = writeln!(out, ", REFUSED: {}", one_line(why));

@@ -39,6 +39,8 @@ pub enum RunnerTimer {
     Site(u64, SiteTimer),
     /// A link's next connection attempt.
     LinkRetry(u64, usize),
+    /// A link's next heartbeat.
+    LinkPing(u64, usize),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,10 +112,11 @@ fn link_specs(config: &Config, own_hub: Option<&OwnHub>) -> Result<Vec<(Module, 
             .map(|e| (Module::Emergency, &e.hub, &e.name, protocol::TYPE_EMERGENCY)),
     ];
     for (module, hub, name, kind) in modules.into_iter().flatten() {
-        let (target, key) = match config.module_hub(hub) {
+        let (target, key, heartbeat) = match config.module_hub(hub) {
             Some(text) => (
                 parse_target(text, fingerprint).map_err(Error::Config)?,
                 link_key.clone(),
+                Some(link.map_or(Duration::from_secs(5), |l| l.heartbeat())),
             ),
             None => {
                 let own = own_hub.ok_or_else(|| {
@@ -123,7 +126,7 @@ fn link_specs(config: &Config, own_hub: Option<&OwnHub>) -> Result<Vec<(Module, 
                     name: own.key.name.clone(),
                     secret: own.key.secret.clone(),
                 };
-                (HubTarget::Plain(own.addr), Some(key))
+                (HubTarget::Plain(own.addr), Some(key), None)
             }
         };
         let name = name
@@ -136,6 +139,7 @@ fn link_specs(config: &Config, own_hub: Option<&OwnHub>) -> Result<Vec<(Module, 
                 kind,
                 target,
                 key,
+                heartbeat,
             },
         ));
     }
@@ -308,6 +312,12 @@ impl SiteRunner {
                     monotonic_now() + wait,
                 );
             }
+            if let Some(every) = link.heartbeat_every() {
+                self.timers.arm(
+                    RunnerTimer::LinkPing(self.link_generation, slot),
+                    monotonic_now() + every,
+                );
+            }
             self.links.push((module, link));
         }
         Ok(())
@@ -425,8 +435,17 @@ impl SiteRunner {
                     self.timers.arm(timer, monotonic_now() + wait);
                 }
             }
+            RunnerTimer::LinkPing(generation, slot) if generation == self.link_generation => {
+                if let Some((_, link)) = self.links.get_mut(slot) {
+                    let outcome = link.heartbeat(registry);
+                    if let Some(every) = link.heartbeat_every() {
+                        self.timers.arm(timer, monotonic_now() + every);
+                    }
+                    self.after_link(slot, outcome);
+                }
+            }
             // Armed for a site a reload has replaced.
-            RunnerTimer::Site(..) | RunnerTimer::LinkRetry(..) => {}
+            RunnerTimer::Site(..) | RunnerTimer::LinkRetry(..) | RunnerTimer::LinkPing(..) => {}
         }
         self.pump(registry);
         commands

@@ -9,6 +9,7 @@ mod devices;
 mod exactly_once;
 mod exhaustion;
 mod faults;
+mod heartbeat;
 mod lifecycle;
 mod paging;
 mod plugin_abi;

@@ -720,10 +720,13 @@ fn with_anonymous_role_none_only_signed_datagrams_count() {
     });
     daemon.wait_log("unsigned, and anonymous-role is none");
     assert!(daemon.status()["sensors"]["Sensor01"].is_null());
-    // Nor may a client without a key do anything on the plain port.
+    // Nor may a client without a key do anything on the plain port, but ask if the hub is
+    // alive: PING needs no role.
     let mut anon = HubClient::plain(&daemon.hub_addr());
     anon.send("DEVICE Thermo TYPE temperature\n");
     assert_eq!(anon.line(), "ERR forbidden\n");
+    anon.send("PING 42\n");
+    assert_eq!(anon.line(), "PONG 42\n");
 }
 
 /// `python3 tests/reference_client.py <args>`, its output piped.

@@ -444,7 +444,7 @@ pub struct OfficeStatus {
 }
 
 /// A module's link to the hub it reports to.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LinkStatus {
     /// The hub's address.
@@ -457,6 +457,9 @@ pub struct LinkStatus {
     /// Why the hub refused the report at the head of the outbox, if it did (shown as `null`
     /// otherwise).
     pub refused: Option<String>,
+    /// The last heartbeat's round trip (`PING` → `PONG`), in milliseconds, once there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
 }
 
 /// A `[[rule]]`: a sensor threshold driving a device.

@@ -144,6 +144,9 @@ pub struct HubSection {
     /// A signed datagram whose time is further than this from the hub's clock is dropped.
     #[serde(default = "datagram_window_secs")]
     pub datagram_window_secs: f64,
+    /// A client that has sent a `PING` is dropped once silent for 3 times this long.
+    #[serde(default = "heartbeat_secs")]
+    pub heartbeat_secs: f64,
     /// The seed-000 event log.
     #[serde(default = "event_log")]
     pub event_log: PathBuf,
@@ -188,7 +191,17 @@ impl AnonymousRole {
     }
 }
 
+impl LinkSection {
+    pub fn heartbeat(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.heartbeat_secs)
+    }
+}
+
 impl HubSection {
+    pub fn heartbeat(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.heartbeat_secs)
+    }
+
     /// What clients without a key may do on the plain port (the config check has made sure
     /// a non-loopback listener says so itself).
     pub fn anonymous(&self) -> Option<crate::keys::Role> {
@@ -202,8 +215,21 @@ fn datagram_window_secs() -> f64 {
     30.0
 }
 
+fn heartbeat_secs() -> f64 {
+    5.0
+}
+
+/// A `heartbeat-secs` in range, as a duration.
+fn check_heartbeat(secs: f64) -> Result<std::time::Duration, String> {
+    if secs.is_finite() && (0.05..=3600.0).contains(&secs) {
+        Ok(std::time::Duration::from_secs_f64(secs))
+    } else {
+        Err(format!("{secs} is not within 0.05..=3600 seconds"))
+    }
+}
+
 /// `[link]`: how this node's modules reach their hub, and the key they prove themselves with.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct LinkSection {
     /// `tls://host:port`, or `host:port` for plain TCP to a hub on this machine.
@@ -219,6 +245,9 @@ pub struct LinkSection {
     /// A file holding the key's 64-hex secret, readable by sited's user only.
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
+    /// The link pings its hub this often, and drops the connection after 3 silent intervals.
+    #[serde(default = "heartbeat_secs")]
+    pub heartbeat_secs: f64,
 }
 
 /// Where a link connects: plain TCP, or TLS with the certificate pinned.
@@ -522,6 +551,7 @@ impl Config {
             }
             _ => {}
         }
+        check_heartbeat(h.heartbeat_secs).map_err(|m| err("heartbeat-secs", m))?;
         if !(h.datagram_window_secs.is_finite() && (1.0..=3600.0).contains(&h.datagram_window_secs))
         {
             return Err(err(
@@ -568,6 +598,7 @@ impl Config {
             if let Some(fp) = &l.fingerprint {
                 parse_fingerprint(fp).map_err(|m| err("fingerprint", m))?;
             }
+            check_heartbeat(l.heartbeat_secs).map_err(|m| err("heartbeat-secs", m))?;
             if let Some(hub) = &l.hub {
                 self.check_target("link", hub)?;
             }

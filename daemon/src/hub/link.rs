@@ -18,7 +18,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const MAX_RETRY: Duration = Duration::from_secs(30);
@@ -66,6 +66,18 @@ pub struct LinkSpec {
     /// None: the hub takes the node without a key (a loopback hub with `anonymous-role =
     /// "node"`).
     pub key: Option<LinkKey>,
+    /// How often it pings the hub (`[link] heartbeat-secs`); none for this daemon's own hub,
+    /// which cannot freeze apart from it.
+    pub heartbeat: Option<Duration>,
+}
+
+/// Heartbeats unanswered before the link counts as lost.
+pub const HEARTBEAT_MISSES: u32 = 3;
+
+/// Seconds as a person writes them: `15`, `1.5`.
+fn seconds(d: Duration) -> String {
+    let text = format!("{:.2}", d.as_secs_f64());
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 fn register_line(spec: &LinkSpec, epoch: &str) -> String {
@@ -101,6 +113,13 @@ pub struct HubLink {
     refused: Option<String>,
     /// The hub has just refused the key or the registration (see [`AUTH_RETRY`]).
     key_refused: bool,
+    /// When the hub last said anything on this connection (or the connection began).
+    heard: Instant,
+    /// The `PING` waiting for its `PONG`: its token and when it went.
+    ping: Option<(u64, Instant)>,
+    next_token: u64,
+    /// The last `PING` → `PONG` round trip.
+    rtt: Option<Duration>,
 }
 
 impl HubLink {
@@ -118,6 +137,10 @@ impl HubLink {
             reported_down: false,
             refused: None,
             key_refused: false,
+            heard: Instant::now(),
+            ping: None,
+            next_token: 0,
+            rtt: None,
         }
     }
 
@@ -134,6 +157,8 @@ impl HubLink {
     pub fn connect(&mut self, registry: &Registry) -> Result<(), Duration> {
         self.conn = None;
         self.in_flight = None;
+        self.heard = Instant::now();
+        self.ping = None;
         match TcpStream::connect(self.addr) {
             Ok(mut stream) => {
                 if registry
@@ -283,6 +308,16 @@ impl HubLink {
             };
             let line = String::from_utf8_lossy(&raw).to_string();
             let line = line.trim_end_matches('\r');
+            self.heard = Instant::now();
+            if let Some(token) = line.strip_prefix("PONG ") {
+                if let Some((sent, at)) = self.ping
+                    && token == sent.to_string()
+                {
+                    self.rtt = Some(at.elapsed());
+                    self.ping = None;
+                }
+                continue;
+            }
             match conn.phase {
                 Phase::Connecting => {}
                 Phase::Challenged => {
@@ -400,6 +435,44 @@ impl HubLink {
         }
     }
 
+    /// How often the link pings its hub, if it does.
+    pub fn heartbeat_every(&self) -> Option<Duration> {
+        self.spec.heartbeat
+    }
+
+    /// The heartbeat's turn: a connection the hub has not answered for [`HEARTBEAT_MISSES`]
+    /// heartbeats (a frozen hub keeps its sockets open) is dropped and retried with the
+    /// backoff, the reports waiting in the outbox as in any outage; otherwise a registered
+    /// link sends `PING <token>`.
+    pub fn heartbeat(&mut self, registry: &Registry) -> LinkOutcome {
+        let mut outcome = LinkOutcome::default();
+        let Some(every) = self.spec.heartbeat else {
+            return outcome;
+        };
+        let Some(conn) = self.conn.as_mut() else {
+            return outcome;
+        };
+        let limit = every * HEARTBEAT_MISSES;
+        if self.heard.elapsed() >= limit {
+            log::warn!(
+                "{}: hub link lost (no answer for {} s)",
+                self.module,
+                seconds(limit)
+            );
+            conn.io.deregister(registry);
+            outcome.retry_in = Some(self.lost("no answer to its heartbeats"));
+            return outcome;
+        }
+        if conn.phase == Phase::Ready && self.ping.is_none() {
+            self.next_token += 1;
+            conn.io
+                .queue(format!("PING {}\n", self.next_token).as_bytes());
+            self.ping = Some((self.next_token, Instant::now()));
+            self.flush(registry, &mut outcome);
+        }
+        outcome
+    }
+
     /// For `sitectl status`.
     pub fn status(&self, outbox_len: usize) -> site_proto::LinkStatus {
         site_proto::LinkStatus {
@@ -408,6 +481,7 @@ impl HubLink {
             connected: self.is_connected(),
             outbox: outbox_len,
             refused: self.refused.clone(),
+            rtt_ms: self.rtt.map(|d| d.as_secs_f64() * 1e3),
         }
     }
 }

@@ -46,6 +46,8 @@ pub enum HubTimer {
     Quiet(usize),
     /// An operator command's answer is due: (connection, command id).
     Command(usize, u64),
+    /// Clients that `PING`ed and fell silent are dropped.
+    Heartbeat,
 }
 
 /// The tokens the loop set aside for the hub's sockets.
@@ -101,6 +103,8 @@ pub struct Hub {
     /// may be from the hub's clock.
     anonymous: Option<crate::keys::Role>,
     window: Duration,
+    /// The silence sweep is armed (while any client has sent a `PING`).
+    heartbeat_armed: bool,
 }
 
 impl Hub {
@@ -140,6 +144,7 @@ impl Hub {
             source,
         })?;
         server.set_keys(keys.clone(), registry);
+        server.set_heartbeat(h.heartbeat());
         if let (Some(tls), Some(cert)) = (&h.tls, cert) {
             let addr = resolve_addr(tls).map_err(Error::Config)?;
             let fingerprint = cert.fingerprint.clone();
@@ -193,6 +198,7 @@ impl Hub {
             gap_armed: None,
             anonymous: h.anonymous(),
             window,
+            heartbeat_armed: false,
         })
     }
 
@@ -245,6 +251,7 @@ impl Hub {
     pub fn on_conn(&mut self, index: usize, registry: &Registry, budget: usize) -> HubOutput {
         let read = self.server.readable(index, registry, budget);
         self.arm_quiet(index);
+        self.arm_heartbeat();
         let mut out = self.output(read.reports);
         out.more = read.more;
         out
@@ -283,6 +290,14 @@ impl Hub {
                     sensors.expire(now);
                 }
                 self.arm_stream_gap();
+            }
+            HubTimer::Heartbeat => {
+                self.heartbeat_armed = false;
+                if let Some(next) = self.server.expire_silent(registry) {
+                    let wait = next.saturating_duration_since(std::time::Instant::now());
+                    self.timers.arm(HubTimer::Heartbeat, now + wait);
+                    self.heartbeat_armed = true;
+                }
             }
             HubTimer::Sweep => {
                 self.sweep_armed = false;
@@ -369,6 +384,18 @@ impl Hub {
                 }
             };
             self.replies.push((asker, response));
+        }
+    }
+
+    /// While any client has sent a `PING`, the sweep is armed for when the quietest would
+    /// have been silent [`server::HEARTBEAT_MISSES`] heartbeats (an idle hub whose clients do
+    /// not ping arms nothing).
+    fn arm_heartbeat(&mut self) {
+        if !self.heartbeat_armed && self.server.has_pinging() {
+            let limit = self.server.heartbeat() * server::HEARTBEAT_MISSES;
+            self.timers
+                .arm(HubTimer::Heartbeat, monotonic_now() + limit);
+            self.heartbeat_armed = true;
         }
     }
 

@@ -26,6 +26,8 @@ pub enum Line {
     },
     /// `CHAL`: the client asks for a nonce to prove its key with.
     Chal,
+    /// `PING <token>`: answered `PONG <token>` at once, whatever the client's role.
+    Ping(String),
     /// `AUTH <name> <mac>` (`None`: the words are not that shape; it fails like a wrong mac).
     Auth(Option<(String, String)>),
     /// Anything else a registered device says (an `ACK ...` to an operator command).
@@ -67,6 +69,8 @@ pub fn parse(line: &str) -> Result<Line, String> {
         }
         ["EVENT", ..] => Err("expected EVENT <seq> <KIND>".into()),
         ["CHAL"] => Ok(Line::Chal),
+        ["PING", token] if valid_word(token) => Ok(Line::Ping(token.to_string())),
+        ["PING", ..] => Err("expected PING <token> (1-64 of A-Z a-z 0-9 _ - . @)".into()),
         ["CHAL", ..] => Err("expected CHAL".into()),
         ["AUTH", name, mac] => Ok(Line::Auth(Some((name.to_string(), mac.to_string())))),
         ["AUTH", ..] => Ok(Line::Auth(None)),

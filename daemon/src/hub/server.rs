@@ -50,6 +50,8 @@ pub const ACCEPT_CHUNK: usize = 16;
 pub const OUTPUT_BACKPRESSURE_BYTES: usize = 64 * 1024;
 /// Nor while this many of its reports wait for the disk before they can be answered.
 pub const MAX_AWAITING_REPORTS: u32 = 32;
+/// A client that has sent a `PING` is dropped after this many silent `[hub] heartbeat-secs`.
+pub const HEARTBEAT_MISSES: u32 = 3;
 /// This many failed `AUTH`s from one address within [`AUTH_WINDOW`] ...
 pub const AUTH_FAILURES: usize = 5;
 pub const AUTH_WINDOW: Duration = Duration::from_secs(60);
@@ -90,6 +92,10 @@ struct Conn {
     anonymous: Option<Role>,
     /// The nonce of the client's last `CHAL`, until its `AUTH` uses it up.
     challenge: Option<String>,
+    /// It has sent a `PING`: it is dropped once silent for [`HEARTBEAT_MISSES`] heartbeats.
+    pinged: bool,
+    /// When it last sent anything.
+    heard: Instant,
     /// Bumped per accepted connection so a late `OK` never reaches a successor in the slot.
     generation: u64,
     since: Instant,
@@ -274,6 +280,10 @@ pub struct HubServer {
     /// Registered names held by clients with a key, and that key's name: nobody else may
     /// take them over.
     keyed_names: HashMap<String, String>,
+    /// `[hub] heartbeat-secs`.
+    heartbeat: Duration,
+    /// Connections that have sent a `PING` (and so are watched for silence).
+    pinging: usize,
 }
 
 struct TlsListener {
@@ -346,6 +356,7 @@ struct Gate<'a> {
     keys: &'a KeySet,
     failures: &'a mut AuthFailures,
     keyed_names: &'a HashMap<String, String>,
+    pinging: &'a mut usize,
 }
 
 impl HubServer {
@@ -388,7 +399,60 @@ impl HubServer {
             anonymous,
             failures: AuthFailures::default(),
             keyed_names: HashMap::new(),
+            heartbeat: Duration::from_secs(5),
+            pinging: 0,
         })
+    }
+
+    /// `[hub] heartbeat-secs`: a client that has sent a `PING` is dropped once silent for
+    /// [`HEARTBEAT_MISSES`] of these.
+    pub fn set_heartbeat(&mut self, every: Duration) {
+        self.heartbeat = every;
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat
+    }
+
+    /// Are there clients that have sent a `PING` (so the silence sweep is needed)?
+    pub fn has_pinging(&self) -> bool {
+        self.pinging > 0
+    }
+
+    /// Drops the clients that have sent a `PING` and then nothing for
+    /// [`HEARTBEAT_MISSES`] heartbeats (a frozen peer, a cut cable: sooner than keepalive);
+    /// returns when the next one falls silent that long, if any client is watched.
+    pub fn expire_silent(&mut self, registry: &Registry) -> Option<Instant> {
+        let limit = self.heartbeat * HEARTBEAT_MISSES;
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        let mut silent = Vec::new();
+        for (index, c) in &self.conns {
+            if !c.pinged || c.io.is_closing() {
+                continue;
+            }
+            let due = c.heard + limit;
+            if due <= now {
+                silent.push(index);
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        for index in silent {
+            if let Some(c) = self.conns.get(index) {
+                crate::info_limited!(
+                    self.limits.info,
+                    "hub: dropped {} ({}): silent for {:.1} s after its PINGs",
+                    c.peer,
+                    c.client
+                        .as_ref()
+                        .map_or("not registered".to_string(), Client::describe),
+                    c.heard.elapsed().as_secs_f64()
+                );
+            }
+            self.close(index, registry);
+        }
+        next
     }
 
     /// Adds the TLS listener on `addr`, registered as `token`: the same protocol, but
@@ -569,6 +633,8 @@ impl HubServer {
                         key: None,
                         anonymous: anonymous_role(self.anonymous, tls, local),
                         challenge: None,
+                        pinged: false,
+                        heard: Instant::now(),
                         generation: self.next_generation,
                         since: Instant::now(),
                         last_seen: std::time::SystemTime::now(),
@@ -629,6 +695,7 @@ impl HubServer {
             keys: &self.keys,
             failures: &mut self.failures,
             keyed_names: &self.keyed_names,
+            pinging: &mut self.pinging,
         };
         let Some(conn) = self.conns.get_mut(index) else {
             return Readable::default();
@@ -665,6 +732,7 @@ impl HubServer {
                 }
             };
             budget = budget.saturating_sub(n);
+            conn.heard = Instant::now();
             while let Some(line) = conn.io.next_line() {
                 match line {
                     Ok(raw) => handle_line(conn, &mut gate, index, &raw, true, &mut fx),
@@ -742,6 +810,7 @@ impl HubServer {
             keys: &self.keys,
             failures: &mut self.failures,
             keyed_names: &self.keyed_names,
+            pinging: &mut self.pinging,
         };
         let Some(conn) = self.conns.get_mut(index) else {
             return Vec::new();
@@ -951,6 +1020,9 @@ impl HubServer {
     fn close(&mut self, index: usize, registry: &Registry) {
         if let Some(mut conn) = self.conns.try_remove(index) {
             conn.io.deregister(registry);
+            if conn.pinged {
+                self.pinging -= 1;
+            }
             if let Some(n) = self.per_address.get_mut(&conn.peer.ip()) {
                 *n -= 1;
                 if *n == 0 {
@@ -1208,6 +1280,14 @@ fn handle_line(
     }
     match protocol::parse(text) {
         Ok(Line::Chal) => challenge(conn, gate),
+        Ok(Line::Ping(token)) => {
+            // At once, ahead of answers that wait for the disk: it says the hub is alive.
+            conn.io.queue(format!("PONG {token}\n").as_bytes());
+            if !conn.pinged {
+                conn.pinged = true;
+                *gate.pinging += 1;
+            }
+        }
         Ok(Line::Auth(words)) => authenticate(conn, gate, words),
         Ok(Line::Register { name, kind, epoch }) => {
             if let Some(old) = &conn.client {
