@@ -1,15 +1,28 @@
 //! Issue 13's heartbeats, end to end: a door node notices a frozen hub (`SIGSTOP`, its
 //! sockets still open) within three heartbeats and delivers what it queued meanwhile exactly
 //! once after `SIGCONT`; the hub drops a client that pinged and then froze (`PING` needing no
-//! key is in `security.rs`). Heartbeats at 0.5 s, so three of them are 1.5 s.
+//! key is in `security.rs`). Heartbeats at 0.5 s, so three of them are 1.5 s (2 s and 6 s
+//! under qemu-user, where a loaded emulator could otherwise miss one).
 
 use site_tests::*;
 use std::io::{BufRead, BufReader, Write};
 
+/// `heartbeat-secs` for hub and links, and three of them as the logs say it.
+const HEARTBEAT: &str = if cfg!(target_arch = "aarch64") {
+    "2"
+} else {
+    "0.5"
+};
+const THREE: &str = if cfg!(target_arch = "aarch64") {
+    "6"
+} else {
+    "1.5"
+};
+
 /// A hub on `port` that takes site events from door nodes on loopback without a key.
 fn hub(site: &SiteDir, port: u16) -> Daemon {
     site.write_config(&format!(
-        "\n[hub]\ntcp = \"127.0.0.1:{port}\"\ntls = \"127.0.0.1:0\"\nheartbeat-secs = 0.5\nevent-log = \"{}\"\n{ANONYMOUS_NODES}",
+        "\n[hub]\ntcp = \"127.0.0.1:{port}\"\ntls = \"127.0.0.1:0\"\nheartbeat-secs = {HEARTBEAT}\nevent-log = \"{}\"\n{ANONYMOUS_NODES}",
         site.event_log_path().display()
     ));
     Daemon::start(site)
@@ -22,7 +35,7 @@ fn a_frozen_hub_is_noticed_and_the_report_queued_meanwhile_arrives_once() {
     let hub = hub(&hub_site, port);
     let node_site = SiteDir::new();
     node_site.write_config(&format!(
-        "\n[link]\nhub = \"127.0.0.1:{port}\"\nheartbeat-secs = 0.5\n\n[access]\nopen-secs = {DOOR_SECS}\nname = \"door-node\"\n{SITE_DEVICES}"
+        "\n[link]\nhub = \"127.0.0.1:{port}\"\nheartbeat-secs = {HEARTBEAT}\n\n[access]\nopen-secs = {DOOR_SECS}\nname = \"door-node\"\n{SITE_DEVICES}"
     ));
     let node = Daemon::start(&node_site);
     // Connected, and a heartbeat has come back.
@@ -31,8 +44,10 @@ fn a_frozen_hub_is_noticed_and_the_report_queued_meanwhile_arrives_once() {
     });
     let (shown, _) = text(&node.ctl(&["status"]));
     assert!(shown.contains(", rtt "), "{shown}");
+    // Nothing lost it so far (a missed heartbeat would say so before the freeze).
+    assert!(!node.log().contains("hub link lost"), "{}", node.log());
     hub.signal(libc::SIGSTOP);
-    node.wait_log("access: hub link lost (no answer for 1.5 s)");
+    node.wait_log(&format!("access: hub link lost (no answer for {THREE} s)"));
     assert_eq!(node.status()["site"]["access"]["link"]["connected"], false);
     node.press("entry_button");
     wait_for("the report in the outbox", || {
@@ -93,7 +108,7 @@ fn a_client_that_pinged_and_froze_is_dropped() {
     let log = hub.log();
     assert!(log.contains("dropped 127.0.0.1:"), "{log}");
     assert!(
-        log.contains("(device pinger (relay)): silent for 1."),
+        log.contains("(device pinger (relay)): silent for "),
         "{log}"
     );
     // A client that never pinged is answered too, and never watched.
