@@ -438,8 +438,8 @@ impl SiteRunner {
             RunnerTimer::LinkPing(generation, slot) if generation == self.link_generation => {
                 if let Some((_, link)) = self.links.get_mut(slot) {
                     let outcome = link.heartbeat(registry);
-                    if let Some(every) = link.heartbeat_every() {
-                        self.timers.arm(timer, monotonic_now() + every);
+                    if let Some(wait) = link.next_heartbeat() {
+                        self.timers.arm(timer, monotonic_now() + wait);
                     }
                     self.after_link(slot, outcome);
                 }

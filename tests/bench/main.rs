@@ -25,9 +25,12 @@
 //! 7. Secure: the cost of TLS and keys (issue 12): TLS 1.3 connections with `CHAL`/`AUTH` per
 //!    second and the RSS each adds at 1,000 clients, beside plain ones; `send` -> `ACK` to TLS
 //!    actuators; and the hub's CPU per signed datagram against an unsigned one.
+//! 8. Heartbeat: a door node's link pinging every 1 s and 5 s; the hub frozen with `SIGSTOP`:
+//!    how long until the node notices, and after `SIGCONT` until the report it queued
+//!    meanwhile is acknowledged.
 //!
 //! Run: cargo build --workspace --release --locked && target/release/sited-bench
-//! (`--only edge|idle|udp|tcp|flood|loaded|secure` runs one part; `--udp-secs`,
+//! (`--only edge|idle|udp|tcp|flood|loaded|secure|heartbeat` runs one part; `--udp-secs`,
 //! `--devices 1000,10000`.)
 
 use site_daemon::config;
@@ -98,8 +101,13 @@ fn main() {
         secure::tls(1000, 1000);
         secure::signed(300_000);
     }
+    if run("heartbeat") {
+        heartbeat::freeze(Duration::from_secs(1), 3);
+        heartbeat::freeze(Duration::from_secs(5), 2);
+    }
 }
 
+mod heartbeat;
 mod hub;
 mod secure;
 

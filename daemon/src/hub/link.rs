@@ -117,6 +117,8 @@ pub struct HubLink {
     heard: Instant,
     /// The `PING` waiting for its `PONG`: its token and when it went.
     ping: Option<(u64, Instant)>,
+    /// When the last `PING` went (one a heartbeat, however often the silence is checked).
+    last_ping: Option<Instant>,
     next_token: u64,
     /// The last `PING` → `PONG` round trip.
     rtt: Option<Duration>,
@@ -139,6 +141,7 @@ impl HubLink {
             key_refused: false,
             heard: Instant::now(),
             ping: None,
+            last_ping: None,
             next_token: 0,
             rtt: None,
         }
@@ -463,14 +466,34 @@ impl HubLink {
             outcome.retry_in = Some(self.lost("no answer to its heartbeats"));
             return outcome;
         }
-        if conn.phase == Phase::Ready && self.ping.is_none() {
+        // A check made early for the silence deadline sends no extra ping.
+        let due = self
+            .last_ping
+            .is_none_or(|at| at.elapsed() >= every.mul_f64(0.9));
+        if conn.phase == Phase::Ready && self.ping.is_none() && due {
             self.next_token += 1;
             conn.io
                 .queue(format!("PING {}\n", self.next_token).as_bytes());
-            self.ping = Some((self.next_token, Instant::now()));
+            let now = Instant::now();
+            self.ping = Some((self.next_token, now));
+            self.last_ping = Some(now);
             self.flush(registry, &mut outcome);
         }
         outcome
+    }
+
+    /// When the heartbeat should next look: a heartbeat from now, or sooner if that is when
+    /// the hub will have been silent [`HEARTBEAT_MISSES`] heartbeats, so that a frozen hub is
+    /// noticed then and not up to a heartbeat later.
+    pub fn next_heartbeat(&self) -> Option<Duration> {
+        let every = self.spec.heartbeat?;
+        if self.conn.is_none() {
+            // Between connections, the retry timer does the work.
+            return Some(every);
+        }
+        let silent_at =
+            (self.heard + every * HEARTBEAT_MISSES).saturating_duration_since(Instant::now());
+        Some(every.min(silent_at.max(Duration::from_millis(1))))
     }
 
     /// For `sitectl status`.
