@@ -453,7 +453,14 @@ fn a_udp_flood_from_many_addresses_does_not_freeze_the_loop() {
     let mut answered = None;
     let started = Instant::now();
     let mut k = 0u32;
-    while answered.is_none() && started.elapsed() < DEADLINE {
+    // Under qemu-user, with the rest of the suite running beside it, the emulated hub takes
+    // in so little of the flood that a whole cycle getting through can take longer.
+    let deadline = if cfg!(target_arch = "aarch64") {
+        DEADLINE * 4
+    } else {
+        DEADLINE
+    };
+    while answered.is_none() && started.elapsed() < deadline {
         let n = k % 10 + 1;
         let packet = format!("Real01,2026-11-30 10:00:0{n},temperature,21.5,SEQ:{n}");
         sensor.send_to(packet.as_bytes(), udp).expect("send");
