@@ -131,6 +131,13 @@ fn tls_addr(daemon: &Daemon) -> String {
         .to_string()
 }
 
+fn udp_addr(daemon: &Daemon) -> String {
+    daemon.status()["hub"]["udp"]["listen"]
+        .as_str()
+        .expect("the UDP listener's address")
+        .to_string()
+}
+
 fn fingerprint(daemon: &Daemon) -> String {
     let out = daemon.ctl(&["cert"]);
     let (stdout, stderr) = text(&out);
@@ -602,10 +609,7 @@ fn unix_now() -> u64 {
 #[test]
 fn signed_datagrams_are_taken_once_and_bad_ones_are_counted_per_source() {
     let (_site, daemon) = hub("cycle-gap-ms = 300\n");
-    let udp_addr = daemon.status()["hub"]["udp"]["listen"]
-        .as_str()
-        .expect("udp")
-        .to_string();
+    let udp_addr = udp_addr(&daemon);
     let secret = add_key(&daemon, "t1", "sensor");
     let sensor = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     sensor.set_read_timeout(Some(DEADLINE)).expect("timeout");
@@ -698,10 +702,7 @@ fn signed_datagrams_are_taken_once_and_bad_ones_are_counted_per_source() {
 #[test]
 fn with_anonymous_role_none_only_signed_datagrams_count() {
     let (_site, daemon) = hub("anonymous-role = \"none\"\n");
-    let udp_addr = daemon.status()["hub"]["udp"]["listen"]
-        .as_str()
-        .expect("udp")
-        .to_string();
+    let udp_addr = udp_addr(&daemon);
     let secret = add_key(&daemon, "t1", "sensor");
     let sensor = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     sensor
@@ -753,10 +754,7 @@ fn the_python_reference_client_speaks_the_protocol_from_protocol_md() {
     let secret_file = files.path().join("plug.secret");
     write_secret(&secret_file, &secret);
     let tls = tls_addr(&daemon);
-    let udp = daemon.status()["hub"]["udp"]["listen"]
-        .as_str()
-        .expect("udp")
-        .to_string();
+    let udp = udp_addr(&daemon);
     let secret_path = secret_file.display().to_string();
     let mut client = reference_client(&[
         "--tls",

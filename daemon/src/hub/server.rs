@@ -686,18 +686,26 @@ impl HubServer {
         true
     }
 
+    /// The connection table, and beside it what handling a line may look at.
+    fn gate(&mut self) -> (&mut Slab<Conn>, Gate<'_>) {
+        (
+            &mut self.conns,
+            Gate {
+                limits: &mut self.limits,
+                keys: &self.keys,
+                failures: &mut self.failures,
+                keyed_names: &self.keyed_names,
+                pinging: &mut self.pinging,
+            },
+        )
+    }
+
     /// Reads what a connection sent, up to `budget` bytes, handling each line as it
     /// completes; returns the reports it carried, in order, and whether more is waiting.
     pub fn readable(&mut self, index: usize, registry: &Registry, budget: usize) -> Readable {
         let mut fx = LineEffects::default();
-        let mut gate = Gate {
-            limits: &mut self.limits,
-            keys: &self.keys,
-            failures: &mut self.failures,
-            keyed_names: &self.keyed_names,
-            pinging: &mut self.pinging,
-        };
-        let Some(conn) = self.conns.get_mut(index) else {
+        let (conns, mut gate) = self.gate();
+        let Some(conn) = conns.get_mut(index) else {
             return Readable::default();
         };
         if conn.io.is_discarding() {
@@ -805,14 +813,8 @@ impl HubServer {
     /// Takes unterminated input that has been quiet for [`QUIET`] as a line.
     pub fn quiet(&mut self, index: usize, registry: &Registry) -> Vec<IncomingReport> {
         let mut fx = LineEffects::default();
-        let mut gate = Gate {
-            limits: &mut self.limits,
-            keys: &self.keys,
-            failures: &mut self.failures,
-            keyed_names: &self.keyed_names,
-            pinging: &mut self.pinging,
-        };
-        let Some(conn) = self.conns.get_mut(index) else {
+        let (conns, mut gate) = self.gate();
+        let Some(conn) = conns.get_mut(index) else {
             return Vec::new();
         };
         if conn.partial_since.is_some_and(|at| at.elapsed() >= QUIET) {
